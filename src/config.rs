@@ -1,0 +1,599 @@
+//! Turns command-line parameters into validated, typed settings. Nothing
+//! here touches the system; every error names the key it is about.
+
+use crate::cmdline::Param;
+use crate::error::{Error, Result};
+use crate::names::DeviceName;
+use crate::units::{parse_size, Bytes};
+use std::fmt;
+
+/// How a block device is named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevSpec {
+    Path(String),
+    Label(String),
+    Uuid(String),
+    PartUuid(String),
+    PartLabel(String),
+}
+
+/// Where the origin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on the filesystem of `cowroot.dev`, absolute within it.
+    File(String),
+    /// A block device used directly.
+    Device(DevSpec),
+}
+
+/// Where the writes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolSpec {
+    Device(DevSpec),
+    Lvm { vg: String, lv: String },
+    Ram(Option<Bytes>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFail {
+    #[default]
+    Shell,
+    Halt,
+    ReadOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: Source,
+    pub host_dev: Option<DevSpec>,
+    pub host_fstype: Option<String>,
+    pub pool: PoolSpec,
+    pub reset: bool,
+    pub name: DeviceName,
+    pub timeout_secs: u64,
+    pub onfail: OnFail,
+    pub debug: bool,
+}
+
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// A day: anything longer is a typo, not a wish.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+const KEYS: &[&str] = &[
+    "cowroot",
+    "cowroot.dev",
+    "cowroot.fstype",
+    "cowpool",
+    "cowroot.reset",
+    "cowroot.name",
+    "cowroot.timeout",
+    "cowroot.onfail",
+    "cowroot.debug",
+];
+
+impl fmt::Display for DevSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DevSpec::Path(p) => write!(f, "{p}"),
+            DevSpec::Label(v) => write!(f, "LABEL={v}"),
+            DevSpec::Uuid(v) => write!(f, "UUID={v}"),
+            DevSpec::PartUuid(v) => write!(f, "PARTUUID={v}"),
+            DevSpec::PartLabel(v) => write!(f, "PARTLABEL={v}"),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{p}"),
+            Source::Device(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+impl fmt::Display for PoolSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolSpec::Device(d) => write!(f, "{d}"),
+            PoolSpec::Lvm { vg, lv } => write!(f, "{vg}/{lv}"),
+            PoolSpec::Ram(None) => write!(f, "ram"),
+            PoolSpec::Ram(Some(size)) => write!(f, "ram:{}", size.0),
+        }
+    }
+}
+
+impl fmt::Display for OnFail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFail::Shell => "shell",
+            OnFail::Halt => "halt",
+            OnFail::ReadOnly => "ro",
+        })
+    }
+}
+
+/// Characters no device value may contain: control characters would break
+/// log lines and sysfs lookups.
+fn check_plain(key: &str, value: &str) -> Result<()> {
+    if value.chars().any(|c| c.is_control()) {
+        return Err(Error::config(
+            key,
+            format!("value {value:?} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a device spec; `None` if the value is not one (a path or VG/LV).
+pub fn parse_devspec(key: &str, value: &str) -> Result<Option<DevSpec>> {
+    check_plain(key, value)?;
+    let tagged = [
+        ("LABEL=", DevSpec::Label as fn(String) -> DevSpec),
+        ("UUID=", DevSpec::Uuid),
+        ("PARTUUID=", DevSpec::PartUuid),
+        ("PARTLABEL=", DevSpec::PartLabel),
+    ];
+    for (prefix, make) in tagged {
+        if let Some(rest) = value.strip_prefix(prefix) {
+            if rest.is_empty() {
+                return Err(Error::config(key, format!("{prefix} needs a value")));
+            }
+            if rest.contains('/') && prefix != "PARTLABEL=" && prefix != "LABEL=" {
+                return Err(Error::config(
+                    key,
+                    format!("{value:?} is not a valid {prefix}"),
+                ));
+            }
+            return Ok(Some(make(rest.to_string())));
+        }
+    }
+    if let Some(rest) = value.strip_prefix("/dev/") {
+        if rest.is_empty() || rest.split('/').any(|c| c.is_empty() || c == "..") {
+            return Err(Error::config(
+                key,
+                format!("{value:?} is not a device path"),
+            ));
+        }
+        return Ok(Some(DevSpec::Path(value.to_string())));
+    }
+    Ok(None)
+}
+
+fn parse_source(value: &str) -> Result<Source> {
+    const KEY: &str = "cowroot";
+    if value.is_empty() {
+        return Err(Error::config(
+            KEY,
+            "needs a value: an image path or a device",
+        ));
+    }
+    if let Some(dev) = parse_devspec(KEY, value)? {
+        return Ok(Source::Device(dev));
+    }
+    if !value.starts_with('/') {
+        return Err(Error::config(
+            KEY,
+            format!("{value:?} is neither an absolute image path nor a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=)"),
+        ));
+    }
+    let components: Vec<&str> = value.split('/').filter(|c| !c.is_empty()).collect();
+    if components.is_empty() || components.contains(&"..") {
+        return Err(Error::config(
+            KEY,
+            format!("{value:?} must name a file and not contain \"..\""),
+        ));
+    }
+    Ok(Source::File(format!("/{}", components.join("/"))))
+}
+
+fn is_lvm_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+}
+
+fn parse_pool(value: &str) -> Result<PoolSpec> {
+    const KEY: &str = "cowpool";
+    if value.is_empty() {
+        return Err(Error::config(
+            KEY,
+            "needs a value: a device, VG/LV or ram[:SIZE]",
+        ));
+    }
+    if value == "ram" {
+        return Ok(PoolSpec::Ram(None));
+    }
+    if let Some(size) = value.strip_prefix("ram:") {
+        let bytes = parse_size(size).filter(|b| b.0 > 0).ok_or_else(|| {
+            Error::config(
+                KEY,
+                format!("bad size {size:?} in {value:?}; use e.g. ram:512M"),
+            )
+        })?;
+        return Ok(PoolSpec::Ram(Some(bytes)));
+    }
+    if let Some(dev) = parse_devspec(KEY, value)? {
+        return Ok(PoolSpec::Device(dev));
+    }
+    match value.split_once('/') {
+        Some((vg, lv)) if is_lvm_name(vg) && is_lvm_name(lv) => {
+            Ok(PoolSpec::Lvm { vg: vg.to_string(), lv: lv.to_string() })
+        }
+        _ => Err(Error::config(
+            KEY,
+            format!("{value:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=), VG/LV or ram[:SIZE]"),
+        )),
+    }
+}
+
+/// Kernel-style booleans (kstrtobool); a bare key means "on".
+fn parse_bool(key: &str, value: Option<&str>) -> Result<bool> {
+    match value {
+        None => Ok(true),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "y" | "yes" | "on" | "true" => Ok(true),
+            "0" | "n" | "no" | "off" | "false" => Ok(false),
+            _ => Err(Error::config(key, format!("expected 0 or 1, got {v:?}"))),
+        },
+    }
+}
+
+fn require<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str> {
+    value.ok_or_else(|| Error::config(key, "needs a value (key=value)"))
+}
+
+impl Config {
+    /// `Ok(None)` when `cowroot=` is absent: cowroot has nothing to do.
+    /// Repeated keys: the last one wins, as in the kernel.
+    pub fn from_params(params: &[Param]) -> Result<Option<Config>> {
+        let mut latest: Vec<(&str, Option<&str>)> = Vec::new();
+        for param in params {
+            let key = param.key.as_str();
+            let ours = key == "cowroot" || key == "cowpool" || key.starts_with("cowroot.");
+            if !ours {
+                continue;
+            }
+            if !KEYS.contains(&key) {
+                return Err(Error::config(
+                    key,
+                    format!("unknown key; cowroot knows {}", KEYS.join(", ")),
+                ));
+            }
+            latest.retain(|(k, _)| *k != key);
+            latest.push((key, param.value.as_deref()));
+        }
+        let get = |key: &str| latest.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+
+        let Some(source) = get("cowroot") else {
+            return Ok(None);
+        };
+        let source = parse_source(require("cowroot", source)?)?;
+
+        let host_dev = match get("cowroot.dev") {
+            None => None,
+            Some(v) => {
+                let v = require("cowroot.dev", v)?;
+                Some(parse_devspec("cowroot.dev", v)?.ok_or_else(|| {
+                    Error::config("cowroot.dev", format!("{v:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=)"))
+                })?)
+            }
+        };
+        match (&source, &host_dev) {
+            (Source::File(_), None) => {
+                return Err(Error::config(
+                    "cowroot.dev",
+                    "required when cowroot= is an image path: name the device whose filesystem holds the image",
+                ))
+            }
+            (Source::Device(_), Some(_)) => {
+                return Err(Error::config(
+                    "cowroot.dev",
+                    "only applies when cowroot= is an image path, but cowroot= names a device",
+                ))
+            }
+            _ => {}
+        }
+
+        let host_fstype = match get("cowroot.fstype") {
+            None => None,
+            Some(v) => {
+                let v = require("cowroot.fstype", v)?;
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return Err(Error::config(
+                        "cowroot.fstype",
+                        format!("invalid filesystem type {v:?}"),
+                    ));
+                }
+                Some(v.to_string())
+            }
+        };
+
+        let pool = match get("cowpool") {
+            None => {
+                return Err(Error::config(
+                    "cowpool",
+                    "required: name the device that takes the writes (a device, VG/LV or ram)",
+                ))
+            }
+            Some(v) => parse_pool(require("cowpool", v)?)?,
+        };
+
+        let reset = match get("cowroot.reset") {
+            None => false,
+            Some(v) => parse_bool("cowroot.reset", v)?,
+        };
+        let debug = match get("cowroot.debug") {
+            None => false,
+            Some(v) => parse_bool("cowroot.debug", v)?,
+        };
+        let name = match get("cowroot.name") {
+            None => DeviceName::default(),
+            Some(v) => DeviceName::parse(require("cowroot.name", v)?)?,
+        };
+        let timeout_secs =
+            match get("cowroot.timeout") {
+                None => DEFAULT_TIMEOUT_SECS,
+                Some(v) => {
+                    let v = require("cowroot.timeout", v)?;
+                    match v.parse::<u64>() {
+                        Ok(n) if n <= MAX_TIMEOUT_SECS => n,
+                        _ => return Err(Error::config(
+                            "cowroot.timeout",
+                            format!(
+                                "expected whole seconds from 0 to {MAX_TIMEOUT_SECS}, got {v:?}"
+                            ),
+                        )),
+                    }
+                }
+            };
+        let onfail = match get("cowroot.onfail") {
+            None => OnFail::default(),
+            Some(v) => match require("cowroot.onfail", v)? {
+                "shell" => OnFail::Shell,
+                "halt" => OnFail::Halt,
+                "ro" => OnFail::ReadOnly,
+                other => {
+                    return Err(Error::config(
+                        "cowroot.onfail",
+                        format!("expected shell, halt or ro, got {other:?}"),
+                    ))
+                }
+            },
+        };
+
+        Ok(Some(Config {
+            source,
+            host_dev,
+            host_fstype,
+            pool,
+            reset,
+            name,
+            timeout_secs,
+            onfail,
+            debug,
+        }))
+    }
+
+    /// The parts the boot agent parses but does not implement yet.
+    pub fn check_supported(&self) -> Result<()> {
+        match &self.pool {
+            PoolSpec::Lvm { .. } => Err(Error::Unsupported {
+                key: "cowpool".into(),
+                what: "a VG/LV pool".into(),
+            }),
+            PoolSpec::Ram(_) => Err(Error::Unsupported {
+                key: "cowpool".into(),
+                what: "a ram pool".into(),
+            }),
+            PoolSpec::Device(_) => Ok(()),
+        }?;
+        if self.onfail != OnFail::Shell {
+            return Err(Error::Unsupported {
+                key: "cowroot.onfail".into(),
+                what: format!("onfail={}", self.onfail),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::split;
+
+    fn parse(line: &str) -> Result<Option<Config>> {
+        Config::from_params(&split(line))
+    }
+
+    #[test]
+    fn absent_cowroot_means_nothing_to_do() {
+        for line in [
+            "",
+            "root=/dev/sda1 ro quiet\n",
+            "cowpool=/dev/vdc",
+            "cowroot.reset=1",
+        ] {
+            assert_eq!(parse(line), Ok(None), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn full_cmdlines_parse() {
+        let cfg = parse(
+            "BOOT_IMAGE=/vmlinuz root=UUID=abcd ro cowroot=/images//root.img cowroot.dev=LABEL=images \
+             cowpool=PARTUUID=0a1b-02 cowroot.reset=1 cowroot.name=kiosk cowroot.timeout=5 \
+             cowroot.onfail=halt cowroot.debug cowroot.fstype=ext4\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(cfg.source, Source::File("/images/root.img".into()));
+        assert_eq!(cfg.host_dev, Some(DevSpec::Label("images".into())));
+        assert_eq!(cfg.host_fstype.as_deref(), Some("ext4"));
+        assert_eq!(
+            cfg.pool,
+            PoolSpec::Device(DevSpec::PartUuid("0a1b-02".into()))
+        );
+        assert!(cfg.reset && cfg.debug);
+        assert_eq!(cfg.name.as_str(), "kiosk");
+        assert_eq!(cfg.timeout_secs, 5);
+        assert_eq!(cfg.onfail, OnFail::Halt);
+
+        let cfg = parse("cowroot=UUID=1234-ABCD cowpool=/dev/vdc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            cfg.source,
+            Source::Device(DevSpec::Uuid("1234-ABCD".into()))
+        );
+        assert_eq!(cfg.name.as_str(), "cowroot");
+        assert_eq!(cfg.timeout_secs, DEFAULT_TIMEOUT_SECS);
+        assert!(!cfg.reset);
+        assert_eq!(cfg.onfail, OnFail::Shell);
+
+        let cfg = parse("cowroot=\"/my images/r.img\" cowroot.dev=/dev/vdb cowpool=vg0/thin")
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.source, Source::File("/my images/r.img".into()));
+        assert_eq!(
+            cfg.pool,
+            PoolSpec::Lvm {
+                vg: "vg0".into(),
+                lv: "thin".into()
+            }
+        );
+        assert!(cfg.check_supported().is_err());
+
+        let cfg = parse("cowroot=/dev/vdb cowpool=ram:512M").unwrap().unwrap();
+        assert_eq!(cfg.pool, PoolSpec::Ram(Some(Bytes(512 << 20))));
+        let cfg = parse("cowroot=PARTLABEL=root\\ a cowpool=ram")
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.pool, PoolSpec::Ram(None));
+        assert_eq!(
+            cfg.source,
+            Source::Device(DevSpec::PartLabel("root\\".into()))
+        );
+    }
+
+    #[test]
+    fn last_duplicate_wins() {
+        let cfg = parse(
+            "cowroot=/dev/vda cowpool=/dev/vdb cowroot.reset=1 cowroot.reset=0 cowroot=/dev/vdd",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(cfg.source, Source::Device(DevSpec::Path("/dev/vdd".into())));
+        assert!(!cfg.reset);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("cowroot=/a.img cowpool=/dev/vdc", "cowroot.dev"),
+            ("cowroot=/dev/vdb", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=", "cowpool"),
+            ("cowroot=/dev/vdb cowpool", "cowpool"),
+            ("cowroot= cowpool=/dev/vdc", "cowroot"),
+            ("cowroot cowpool=/dev/vdc", "cowroot"),
+            (
+                "cowroot=images/root.img cowroot.dev=/dev/vdb cowpool=/dev/vdc",
+                "cowroot",
+            ),
+            (
+                "cowroot=/../etc/shadow cowroot.dev=/dev/vdb cowpool=/dev/vdc",
+                "cowroot",
+            ),
+            ("cowroot=/ cowroot.dev=/dev/vdb cowpool=/dev/vdc", "cowroot"),
+            ("cowroot=/dev/ cowpool=/dev/vdc", "cowroot"),
+            ("cowroot=/dev/../x cowpool=/dev/vdc", "cowroot"),
+            ("cowroot=LABEL= cowpool=/dev/vdc", "cowroot"),
+            (
+                "cowroot=/dev/vdb cowroot.dev=/dev/vdc cowpool=/dev/vdd",
+                "cowroot.dev",
+            ),
+            (
+                "cowroot=/a.img cowroot.dev=images cowpool=/dev/vdd",
+                "cowroot.dev",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.reset=2",
+                "cowroot.reset",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=-1",
+                "cowroot.timeout",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=ten",
+                "cowroot.timeout",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=99999999",
+                "cowroot.timeout",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=",
+                "cowroot.timeout",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=a/b",
+                "cowroot.name",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=",
+                "cowroot.name",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onfail=reboot",
+                "cowroot.onfail",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.debug=maybe",
+                "cowroot.debug",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.fstype=ext4;rm",
+                "cowroot.fstype",
+            ),
+            (
+                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.rest=1",
+                "cowroot.rest",
+            ),
+            ("cowroot=/dev/vdb cowpool=vg0/lv/x", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=ram:0", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=ram:lots", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=\"/dev/vd\nc\"", "cowpool"),
+            // An unknown key is an error even without cowroot=.
+            ("cowroot.typo=1", "cowroot.typo"),
+        ];
+        for (line, key) in cases {
+            let err = parse(line).expect_err(line);
+            match &err {
+                Error::Config { key: k, .. } => assert_eq!(k, key, "{line}: {err}"),
+                other => panic!("{line}: unexpected {other:?}"),
+            }
+            assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn not_yet_supported_pools_say_so() {
+        for line in [
+            "cowroot=/dev/vdb cowpool=vg/lv",
+            "cowroot=/dev/vdb cowpool=ram",
+            "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onfail=ro",
+        ] {
+            let err = parse(line).unwrap().unwrap().check_supported().unwrap_err();
+            assert!(err.to_string().contains("not supported yet"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The one error type of cowroot. Every variant carries what a user needs to
+//! act: which key, which device, which operation, the errno.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A kernel command-line value that cowroot cannot accept.
+    Config { key: String, message: String },
+    /// A command-line option of the binary itself.
+    Usage(String),
+    /// A device named on the command line did not show up in time.
+    DeviceTimeout {
+        spec: String,
+        key: String,
+        seconds: u64,
+    },
+    /// The image file does not exist on the host filesystem.
+    ImageMissing { path: String, host: String },
+    /// The pool device carries something that is not ours.
+    ForeignPool { device: String, found: String },
+    /// The pool device has no valid cowroot header and is not blank.
+    NotAPool { device: String },
+    /// The pool cannot hold what is asked of it.
+    PoolTooSmall {
+        device: String,
+        bytes: u64,
+        need: u64,
+    },
+    /// The origin differs from the one the kept changes were made on.
+    OriginChanged { origin: String, detail: String },
+    /// The pool header and what the kernel reports disagree.
+    Inconsistent(String),
+    /// A system call or ioctl failed.
+    Io {
+        op: String,
+        target: String,
+        errno: String,
+    },
+    /// A feature parsed from the command line that is not implemented yet.
+    Unsupported { key: String, what: String },
+    /// Setting up failed and so did undoing part of it.
+    Rollback {
+        cause: Box<Error>,
+        failures: Vec<String>,
+    },
+}
+
+impl Error {
+    pub fn config(key: &str, message: impl Into<String>) -> Error {
+        Error::Config {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(op: impl Into<String>, target: impl Into<String>, err: impl fmt::Display) -> Error {
+        Error::Io {
+            op: op.into(),
+            target: target.into(),
+            errno: err.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config { key, message } => write!(f, "{key}: {message}"),
+            Error::Usage(m) => write!(f, "{m}"),
+            Error::DeviceTimeout { spec, key, seconds } => write!(
+                f,
+                "{key}: device {spec} did not appear within {seconds} s; check that the disk is \
+                 attached and its driver is in the initramfs, or raise cowroot.timeout"
+            ),
+            Error::ImageMissing { path, host } => write!(
+                f,
+                "cowroot: image {path} not found on {host}; check the path (it is relative to \
+                 the root of cowroot.dev's filesystem)"
+            ),
+            Error::ForeignPool { device, found } => write!(
+                f,
+                "cowpool: {device} holds {found}; refusing to use or format it. Use an empty \
+                 device, or run `cowroot format --force {device}` if its contents may be destroyed"
+            ),
+            Error::NotAPool { device } => write!(
+                f,
+                "cowpool: {device} has no valid cowroot header and is not blank; refusing to \
+                 format it at boot. Run `cowroot format {device}` to prepare it"
+            ),
+            Error::PoolTooSmall {
+                device,
+                bytes,
+                need,
+            } => write!(
+                f,
+                "cowpool: {device} has {bytes} bytes, at least {need} are needed"
+            ),
+            Error::OriginChanged { origin, detail } => write!(
+                f,
+                "cowroot: origin {origin} is not the image the kept changes were made on \
+                 ({detail}); refusing to boot it. Boot with cowroot.reset=1 to discard the kept \
+                 changes and start over on this image"
+            ),
+            Error::Inconsistent(m) => write!(f, "pool is inconsistent: {m}"),
+            Error::Io { op, target, errno } => write!(f, "{op} {target}: {errno}"),
+            Error::Unsupported { key, what } => {
+                write!(f, "{key}: {what} is not supported yet by this cowroot")
+            }
+            Error::Rollback { cause, failures } => write!(
+                f,
+                "{cause}; cleaning up also failed: {}",
+                failures.join("; ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,17 @@
+//! cowroot: copy-on-write root filesystems at the block layer.
+//!
+//! Data flows one way: [`cmdline`] → [`config`] → probe → [`plan`] →
+//! execute → report. Everything up to the plan is pure and unit-tested; the
+//! effects live behind the [`exec::System`] trait.
+
+pub mod cmdline;
+pub mod config;
+pub mod error;
+pub mod fingerprint;
+pub mod header;
+pub mod layout;
+pub mod names;
+pub mod plan;
+pub mod signature;
+pub mod table;
+pub mod units;

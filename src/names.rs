@@ -1,0 +1,156 @@
+//! Every device-mapper name and uuid cowroot creates comes from here, so the
+//! private layers are recognisable (by name, and by the `COWROOT-` uuid
+//! prefix) and their lengths provably fit the kernel's limits.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// The kernel's limit on a dm name is 128 bytes including the NUL.
+const DM_NAME_MAX: usize = 127;
+/// The longest user-chosen name; the longest suffix below is 11 bytes.
+pub const NAME_MAX: usize = 64;
+pub const UUID_PREFIX: &str = "COWROOT-";
+
+/// A validated `cowroot.name`: the root device is `/dev/mapper/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceName(String);
+
+/// The four device-mapper devices of one cowroot setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The thin device the machine boots from.
+    Thin,
+    /// The thin pool (private).
+    Pool,
+    /// Linear map of the pool device's metadata region (private).
+    Meta,
+    /// Linear map of the pool device's data region (private).
+    Data,
+}
+
+impl Role {
+    fn suffix(self) -> &'static str {
+        match self {
+            Role::Thin => "",
+            Role::Pool => "-pool",
+            Role::Meta => "-pool_tmeta",
+            Role::Data => "-pool_tdata",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Role::Thin => "thin",
+            Role::Pool => "pool",
+            Role::Meta => "tmeta",
+            Role::Data => "tdata",
+        }
+    }
+
+    /// Private layers are hidden from udev's disk rules (invariant 8).
+    pub fn is_private(self) -> bool {
+        self != Role::Thin
+    }
+}
+
+impl DeviceName {
+    pub fn parse(text: &str) -> Result<DeviceName> {
+        let bad =
+            |why: &str| Error::config("cowroot.name", format!("invalid name {text:?}: {why}"));
+        if text.is_empty() || text.len() > NAME_MAX {
+            return Err(bad(&format!("must be 1 to {NAME_MAX} characters")));
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+        {
+            return Err(bad("use only letters, digits and . _ + -"));
+        }
+        if text.starts_with('-') || text.starts_with('.') {
+            return Err(bad("must not start with - or ."));
+        }
+        if text == "control" {
+            return Err(bad("reserved by device-mapper"));
+        }
+        Ok(DeviceName(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The dm name of one layer.
+    pub fn dm_name(&self, role: Role) -> String {
+        let name = format!("{}{}", self.0, role.suffix());
+        debug_assert!(name.len() <= DM_NAME_MAX);
+        name
+    }
+
+    /// The dm uuid of one layer.
+    pub fn dm_uuid(&self, role: Role) -> String {
+        format!("{UUID_PREFIX}{}-{}", role.tag(), self.0)
+    }
+
+    pub fn mapper_path(&self, role: Role) -> String {
+        format!("/dev/mapper/{}", self.dm_name(role))
+    }
+}
+
+impl Default for DeviceName {
+    fn default() -> DeviceName {
+        DeviceName("cowroot".to_string())
+    }
+}
+
+impl fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_validate() {
+        for good in [
+            "cowroot",
+            "root_2",
+            "a",
+            "kiosk.v1+test-x",
+            &"x".repeat(NAME_MAX),
+        ] {
+            assert!(DeviceName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "-x",
+            ".x",
+            "..",
+            "control",
+            "é",
+            "a\"b",
+            &"x".repeat(NAME_MAX + 1),
+        ] {
+            let err = DeviceName::parse(bad).unwrap_err();
+            assert!(err.to_string().starts_with("cowroot.name:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn longest_names_fit_the_kernel_limits() {
+        let name = DeviceName::parse(&"n".repeat(NAME_MAX)).unwrap();
+        for role in [Role::Thin, Role::Pool, Role::Meta, Role::Data] {
+            assert!(name.dm_name(role).len() <= DM_NAME_MAX);
+            // DM_UUID_LEN is 129 including the NUL.
+            assert!(name.dm_uuid(role).len() <= 128);
+        }
+        let name = DeviceName::default();
+        assert_eq!(name.dm_name(Role::Pool), "cowroot-pool");
+        assert_eq!(name.dm_uuid(Role::Thin), "COWROOT-thin-cowroot");
+        assert_eq!(name.mapper_path(Role::Thin), "/dev/mapper/cowroot");
+    }
+}

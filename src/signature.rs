@@ -1,0 +1,197 @@
+//! Recognising what a device already holds, from its first MiB, so nothing
+//! foreign is ever formatted (invariant 2). Pure: bytes in, verdict out.
+
+use crate::header::{MAGIC, SLOT_OFFSETS};
+
+/// How much of the device start `detect` wants to see.
+pub const PROBE_BYTES: usize = 1 << 20;
+
+struct Magic {
+    what: &'static str,
+    offset: usize,
+    bytes: &'static [u8],
+}
+
+const MAGICS: &[Magic] = &[
+    Magic {
+        what: "an ext2/3/4 filesystem",
+        offset: 1080,
+        bytes: &[0x53, 0xEF],
+    },
+    Magic {
+        what: "an XFS filesystem",
+        offset: 0,
+        bytes: b"XFSB",
+    },
+    Magic {
+        what: "a btrfs filesystem",
+        offset: 65536 + 64,
+        bytes: b"_BHRfS_M",
+    },
+    Magic {
+        what: "a squashfs filesystem",
+        offset: 0,
+        bytes: b"hsqs",
+    },
+    Magic {
+        what: "an ISO 9660 filesystem",
+        offset: 32769,
+        bytes: b"CD001",
+    },
+    Magic {
+        what: "an F2FS filesystem",
+        offset: 1024,
+        bytes: &[0x10, 0x20, 0xF5, 0xF2],
+    },
+    Magic {
+        what: "an EROFS filesystem",
+        offset: 1024,
+        bytes: &[0xE2, 0xE1, 0xF5, 0xE0],
+    },
+    Magic {
+        what: "an NTFS filesystem",
+        offset: 3,
+        bytes: b"NTFS    ",
+    },
+    Magic {
+        what: "a FAT filesystem",
+        offset: 54,
+        bytes: b"FAT1",
+    },
+    Magic {
+        what: "a FAT filesystem",
+        offset: 82,
+        bytes: b"FAT32",
+    },
+    Magic {
+        what: "a LUKS volume",
+        offset: 0,
+        bytes: b"LUKS\xba\xbe",
+    },
+    Magic {
+        what: "a LUKS volume",
+        offset: 0,
+        bytes: b"SKUL\xba\xbe",
+    },
+    Magic {
+        what: "a swap area",
+        offset: 4086,
+        bytes: b"SWAPSPACE2",
+    },
+    Magic {
+        what: "a swap area",
+        offset: 4086,
+        bytes: b"SWAP-SPACE",
+    },
+    Magic {
+        what: "a GPT partition table",
+        offset: 512,
+        bytes: b"EFI PART",
+    },
+    Magic {
+        what: "an MD RAID member",
+        offset: 0,
+        bytes: &[0xFC, 0x4E, 0x2B, 0xA9],
+    },
+    Magic {
+        what: "an MD RAID member",
+        offset: 4096,
+        bytes: &[0xFC, 0x4E, 0x2B, 0xA9],
+    },
+    Magic {
+        what: "a device-mapper thin-pool metadata device",
+        offset: 32,
+        bytes: &[0xBA, 0x53, 0x9C, 0x01, 0, 0, 0, 0],
+    },
+    Magic {
+        what: "a bcache device",
+        offset: 4096 + 24,
+        bytes: &[
+            0xC6, 0x85, 0x73, 0xF6, 0x4E, 0x1A, 0x45, 0xCA, 0x82, 0x65, 0xF5, 0x7F, 0x48, 0xBA,
+            0x6D, 0x81,
+        ],
+    },
+];
+
+/// Describes the first signature found, or `None` for a device cowroot may
+/// format. A cowroot header counts: formatting over it destroys a pool.
+pub fn detect(start: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, bytes: &[u8]| start.get(offset..offset + bytes.len()) == Some(bytes);
+    if SLOT_OFFSETS.iter().any(|&o| at(o as usize, MAGIC)) {
+        return Some("a cowroot pool");
+    }
+    // LVM writes its label into one of the first four sectors.
+    if (0..4).any(|s| at(s * 512, b"LABELONE") && at(s * 512 + 24, b"LVM2 001")) {
+        return Some("an LVM physical volume");
+    }
+    if let Some(m) = MAGICS.iter().find(|m| at(m.offset, m.bytes)) {
+        return Some(m.what);
+    }
+    if at(510, &[0x55, 0xAA]) {
+        return Some("a partition table or boot sector (MBR)");
+    }
+    None
+}
+
+pub fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(offset: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; PROBE_BYTES];
+        buf[offset..offset + bytes.len()].copy_from_slice(bytes);
+        buf
+    }
+
+    #[test]
+    fn recognises_common_signatures() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (with(1080, &[0x53, 0xEF]), "ext2/3/4"),
+            (with(0, b"XFSB"), "XFS"),
+            (with(65600, b"_BHRfS_M"), "btrfs"),
+            (with(0, b"LUKS\xba\xbe\0\x02"), "LUKS"),
+            (
+                with(512, b"LABELONE\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0LVM2 001"),
+                "LVM",
+            ),
+            (with(4086, b"SWAPSPACE2"), "swap"),
+            (with(512, b"EFI PART"), "GPT"),
+            (with(510, &[0x55, 0xAA]), "MBR"),
+            (with(0, b"hsqs"), "squashfs"),
+            (with(32769, b"CD001"), "ISO"),
+            (with(32, &[0xBA, 0x53, 0x9C, 0x01, 0, 0, 0, 0]), "thin-pool"),
+            (with(0, MAGIC), "cowroot pool"),
+            (with(65536, MAGIC), "cowroot pool"),
+            (with(4096, &[0xFC, 0x4E, 0x2B, 0xA9]), "MD RAID"),
+        ];
+        for (buf, want) in cases {
+            let found = detect(&buf).unwrap_or("nothing");
+            assert!(found.contains(want), "wanted {want}, found {found}");
+        }
+    }
+
+    #[test]
+    fn blank_and_random_devices_carry_nothing() {
+        let zero = vec![0u8; PROBE_BYTES];
+        assert_eq!(detect(&zero), None);
+        assert!(all_zero(&zero));
+        // Deterministic noise without any magic at the probed offsets.
+        let mut state = 0x1234_5678u32;
+        let noise: Vec<u8> = (0..PROBE_BYTES)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 24) as u8
+            })
+            .collect();
+        assert_eq!(detect(&noise), None);
+        assert!(!all_zero(&noise));
+        // A short read (tiny device) is handled.
+        assert_eq!(detect(&[0u8; 10]), None);
+    }
+}
