@@ -338,22 +338,23 @@ impl Config {
             None => DeviceName::default(),
             Some(v) => DeviceName::parse(require("cowroot.name", v)?)?,
         };
-        let timeout_secs =
-            match get("cowroot.timeout") {
-                None => DEFAULT_TIMEOUT_SECS,
-                Some(v) => {
-                    let v = require("cowroot.timeout", v)?;
-                    match v.parse::<u64>() {
-                        Ok(n) if n <= MAX_TIMEOUT_SECS => n,
-                        _ => return Err(Error::config(
+        let timeout_secs = match get("cowroot.timeout") {
+            None => DEFAULT_TIMEOUT_SECS,
+            Some(v) => {
+                let v = require("cowroot.timeout", v)?;
+                match v.parse::<u64>() {
+                    Ok(n) if n <= MAX_TIMEOUT_SECS => n,
+                    _ => {
+                        return Err(Error::config(
                             "cowroot.timeout",
                             format!(
                                 "expected whole seconds from 0 to {MAX_TIMEOUT_SECS}, got {v:?}"
                             ),
-                        )),
+                        ))
                     }
                 }
-            };
+            }
+        };
         let onfail = match get("cowroot.onfail") {
             None => OnFail::default(),
             Some(v) => match require("cowroot.onfail", v)? {

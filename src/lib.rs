@@ -4,14 +4,17 @@
 //! execute → report. Everything up to the plan is pure and unit-tested; the
 //! effects live behind the [`exec::System`] trait.
 
+pub mod blkid;
 pub mod cmdline;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod fingerprint;
 pub mod header;
 pub mod layout;
 pub mod names;
 pub mod plan;
+pub mod probe;
 pub mod signature;
 pub mod table;
 pub mod units;

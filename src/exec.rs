@@ -1,0 +1,465 @@
+//! Carrying out a plan through a small `System` trait, undoing everything on
+//! failure in reverse order. The real `System` lives in `sys`; tests use a
+//! recording fake to check the order of actions and of rollback.
+
+use crate::error::{Error, Result};
+use crate::header::PoolHeader;
+use crate::names::{DeviceName, Role};
+use crate::plan::{DevRef, Step, HOST_MOUNT};
+use crate::table::{DevNum, Linear, Thin, ThinPool};
+use crate::units::Sectors;
+
+/// One device-mapper device to create and activate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmSpec {
+    pub name: String,
+    pub uuid: String,
+    pub target: &'static str,
+    pub len: Sectors,
+    pub params: String,
+    /// Hidden from udev's disk rules (no by-uuid links, no blkid).
+    pub private: bool,
+}
+
+/// The effects the boot agent needs.
+pub trait System {
+    fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()>;
+    fn unmount(&mut self, dir: &str) -> Result<()>;
+    /// Attaches `file` to a free loop device, read-only; returns its path.
+    fn attach_loop(&mut self, file: &str) -> Result<String>;
+    fn detach_loop(&mut self, path: &str) -> Result<()>;
+    fn dev_num(&mut self, path: &str) -> Result<DevNum>;
+    /// `format` first zeroes the header region and the first metadata block.
+    fn write_header(
+        &mut self,
+        device: &str,
+        slot: usize,
+        header: &PoolHeader,
+        format: bool,
+    ) -> Result<()>;
+    fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum>;
+    fn dm_remove(&mut self, name: &str) -> Result<()>;
+    /// Sends a message to a thin-pool; `missing_ok` tolerates "no such thin".
+    fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()>;
+    /// Makes `/dev/mapper/NAME` exist (or waits for udev to make it);
+    /// returns whether cowroot created the node itself.
+    fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool>;
+    fn remove_node(&mut self, name: &str) -> Result<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Undo {
+    Unmount(String),
+    DetachLoop(String),
+    RemoveDm(String),
+    RemoveNode(String),
+}
+
+pub struct Executor<'a, S: System> {
+    sys: &'a mut S,
+    name: &'a DeviceName,
+    undo: Vec<Undo>,
+    loop_path: Option<String>,
+    devs: Vec<(Role, DevNum)>,
+}
+
+impl<'a, S: System> Executor<'a, S> {
+    pub fn new(sys: &'a mut S, name: &'a DeviceName) -> Self {
+        Executor {
+            sys,
+            name,
+            undo: Vec::new(),
+            loop_path: None,
+            devs: Vec::new(),
+        }
+    }
+
+    pub fn loop_path(&self) -> Option<&str> {
+        self.loop_path.as_deref()
+    }
+
+    pub fn system(&mut self) -> &mut S {
+        self.sys
+    }
+
+    fn resolve(&mut self, dev: &DevRef) -> Result<DevNum> {
+        match dev {
+            DevRef::Path(path) => self.sys.dev_num(path),
+            DevRef::Loop => {
+                let path = self
+                    .loop_path
+                    .clone()
+                    .ok_or_else(|| Error::Inconsistent("no loop device attached".into()))?;
+                self.sys.dev_num(&path)
+            }
+            DevRef::Dm(role) => self
+                .devs
+                .iter()
+                .find(|(r, _)| r == role)
+                .map(|(_, d)| *d)
+                .ok_or_else(|| {
+                    Error::Inconsistent(format!("{} not created", self.name.dm_name(*role)))
+                }),
+        }
+    }
+
+    fn create(
+        &mut self,
+        role: Role,
+        target: &'static str,
+        len: Sectors,
+        params: String,
+    ) -> Result<()> {
+        let spec = DmSpec {
+            name: self.name.dm_name(role),
+            uuid: self.name.dm_uuid(role),
+            target,
+            len,
+            params,
+            private: role.is_private(),
+        };
+        let dev = self.sys.dm_create(&spec)?;
+        self.undo.push(Undo::RemoveDm(spec.name.clone()));
+        self.devs.push((role, dev));
+        if role == Role::Thin && self.sys.make_node(&spec.name, dev)? {
+            self.undo.push(Undo::RemoveNode(spec.name));
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: &Step) -> Result<()> {
+        let pool = self.name.dm_name(Role::Pool);
+        match step {
+            Step::MountHost { device, fstype } => {
+                self.sys.mount_ro(device, HOST_MOUNT, fstype.as_deref())?;
+                self.undo.push(Undo::Unmount(HOST_MOUNT.to_string()));
+            }
+            Step::AttachLoop { file } => {
+                let path = self.sys.attach_loop(file)?;
+                self.undo.push(Undo::DetachLoop(path.clone()));
+                self.loop_path = Some(path);
+            }
+            Step::WriteHeader {
+                device,
+                slot,
+                header,
+                zero_meta,
+                ..
+            } => {
+                self.sys.write_header(device, *slot, header, *zero_meta)?;
+            }
+            Step::CreateLinear {
+                role,
+                dev,
+                offset,
+                len,
+            } => {
+                let params = Linear {
+                    dev: self.resolve(dev)?,
+                    offset: *offset,
+                }
+                .to_string();
+                self.create(*role, "linear", *len, params)?;
+            }
+            Step::CreatePool { len, block_sectors } => {
+                let params = ThinPool {
+                    meta: self.resolve(&DevRef::Dm(Role::Meta))?,
+                    data: self.resolve(&DevRef::Dm(Role::Data))?,
+                    block_sectors: *block_sectors,
+                    low_water_blocks: 0,
+                    error_if_no_space: true,
+                }
+                .to_string();
+                self.create(Role::Pool, "thin-pool", *len, params)?;
+            }
+            Step::CreateThinId { id } => {
+                self.sys
+                    .dm_message(&pool, &format!("create_thin {id}"), false)?
+            }
+            Step::DeleteThinId { id, missing_ok } => {
+                self.sys
+                    .dm_message(&pool, &format!("delete {id}"), *missing_ok)?
+            }
+            Step::CreateThin { id, len, origin } => {
+                let params = Thin {
+                    pool: self.resolve(&DevRef::Dm(Role::Pool))?,
+                    id: *id,
+                    external_origin: Some(self.resolve(origin)?),
+                }
+                .to_string();
+                self.create(Role::Thin, "thin", *len, params)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs steps in order; stops at the first failure (without undoing:
+    /// call `rollback` with the error, possibly after more phases).
+    pub fn run(&mut self, steps: &[Step]) -> Result<()> {
+        for step in steps {
+            log::debug!("step: {step:?}");
+            self.step(step)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes everything done so far, newest first, and returns the error to
+    /// report: the cause, plus any undo that failed.
+    pub fn rollback(&mut self, cause: Error) -> Error {
+        let mut failures = Vec::new();
+        while let Some(undo) = self.undo.pop() {
+            log::debug!("undo: {undo:?}");
+            let result = match &undo {
+                Undo::Unmount(dir) => self.sys.unmount(dir),
+                Undo::DetachLoop(path) => self.sys.detach_loop(path),
+                Undo::RemoveDm(name) => self.sys.dm_remove(name),
+                Undo::RemoveNode(name) => self.sys.remove_node(name),
+            };
+            if let Err(e) = result {
+                failures.push(e.to_string());
+            }
+        }
+        if failures.is_empty() {
+            cause
+        } else {
+            Error::Rollback {
+                cause: Box::new(cause),
+                failures,
+            }
+        }
+    }
+
+    /// Keeps everything: the setup succeeded.
+    pub fn commit(mut self) {
+        self.undo.clear();
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+
+    /// Records every call; fails the call whose record starts with `fail_on`.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub calls: Vec<String>,
+        pub fail_on: Vec<String>,
+        pub next_minor: u32,
+    }
+
+    impl Recorder {
+        fn record(&mut self, call: String) -> Result<()> {
+            let fail = self.fail_on.iter().any(|f| call.starts_with(f.as_str()));
+            self.calls.push(call.clone());
+            if fail {
+                return Err(Error::io("fake", call, "injected failure"));
+            }
+            Ok(())
+        }
+    }
+
+    impl System for Recorder {
+        fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()> {
+            self.record(format!("mount {device} {dir} {fstype:?}"))
+        }
+        fn unmount(&mut self, dir: &str) -> Result<()> {
+            self.record(format!("umount {dir}"))
+        }
+        fn attach_loop(&mut self, file: &str) -> Result<String> {
+            self.record(format!("losetup {file}"))?;
+            Ok("/dev/loop0".into())
+        }
+        fn detach_loop(&mut self, path: &str) -> Result<()> {
+            self.record(format!("detach {path}"))
+        }
+        fn dev_num(&mut self, path: &str) -> Result<DevNum> {
+            Ok(match path {
+                "/dev/loop0" => DevNum { major: 7, minor: 0 },
+                _ => DevNum {
+                    major: 252,
+                    minor: 32,
+                },
+            })
+        }
+        fn write_header(
+            &mut self,
+            device: &str,
+            slot: usize,
+            header: &PoolHeader,
+            format: bool,
+        ) -> Result<()> {
+            self.record(format!(
+                "header {device} slot{slot} seq{} format={format}",
+                header.seq
+            ))
+        }
+        fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
+            self.record(format!(
+                "create {} {} 0 {} {} {} private={}",
+                spec.name, spec.uuid, spec.len, spec.target, spec.params, spec.private
+            ))?;
+            self.next_minor += 1;
+            Ok(DevNum {
+                major: 254,
+                minor: self.next_minor - 1,
+            })
+        }
+        fn dm_remove(&mut self, name: &str) -> Result<()> {
+            self.record(format!("remove {name}"))
+        }
+        fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()> {
+            self.record(format!("message {name} {message} missing_ok={missing_ok}"))
+        }
+        fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
+            self.record(format!("mknod {name} {dev}"))?;
+            Ok(true)
+        }
+        fn remove_node(&mut self, name: &str) -> Result<()> {
+            self.record(format!("rmnode {name}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::Recorder;
+    use super::*;
+    use crate::cmdline::split;
+    use crate::config::Config;
+    use crate::header::OriginId;
+    use crate::layout::plan_layout;
+    use crate::plan::{plan_origin, plan_pool, OriginFacts, PoolFacts, PoolState};
+    use crate::units::Bytes;
+
+    fn steps() -> (Config, Vec<Step>) {
+        let cfg = Config::from_params(&split(
+            "cowroot=/img/root.img cowroot.dev=/dev/vdb cowpool=/dev/vdc",
+        ))
+        .unwrap()
+        .unwrap();
+        let mut steps = plan_origin(&cfg, Some("/dev/vdb"));
+        let pool = PoolFacts {
+            device: "/dev/vdc".into(),
+            size: Bytes(256 << 20),
+            state: PoolState::Blank,
+        };
+        let origin = OriginFacts {
+            device: DevRef::Loop,
+            size: Some(Bytes(1 << 26)),
+            id: Some(OriginId {
+                size_bytes: 1 << 26,
+                digest: [1; 32],
+            }),
+        };
+        let layout = plan_layout("/dev/vdc", pool.size, 65536).unwrap();
+        steps.extend(
+            plan_pool(&cfg, &pool, &origin, Some(layout), [1; 16])
+                .unwrap()
+                .steps,
+        );
+        (cfg, steps)
+    }
+
+    #[test]
+    fn runs_steps_in_order_with_real_device_numbers() {
+        let (cfg, steps) = steps();
+        let mut rec = Recorder::default();
+        let mut exec = Executor::new(&mut rec, &cfg.name);
+        exec.run(&steps).unwrap();
+        assert_eq!(exec.loop_path(), Some("/dev/loop0"));
+        exec.commit();
+        assert_eq!(
+            rec.calls,
+            [
+                "mount /dev/vdb /run/cowroot/host None",
+                "losetup /run/cowroot/host/img/root.img",
+                "header /dev/vdc slot0 seq1 format=true",
+                "create cowroot-pool_tmeta COWROOT-tmeta-cowroot 0 4096 linear 252:32 2048 private=true",
+                &format!("create cowroot-pool_tdata COWROOT-tdata-cowroot 0 {} linear 252:32 6144 private=true", steps_data_len(&steps)),
+                &format!(
+                    "create cowroot-pool COWROOT-pool-cowroot 0 {} thin-pool 254:0 254:1 128 0 1 error_if_no_space private=true",
+                    steps_data_len(&steps)
+                ),
+                "header /dev/vdc slot1 seq2 format=false",
+                "message cowroot-pool create_thin 1 missing_ok=false",
+                "header /dev/vdc slot0 seq3 format=false",
+                "create cowroot COWROOT-thin-cowroot 0 131072 thin 254:2 1 7:0 private=false",
+                "mknod cowroot 254:3",
+            ]
+        );
+    }
+
+    fn steps_data_len(steps: &[Step]) -> u64 {
+        steps
+            .iter()
+            .find_map(|s| match s {
+                Step::CreatePool { len, .. } => Some(len.0),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn failure_at_each_effect_undoes_everything_in_reverse() {
+        let (cfg, steps) = steps();
+        let mut clean = Recorder::default();
+        Executor::new(&mut clean, &cfg.name).run(&steps).unwrap();
+        for failing in clean.calls.iter().filter(|c| !c.starts_with("header")) {
+            let mut rec = Recorder {
+                fail_on: vec![failing.clone()],
+                ..Default::default()
+            };
+            let mut exec = Executor::new(&mut rec, &cfg.name);
+            let err = exec.run(&steps).unwrap_err();
+            let err = exec.rollback(err);
+            assert!(matches!(err, Error::Io { .. }), "{failing}: {err}");
+            let at = rec.calls.iter().position(|c| c == failing).unwrap();
+            let (done, undone) = rec.calls.split_at(at + 1);
+            // Every successful creation is undone exactly once, newest first.
+            let mut want: Vec<String> = done[..done.len() - 1]
+                .iter()
+                .filter_map(|c| {
+                    let word = |i: usize| c.split(' ').nth(i).unwrap().to_string();
+                    match c.split(' ').next().unwrap() {
+                        "mount" => Some("umount /run/cowroot/host".to_string()),
+                        "losetup" => Some("detach /dev/loop0".to_string()),
+                        "create" => Some(format!("remove {}", word(1))),
+                        "mknod" => Some(format!("rmnode {}", word(1))),
+                        _ => None,
+                    }
+                })
+                .collect();
+            want.reverse();
+            assert_eq!(undone, want.as_slice(), "failing at {failing}");
+        }
+    }
+
+    #[test]
+    fn a_failing_undo_is_reported_with_the_cause() {
+        let (cfg, steps) = steps();
+        let mut rec = Recorder {
+            fail_on: vec!["message".into(), "remove cowroot-pool_tdata".into()],
+            ..Default::default()
+        };
+        let mut exec = Executor::new(&mut rec, &cfg.name);
+        let err = exec.run(&steps).unwrap_err();
+        let err = exec.rollback(err);
+        let text = err.to_string();
+        assert!(
+            text.contains("message cowroot-pool create_thin 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cleaning up also failed: fake remove cowroot-pool_tdata"),
+            "{text}"
+        );
+        // The rest was still undone.
+        assert!(rec.calls.ends_with(&[
+            "remove cowroot-pool".to_string(),
+            "remove cowroot-pool_tdata".to_string(),
+            "remove cowroot-pool_tmeta".to_string(),
+            "detach /dev/loop0".to_string(),
+            "umount /run/cowroot/host".to_string(),
+        ]));
+    }
+}

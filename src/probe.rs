@@ -1,0 +1,234 @@
+//! Read-only facts about the machine: which block device a spec names, what
+//! a pool device holds, how big things are. Never writes anything.
+
+use crate::blkid::{self, FS_PROBE_BYTES};
+use crate::config::DevSpec;
+use crate::error::{Error, Result};
+use crate::fingerprint;
+use crate::header::{self, OriginId, SLOT_BYTES, SLOT_OFFSETS};
+use crate::names::UUID_PREFIX;
+use crate::plan::{PoolFacts, PoolState};
+use crate::signature::{self, PROBE_BYTES};
+use crate::table::DevNum;
+use crate::units::Bytes;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Reads up to `len` bytes from the start; shorter for a smaller device.
+pub fn read_start(path: &str, len: usize) -> Result<Vec<u8>> {
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut buf = Vec::with_capacity(len);
+    (&mut file)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(buf)
+}
+
+/// Size of a block device or regular file.
+pub fn size_of(path: &str) -> Result<Bytes> {
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    file.seek(SeekFrom::End(0))
+        .map(Bytes)
+        .map_err(|e| Error::io("size of", path, e))
+}
+
+/// MAJ:MIN of a block device node.
+pub fn dev_num(path: &str) -> Result<DevNum> {
+    let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if !meta.file_type().is_block_device() {
+        return Err(Error::io("use", path, "not a block device"));
+    }
+    let rdev = meta.rdev();
+    Ok(DevNum {
+        major: nix::sys::stat::major(rdev) as u32,
+        minor: nix::sys::stat::minor(rdev) as u32,
+    })
+}
+
+/// Classifies what a pool device holds.
+pub fn pool_facts(device: &str) -> Result<PoolFacts> {
+    let size = size_of(device)?;
+    let start = read_start(device, PROBE_BYTES)?;
+    let slot = |i: usize| {
+        let off = SLOT_OFFSETS[i] as usize;
+        start.get(off..off + SLOT_BYTES).unwrap_or(&[])
+    };
+    let state = if let Some((slot, header)) = header::newest([slot(0), slot(1)]) {
+        PoolState::Ours { slot, header }
+    } else if signature::all_zero(&start) {
+        PoolState::Blank
+    } else {
+        match signature::detect(&start) {
+            Some("a cowroot pool") => {
+                PoolState::Foreign("a damaged cowroot header (no valid copy)")
+            }
+            Some(found) => PoolState::Foreign(found),
+            None => PoolState::Unrecognised,
+        }
+    };
+    Ok(PoolFacts {
+        device: device.to_string(),
+        size,
+        state,
+    })
+}
+
+/// The origin's identity, from a fixed number of reads.
+pub fn origin_id(path: &str) -> Result<OriginId> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let size = size_of(path)?.0;
+    fingerprint::fingerprint(size, |offset, buf| file.read_exact_at(buf, offset))
+        .map_err(|e| Error::io("read", path, e))
+}
+
+/// A block device as sysfs lists it.
+struct BlockDev {
+    name: String,
+    /// Partition number and the disk's name, for partitions.
+    partition: Option<(u32, String)>,
+}
+
+fn read_sys(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Block devices a spec may name: not loop devices without a backing file,
+/// not ram disks, and never cowroot's own dm devices.
+fn block_devices() -> Vec<BlockDev> {
+    let Ok(entries) = fs::read_dir("/sys/class/block") else {
+        return Vec::new();
+    };
+    let mut devs = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let sys = format!("/sys/class/block/{name}");
+        if name.starts_with("ram") || name.starts_with("zram") {
+            continue;
+        }
+        if name.starts_with("loop") && !Path::new(&format!("{sys}/loop")).exists() {
+            continue;
+        }
+        if read_sys(&format!("{sys}/dm/uuid")).is_some_and(|u| u.starts_with(UUID_PREFIX)) {
+            continue;
+        }
+        let partition = read_sys(&format!("{sys}/partition"))
+            .and_then(|n| n.parse().ok())
+            .and_then(|n| {
+                let parent = fs::canonicalize(format!("{sys}/..")).ok()?;
+                Some((n, parent.file_name()?.to_string_lossy().into_owned()))
+            });
+        devs.push(BlockDev { name, partition });
+    }
+    devs.sort_by(|a, b| a.name.cmp(&b.name));
+    devs
+}
+
+fn matches(dev: &BlockDev, spec: &DevSpec) -> bool {
+    let path = format!("/dev/{}", dev.name);
+    match spec {
+        DevSpec::Path(_) => false,
+        DevSpec::Label(want) | DevSpec::Uuid(want) => {
+            let Ok(buf) = read_start(&path, FS_PROBE_BYTES) else {
+                return false;
+            };
+            let Some(info) = blkid::probe_fs(&buf) else {
+                return false;
+            };
+            match spec {
+                DevSpec::Label(_) => info.label.as_deref() == Some(want.as_str()),
+                _ => info.uuid.is_some_and(|u| u.eq_ignore_ascii_case(want)),
+            }
+        }
+        DevSpec::PartUuid(want) | DevSpec::PartLabel(want) => {
+            let Some((number, disk)) = &dev.partition else {
+                return false;
+            };
+            let sector = read_sys(&format!("/sys/class/block/{disk}/queue/logical_block_size"))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(512usize);
+            let Ok(buf) = read_start(&format!("/dev/{disk}"), 64 * 1024) else {
+                return false;
+            };
+            let Some(ids) = blkid::partition_ids(&buf, sector, *number) else {
+                return false;
+            };
+            match spec {
+                DevSpec::PartUuid(_) => ids.partuuid.is_some_and(|u| u.eq_ignore_ascii_case(want)),
+                _ => ids.partlabel.as_deref() == Some(want.as_str()),
+            }
+        }
+    }
+}
+
+/// Finds the device a spec names now: `Ok(None)` if it is not there (yet),
+/// an error if several devices match (cowroot never guesses).
+pub fn resolve(spec: &DevSpec, key: &str) -> Result<Option<String>> {
+    if let DevSpec::Path(path) = spec {
+        return Ok(match fs::canonicalize(path) {
+            Ok(real) if fs::metadata(&real).is_ok_and(|m| m.file_type().is_block_device()) => {
+                Some(real.to_string_lossy().into_owned())
+            }
+            _ => None,
+        });
+    }
+    let found: Vec<String> = block_devices()
+        .iter()
+        .filter(|d| matches(d, spec))
+        .map(|d| format!("/dev/{}", d.name))
+        .collect();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.into_iter().next()),
+        _ => Err(Error::config(
+            key,
+            format!(
+                "{spec} matches several devices ({}); name one by path",
+                found.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Waits up to `timeout` for a spec to resolve; returns the path and the
+/// time spent waiting.
+pub fn wait_for(spec: &DevSpec, key: &str, timeout: Duration) -> Result<(String, Duration)> {
+    let start = Instant::now();
+    loop {
+        if let Some(path) = resolve(spec, key)? {
+            return Ok((path, start.elapsed()));
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::DeviceTimeout {
+                spec: spec.to_string(),
+                key: key.to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Is udev managing /dev? (Then it makes /dev/mapper nodes, not us.)
+pub fn udev_running() -> bool {
+    Path::new("/run/udev/control").exists()
+}
+
+/// The device node name of MAJ:MIN, from sysfs.
+pub fn dev_path(num: DevNum) -> Option<String> {
+    let uevent = fs::read_to_string(format!("/sys/dev/block/{num}/uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(|n| format!("/dev/{n}"))
+}
+
+/// The file behind a loop device, if it is one.
+pub fn loop_backing_file(num: DevNum) -> Option<String> {
+    read_sys(&format!("/sys/dev/block/{num}/loop/backing_file"))
+}
