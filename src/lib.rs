@@ -5,16 +5,21 @@
 //! effects live behind the [`exec::System`] trait.
 
 pub mod blkid;
+pub mod boot;
 pub mod cmdline;
 pub mod config;
 pub mod error;
 pub mod exec;
 pub mod fingerprint;
+pub mod format;
 pub mod header;
+pub mod klog;
 pub mod layout;
 pub mod names;
 pub mod plan;
 pub mod probe;
 pub mod signature;
+pub mod status;
+pub mod sys;
 pub mod table;
 pub mod units;

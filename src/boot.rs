@@ -1,0 +1,320 @@
+//! `cowroot boot`: the early-boot agent. Wires the pure stages to the real
+//! system: cmdline → config → resolve devices → origin → probe → plan →
+//! execute (with rollback) → one summary line.
+
+use crate::cmdline;
+use crate::config::{Config, PoolSpec, Source};
+use crate::error::{Error, Result};
+use crate::exec::Executor;
+use crate::layout::{plan_layout, DEFAULT_BLOCK_BYTES};
+use crate::names::Role;
+use crate::plan::{self, origin_ref, OriginFacts, PoolPlan, PoolState, HOST_MOUNT};
+use crate::probe;
+use crate::sys::{dm_error, RealSystem};
+use crate::table::PoolStatus;
+use crate::units::Bytes;
+use devicemapper::{DevId, DmFlags, DmName, DmOptions};
+use std::time::{Duration, Instant};
+
+pub enum Outcome {
+    /// No `cowroot=` on the command line.
+    NothingToDo,
+    /// The root device was already set up (the agent ran before).
+    AlreadyActive(String),
+    Ready(String),
+    DryRun(String),
+}
+
+/// Random bytes for a new pool's uuid.
+pub fn random_uuid() -> [u8; 16] {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !filled {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes[..16].copy_from_slice(&now.as_nanos().to_le_bytes());
+    }
+    bytes
+}
+
+struct Devices {
+    host: Option<String>,
+    origin: Option<String>,
+    pool: String,
+    waited: Duration,
+}
+
+fn resolve_devices(cfg: &Config) -> Result<Devices> {
+    let deadline = Duration::from_secs(cfg.timeout_secs);
+    let mut waited = Duration::ZERO;
+    let mut wait = |spec, key| -> Result<String> {
+        let (path, took) = probe::wait_for(spec, key, deadline.saturating_sub(waited))?;
+        waited += took;
+        Ok(path)
+    };
+    let host = cfg
+        .host_dev
+        .as_ref()
+        .map(|s| wait(s, "cowroot.dev"))
+        .transpose()?;
+    let origin = match &cfg.source {
+        Source::Device(spec) => Some(wait(spec, "cowroot")?),
+        Source::File(_) => None,
+    };
+    let PoolSpec::Device(pool_spec) = &cfg.pool else {
+        return Err(Error::Unsupported {
+            key: "cowpool".into(),
+            what: cfg.pool.to_string(),
+        });
+    };
+    let pool = wait(pool_spec, "cowpool")?;
+    // Never let the pool overlap what must stay untouched.
+    let pool_num = probe::dev_num(&pool)?;
+    for (key, other) in [("cowroot.dev", &host), ("cowroot", &origin)] {
+        if let Some(other) = other {
+            if probe::dev_num(other)? == pool_num {
+                return Err(Error::config(
+                    "cowpool",
+                    format!("{} is the same device as {key} ({other}); the pool must be a separate device", cfg.pool),
+                ));
+            }
+        }
+    }
+    Ok(Devices {
+        host,
+        origin,
+        pool,
+        waited,
+    })
+}
+
+fn pool_usage(sys: &mut RealSystem, name: &str) -> Option<PoolStatus> {
+    let dm = sys.dm().ok()?;
+    let dm_name = DmName::new(name).ok()?;
+    let (_, lines) = dm
+        .table_status(&DevId::Name(dm_name), DmOptions::default())
+        .ok()?;
+    lines.first()?.3.parse().ok()
+}
+
+fn percent(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / total as f64
+    }
+}
+
+/// Is our root device already there (the agent ran earlier in this boot)?
+fn already_active(sys: &mut RealSystem, cfg: &Config) -> Result<bool> {
+    let thin = cfg.name.dm_name(Role::Thin);
+    let dm = sys.dm()?;
+    let Ok(name) = DmName::new(&thin) else {
+        return Ok(false);
+    };
+    match dm.device_info(&DevId::Name(name)) {
+        Ok(info) => {
+            let ours = info
+                .uuid()
+                .is_some_and(|u| u.to_string() == cfg.name.dm_uuid(Role::Thin));
+            if ours && info.flags().contains(DmFlags::DM_ACTIVE_PRESENT) {
+                Ok(true)
+            } else {
+                Err(Error::config(
+                    "cowroot.name",
+                    format!("a device-mapper device named {thin} already exists and is not cowroot's; choose another name"),
+                ))
+            }
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+pub fn boot(cmdline_text: &str, dry_run: bool) -> Result<Outcome> {
+    let Some(cfg) = Config::from_params(&cmdline::split(cmdline_text))? else {
+        return Ok(Outcome::NothingToDo);
+    };
+    if cfg.debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    cfg.check_supported()?;
+    let started = Instant::now();
+    if !dry_run {
+        let mut sys = RealSystem::new(Duration::from_secs(cfg.timeout_secs));
+        if already_active(&mut sys, &cfg)? {
+            return Ok(Outcome::AlreadyActive(format!(
+                "{} is already set up; nothing to do",
+                cfg.name.mapper_path(Role::Thin)
+            )));
+        }
+    }
+    let devices = resolve_devices(&cfg)?;
+    log::debug!(
+        "devices: host {:?}, origin {:?}, pool {} (waited {} ms)",
+        devices.host,
+        devices.origin,
+        devices.pool,
+        devices.waited.as_millis()
+    );
+    if dry_run {
+        return dry_run_plan(&cfg, &devices).map(Outcome::DryRun);
+    }
+
+    let mut sys = RealSystem::new(Duration::from_secs(cfg.timeout_secs));
+    let mut exec = Executor::new(&mut sys, &cfg.name);
+    let result = setup(&cfg, &devices, &mut exec);
+    let (plan, origin_size) = match result {
+        Ok(done) => {
+            exec.commit();
+            done
+        }
+        Err(cause) => return Err(exec.rollback(cause)),
+    };
+
+    let usage = pool_usage(&mut sys, &cfg.name.dm_name(Role::Pool));
+    let (data, meta) = usage
+        .map(|u| {
+            let block = plan.header.block_sectors as u64 * 512;
+            (
+                format!(
+                    "data {:.1}% of {}",
+                    percent(u.data_used, u.data_total),
+                    Bytes(u.data_total * block)
+                ),
+                format!("metadata {:.1}%", percent(u.meta_used, u.meta_total)),
+            )
+        })
+        .unwrap_or_else(|| ("data use unknown".into(), "metadata use unknown".into()));
+    let origin = match (&cfg.source, &devices.host) {
+        (Source::File(path), Some(host)) => format!("{path} on {host}"),
+        _ => devices.origin.clone().unwrap_or_default(),
+    };
+    let own_ms = started.elapsed().saturating_sub(devices.waited).as_millis();
+    Ok(Outcome::Ready(format!(
+        "{} ready: origin {origin} ({origin_size}), pool {}, generation {} ({}), {data}, {meta}, {own_ms} ms (+{} ms waiting for devices)",
+        cfg.name.mapper_path(Role::Thin),
+        devices.pool,
+        plan.header.generation,
+        plan.mode.as_str(),
+        devices.waited.as_millis()
+    )))
+}
+
+/// The effectful part: everything here is undone by the caller on failure.
+fn setup(
+    cfg: &Config,
+    devices: &Devices,
+    exec: &mut Executor<'_, RealSystem>,
+) -> Result<(PoolPlan, Bytes)> {
+    exec.run(&plan::plan_origin(cfg, devices.host.as_deref()))
+        .map_err(|e| match e {
+            Error::ImageMissing { path, .. } => Error::ImageMissing {
+                path,
+                host: format!(
+                    "{} ({})",
+                    cfg.host_dev
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    devices.host.clone().unwrap_or_default()
+                ),
+            },
+            other => other,
+        })?;
+    // The identity comes from the image itself; the size the thin maps is
+    // what the kernel sees of the origin device.
+    let (identity_path, origin_dev) = match (&cfg.source, exec.loop_path()) {
+        (Source::File(path), Some(loop_path)) => {
+            (format!("{HOST_MOUNT}{path}"), loop_path.to_string())
+        }
+        _ => {
+            let dev = devices.origin.clone().unwrap_or_default();
+            (dev.clone(), dev)
+        }
+    };
+    let id = probe::origin_id(&identity_path)?;
+    let size = probe::size_of(&origin_dev)?;
+    if size.sectors().0 == 0 {
+        return Err(Error::config(
+            "cowroot",
+            format!("origin {} is empty", cfg.source),
+        ));
+    }
+    let origin = OriginFacts {
+        device: origin_ref(&cfg.source, devices.origin.as_deref()),
+        size: Some(size),
+        id: Some(id),
+    };
+    let pool = probe::pool_facts(&devices.pool)?;
+    let layout = match pool.state {
+        PoolState::Blank => Some(plan_layout(&devices.pool, pool.size, DEFAULT_BLOCK_BYTES)?),
+        _ => None,
+    };
+    let plan = plan::plan_pool(cfg, &pool, &origin, layout, random_uuid())?;
+    if plan.mode == plan::Mode::Formatted {
+        log::info!("{} is blank: formatting it as a cowroot pool", devices.pool);
+    }
+    exec.run(&plan.steps)?;
+    Ok((plan, size))
+}
+
+fn dry_run_plan(cfg: &Config, devices: &Devices) -> Result<String> {
+    let mut steps = plan::plan_origin(cfg, devices.host.as_deref());
+    let origin = match &devices.origin {
+        Some(dev) => OriginFacts {
+            device: origin_ref(&cfg.source, Some(dev)),
+            size: Some(probe::size_of(dev)?),
+            id: Some(probe::origin_id(dev)?),
+        },
+        None => OriginFacts {
+            device: origin_ref(&cfg.source, None),
+            size: None,
+            id: None,
+        },
+    };
+    let pool = probe::pool_facts(&devices.pool)?;
+    let layout = match pool.state {
+        PoolState::Blank => Some(plan_layout(&devices.pool, pool.size, DEFAULT_BLOCK_BYTES)?),
+        _ => None,
+    };
+    let plan = plan::plan_pool(cfg, &pool, &origin, layout, random_uuid())?;
+    steps.extend(plan.steps);
+    let mut text = format!(
+        "# cowroot dry run: nothing was changed. This boot would {} (generation {}).\n",
+        match plan.mode {
+            plan::Mode::Formatted => "format the blank pool and start fresh",
+            plan::Mode::FirstUse => "start fresh on the pool",
+            plan::Mode::Kept => "keep the changes",
+            plan::Mode::Reset => "discard the changes",
+        },
+        plan.header.generation
+    );
+    if origin.id.is_none() {
+        text.push_str("# the image's identity is checked against the pool only in a real run\n");
+    }
+    text.push_str(&plan::render(&cfg.name, &steps));
+    Ok(text)
+}
+
+/// Used by status and reset: a dm table line of one of our devices.
+pub fn dm_table(sys: &mut RealSystem, name: &str, status: bool) -> Result<(u64, String)> {
+    let dm = sys.dm()?;
+    let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
+    let options = if status {
+        DmOptions::default()
+    } else {
+        DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE)
+    };
+    let (_, lines) = dm
+        .table_status(&DevId::Name(dm_name), options)
+        .map_err(|e| dm_error("read table of", name, e))?;
+    let line = lines
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Inconsistent(format!("{name} has no table")))?;
+    Ok((line.1, line.3))
+}

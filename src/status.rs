@@ -1,0 +1,360 @@
+//! `cowroot status` and `cowroot reset` on the running system: facts come
+//! from the live dm tables and the pool header; rendering is pure.
+
+use crate::boot::dm_table;
+use crate::error::{Error, Result};
+use crate::exec::System;
+use crate::header::{PoolHeader, FLAG_RESET_NEXT_BOOT};
+use crate::names::{DeviceName, Role};
+use crate::plan::PoolState;
+use crate::probe;
+use crate::sys::RealSystem;
+use crate::table::{Linear, PoolStatus, Thin, ThinPool};
+use crate::units::Bytes;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusInfo {
+    pub device: String,
+    pub origin: String,
+    pub origin_device: String,
+    pub pool_device: String,
+    pub thin_id: u32,
+    pub generation: u64,
+    pub size_bytes: u64,
+    pub mapped_bytes: Option<u64>,
+    pub data_used_bytes: u64,
+    pub data_total_bytes: u64,
+    pub meta_used_bytes: u64,
+    pub meta_total_bytes: u64,
+    /// `rw`, `ro`, `out_of_data_space` or `Fail`, as the kernel says.
+    pub pool_mode: String,
+    pub needs_check: bool,
+    pub reset_requested: bool,
+    /// The running kernel command line asked for a reset.
+    pub booted_with_reset: bool,
+}
+
+impl StatusInfo {
+    pub fn health(&self) -> &'static str {
+        match (self.pool_mode.as_str(), self.needs_check) {
+            (_, true) => "needs_check",
+            ("rw", _) => "ok",
+            ("out_of_data_space", _) => "out_of_data_space",
+            ("ro", _) => "read_only",
+            _ => "failed",
+        }
+    }
+
+    pub fn next_boot(&self) -> String {
+        if self.reset_requested {
+            "reset: discard all changes (requested with `cowroot reset`)".into()
+        } else if self.booted_with_reset {
+            format!(
+                "keep generation {} unless the boot loader still passes cowroot.reset=1 (this boot had it)",
+                self.generation
+            )
+        } else {
+            format!("keep the changes of generation {}", self.generation)
+        }
+    }
+
+    fn next_boot_word(&self) -> &'static str {
+        if self.reset_requested {
+            "reset"
+        } else {
+            "keep"
+        }
+    }
+
+    pub fn render_text(&self) -> String {
+        let pct = |used: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                used as f64 * 100.0 / total as f64
+            }
+        };
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
+        line(
+            "root:",
+            format!("{} ({})", self.device, Bytes(self.size_bytes)),
+        );
+        line(
+            "origin:",
+            format!("{} ({})", self.origin, self.origin_device),
+        );
+        line("pool:", self.pool_device.clone());
+        line("thin id:", self.thin_id.to_string());
+        line("generation:", self.generation.to_string());
+        if let Some(mapped) = self.mapped_bytes {
+            line(
+                "changed:",
+                format!("{} written since generation start", Bytes(mapped)),
+            );
+        }
+        line(
+            "data:",
+            format!(
+                "{} of {} used ({:.1}%)",
+                Bytes(self.data_used_bytes),
+                Bytes(self.data_total_bytes),
+                pct(self.data_used_bytes, self.data_total_bytes)
+            ),
+        );
+        line(
+            "metadata:",
+            format!(
+                "{} of {} used ({:.1}%)",
+                Bytes(self.meta_used_bytes),
+                Bytes(self.meta_total_bytes),
+                pct(self.meta_used_bytes, self.meta_total_bytes)
+            ),
+        );
+        let health = match self.health() {
+            "ok" => "ok".to_string(),
+            "out_of_data_space" => {
+                "OUT OF DATA SPACE: writes fail with I/O errors until the pool is reset or grown"
+                    .into()
+            }
+            "needs_check" => {
+                "NEEDS CHECK: metadata damaged; run thin_check on the metadata region".into()
+            }
+            "read_only" => {
+                "READ-ONLY: the kernel switched the pool to read-only after an error".into()
+            }
+            _ => format!("FAILED ({})", self.pool_mode),
+        };
+        line("health:", health);
+        line("next boot:", self.next_boot());
+        out
+    }
+
+    pub fn render_json(&self) -> String {
+        let s = |v: &str| json_string(v);
+        let mapped = self
+            .mapped_bytes
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "null".into());
+        format!(
+            "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
+\"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
+\"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{}}}",
+            s(&self.device),
+            s(&self.origin),
+            s(&self.origin_device),
+            s(&self.pool_device),
+            self.thin_id,
+            self.generation,
+            self.size_bytes,
+            self.data_used_bytes,
+            self.data_total_bytes,
+            self.meta_used_bytes,
+            self.meta_total_bytes,
+            s(&self.pool_mode),
+            self.needs_check,
+            s(self.health()),
+            s(self.next_boot_word()),
+            s(&self.next_boot()),
+        )
+    }
+}
+
+pub fn json_string(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The pool device and its current header, found from the live tables.
+struct Live {
+    thin: Thin,
+    size_sectors: u64,
+    pool_device: String,
+    block_bytes: u64,
+    slot: usize,
+    header: PoolHeader,
+}
+
+fn live(sys: &mut RealSystem, name: &DeviceName) -> Result<Live> {
+    let thin_name = name.dm_name(Role::Thin);
+    let (size_sectors, thin) = dm_table(sys, &thin_name, false).map_err(|e| {
+        Error::io(
+            "find",
+            name.mapper_path(Role::Thin),
+            format!("{e}; is this system booted with cowroot=?"),
+        )
+    })?;
+    let thin: Thin = thin
+        .parse()
+        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let (_, pool_table) = dm_table(sys, &name.dm_name(Role::Pool), false)?;
+    let pool: ThinPool = pool_table
+        .parse()
+        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let (_, data_table) = dm_table(sys, &name.dm_name(Role::Data), false)?;
+    let data: Linear = data_table
+        .parse()
+        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let pool_device = probe::dev_path(data.dev).unwrap_or_else(|| data.dev.to_string());
+    let facts = probe::pool_facts(&pool_device)?;
+    let PoolState::Ours { slot, header } = facts.state else {
+        return Err(Error::Inconsistent(format!(
+            "{pool_device} has no valid cowroot header"
+        )));
+    };
+    Ok(Live {
+        thin,
+        size_sectors,
+        pool_device,
+        block_bytes: pool.block_sectors as u64 * 512,
+        slot,
+        header,
+    })
+}
+
+pub fn gather(name: &DeviceName, cmdline: &str) -> Result<StatusInfo> {
+    let mut sys = RealSystem::new(Duration::from_secs(1));
+    let live = live(&mut sys, name)?;
+    let (_, pool_status) = dm_table(&mut sys, &name.dm_name(Role::Pool), true)?;
+    let usage: PoolStatus = pool_status
+        .parse()
+        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let mapped_bytes = dm_table(&mut sys, &name.dm_name(Role::Thin), true)
+        .ok()
+        .and_then(|(_, s)| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|sectors| sectors * 512);
+    let origin_num = live
+        .thin
+        .external_origin
+        .ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
+    let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
+    let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
+    let booted_with_reset = crate::config::Config::from_params(&crate::cmdline::split(cmdline))
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.reset);
+    Ok(StatusInfo {
+        device: name.mapper_path(Role::Thin),
+        origin,
+        origin_device,
+        pool_device: live.pool_device,
+        thin_id: live.thin.id,
+        generation: live.header.generation,
+        size_bytes: live.size_sectors * 512,
+        mapped_bytes,
+        data_used_bytes: usage.data_used * live.block_bytes,
+        data_total_bytes: usage.data_total * live.block_bytes,
+        meta_used_bytes: usage.meta_used * 4096,
+        meta_total_bytes: usage.meta_total * 4096,
+        pool_mode: usage.mode,
+        needs_check: usage.needs_check,
+        reset_requested: live.header.flags & FLAG_RESET_NEXT_BOOT != 0,
+        booted_with_reset,
+    })
+}
+
+/// Asks the next boot to discard (or, with `cancel`, keep) the changes.
+pub fn request_reset(name: &DeviceName, cancel: bool) -> Result<String> {
+    let mut sys = RealSystem::new(Duration::from_secs(1));
+    let live = live(&mut sys, name)?;
+    let mut header = live.header;
+    if cancel {
+        header.flags &= !FLAG_RESET_NEXT_BOOT;
+    } else {
+        header.flags |= FLAG_RESET_NEXT_BOOT;
+    }
+    header.seq += 1;
+    let slot = crate::header::slot_for_next_write(Some(live.slot));
+    sys.write_header(&live.pool_device, slot, &header, false)?;
+    Ok(if cancel {
+        format!(
+            "the next boot keeps the changes of generation {}",
+            header.generation
+        )
+    } else {
+        format!("the next boot discards the changes of generation {} (undo with `cowroot reset --cancel`)", header.generation)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StatusInfo {
+        StatusInfo {
+            device: "/dev/mapper/cowroot".into(),
+            origin: "/run/cowroot/host/images/root \"1\".img".into(),
+            origin_device: "/dev/loop0".into(),
+            pool_device: "/dev/vdc".into(),
+            thin_id: 2,
+            generation: 2,
+            size_bytes: 64 << 20,
+            mapped_bytes: Some(1 << 20),
+            data_used_bytes: 3 << 20,
+            data_total_bytes: 200 << 20,
+            meta_used_bytes: 40960,
+            meta_total_bytes: 2 << 20,
+            pool_mode: "rw".into(),
+            needs_check: false,
+            reset_requested: false,
+            booted_with_reset: false,
+        }
+    }
+
+    #[test]
+    fn renders_text_and_json() {
+        let s = sample();
+        let text = s.render_text();
+        assert!(text.contains("pool:      /dev/vdc"), "{text}");
+        assert!(
+            text.contains("data:      3.0 MiB of 200.0 MiB used (1.5%)"),
+            "{text}"
+        );
+        assert!(text.contains("health:    ok"), "{text}");
+        assert!(
+            text.contains("next boot: keep the changes of generation 2"),
+            "{text}"
+        );
+        let json = s.render_json();
+        assert!(
+            json.starts_with("{\"device\":\"/dev/mapper/cowroot\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"origin\":\"/run/cowroot/host/images/root \\\"1\\\".img\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""),
+            "{json}"
+        );
+        assert!(json.ends_with('}'));
+    }
+
+    #[test]
+    fn health_and_next_boot_follow_the_pool() {
+        let mut s = sample();
+        s.pool_mode = "out_of_data_space".into();
+        assert_eq!(s.health(), "out_of_data_space");
+        assert!(s.render_text().contains("OUT OF DATA SPACE"));
+        s.needs_check = true;
+        assert_eq!(s.health(), "needs_check");
+        s.pool_mode = "Fail".into();
+        s.needs_check = false;
+        assert_eq!(s.health(), "failed");
+        s.reset_requested = true;
+        assert!(s.render_json().contains("\"next_boot\":\"reset\""));
+        assert_eq!(json_string("a\u{1}\\"), "\"a\\u0001\\\\\"");
+    }
+}

@@ -1,0 +1,298 @@
+//! The real `System`: thin wrappers over the devicemapper and loopdev crates
+//! and a few syscalls. No decisions are made here.
+
+use crate::blkid::{self, FS_PROBE_BYTES};
+use crate::error::{Error, Result};
+use crate::exec::{DmSpec, System};
+use crate::header::{PoolHeader, RESERVED_BYTES, SLOT_OFFSETS};
+use crate::plan::HOST_MOUNT;
+use crate::probe;
+use crate::table::DevNum;
+use devicemapper::{DevId, DmError, DmName, DmOptions, DmUuid, DM};
+use loopdev::{LoopControl, LoopDevice};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct RealSystem {
+    dm: Option<DM>,
+    /// Attached loop devices stay open until cowroot exits: they are set to
+    /// auto-clear, so closing them before dm holds them would detach them.
+    loops: Vec<LoopDevice>,
+    timeout: Duration,
+}
+
+/// Turns a devicemapper error into ours, keeping the errno readable.
+pub fn dm_error(op: &str, target: &str, err: DmError) -> Error {
+    match err {
+        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => {
+            Error::io(op, target, errno)
+        }
+        other => Error::io(op, target, other),
+    }
+}
+
+fn udev_flags(private: bool) -> DmOptions {
+    if private {
+        DmOptions::private()
+    } else {
+        DmOptions::default()
+    }
+}
+
+impl RealSystem {
+    pub fn new(timeout: Duration) -> RealSystem {
+        RealSystem {
+            dm: None,
+            loops: Vec::new(),
+            timeout,
+        }
+    }
+
+    pub fn dm(&mut self) -> Result<&DM> {
+        if self.dm.is_none() {
+            let dm = DM::new().map_err(|e| {
+                Error::io(
+                    "open",
+                    "/dev/mapper/control",
+                    format!("{e}; is the dm-mod module loaded (and dm-thin-pool)?"),
+                )
+            })?;
+            self.dm = Some(dm);
+        }
+        // Just set above.
+        self.dm
+            .as_ref()
+            .ok_or_else(|| Error::Inconsistent("no dm context".into()))
+    }
+
+    /// Filesystem types to try for the image host, best guess first.
+    fn fstypes(device: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        if let Some(info) = probe::read_start(device, FS_PROBE_BYTES)
+            .ok()
+            .and_then(|b| blkid::probe_fs(&b))
+        {
+            types.push(info.fstype.to_string());
+            if info.fstype.starts_with("ext") {
+                types.push("ext4".into());
+            }
+        }
+        if let Ok(list) = fs::read_to_string("/proc/filesystems") {
+            for line in list.lines().filter(|l| !l.starts_with("nodev")) {
+                let name = line.trim().to_string();
+                if !name.is_empty() && !types.contains(&name) {
+                    types.push(name);
+                }
+            }
+        }
+        types
+    }
+}
+
+impl System for RealSystem {
+    fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let candidates = match fstype {
+            Some(t) => vec![t.to_string()],
+            None => Self::fstypes(device),
+        };
+        let mut last = String::from("no filesystem type recognised");
+        for t in &candidates {
+            match mount(Some(device), dir, Some(t.as_str()), flags, None::<&str>) {
+                Ok(()) => {
+                    log::debug!("mounted {device} ({t}) read-only on {dir}");
+                    return Ok(());
+                }
+                Err(e) => last = format!("{t}: {e}"),
+            }
+        }
+        Err(Error::io(
+            "mount read-only",
+            format!("{device} on {dir}"),
+            format!("{last}; set cowroot.fstype= or check that the filesystem module is in the initramfs"),
+        ))
+    }
+
+    fn unmount(&mut self, dir: &str) -> Result<()> {
+        umount2(dir, MntFlags::empty()).map_err(|e| Error::io("umount", dir, e))
+    }
+
+    fn attach_loop(&mut self, file: &str) -> Result<String> {
+        if !Path::new(file).is_file() {
+            let path = file.strip_prefix(HOST_MOUNT).unwrap_or(file);
+            return Err(Error::ImageMissing {
+                path: path.to_string(),
+                host: "cowroot.dev".into(),
+            });
+        }
+        let control = LoopControl::open().map_err(|e| {
+            Error::io(
+                "open",
+                "/dev/loop-control",
+                format!("{e}; is the loop module loaded?"),
+            )
+        })?;
+        let device = control
+            .next_free()
+            .map_err(|e| Error::io("find a free loop device for", file, e))?;
+        device
+            .with()
+            .read_only(true)
+            .autoclear(true)
+            .attach(file)
+            .map_err(|e| Error::io("attach loop device to", file, e))?;
+        // Direct I/O avoids caching the image twice; not every host
+        // filesystem supports it, and it is only an optimisation.
+        if let Err(e) = device.set_direct_io(true) {
+            log::debug!("loop direct I/O not enabled: {e}");
+        }
+        let path = device
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.loops.push(device);
+        Ok(path)
+    }
+
+    fn detach_loop(&mut self, path: &str) -> Result<()> {
+        let index = self
+            .loops
+            .iter()
+            .position(|l| l.path().is_some_and(|p| p == Path::new(path)));
+        let device = match index {
+            Some(i) => self.loops.remove(i),
+            None => LoopDevice::open(path).map_err(|e| Error::io("open", path, e))?,
+        };
+        device
+            .detach()
+            .map_err(|e| Error::io("detach loop device", path, e))
+    }
+
+    fn dev_num(&mut self, path: &str) -> Result<DevNum> {
+        probe::dev_num(path)
+    }
+
+    fn write_header(
+        &mut self,
+        device: &str,
+        slot: usize,
+        header: &PoolHeader,
+        format: bool,
+    ) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(device)
+            .map_err(|e| Error::io("open for writing", device, e))?;
+        let write = |offset: u64, data: &[u8]| {
+            file.write_all_at(data, offset)
+                .map_err(|e| Error::io("write", format!("{device} at byte {offset}"), e))
+        };
+        if format {
+            // Wipe any old signature in the header region, and the first
+            // metadata block so the kernel formats fresh metadata.
+            write(0, &vec![0u8; RESERVED_BYTES as usize])?;
+            write(header.meta.start.bytes().0, &[0u8; 4096])?;
+        }
+        write(SLOT_OFFSETS[slot], &header.encode())?;
+        file.sync_all().map_err(|e| Error::io("flush", device, e))
+    }
+
+    fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
+        let name = DmName::new(&spec.name).map_err(|e| Error::io("name", &spec.name, e))?;
+        let uuid = DmUuid::new(&spec.uuid).map_err(|e| Error::io("uuid", &spec.uuid, e))?;
+        let dm = self.dm()?;
+        let id = DevId::Name(name);
+        dm.device_create(name, Some(uuid), udev_flags(spec.private))
+            .map_err(|e| dm_error("create dm device", &spec.name, e))?;
+        let table = [(
+            0u64,
+            spec.len.0,
+            spec.target.to_string(),
+            spec.params.clone(),
+        )];
+        let activated = dm
+            .table_load(&id, &table, DmOptions::default())
+            .map_err(|e| {
+                dm_error(
+                    &format!(
+                        "load table '0 {} {} {}' into",
+                        spec.len, spec.target, spec.params
+                    ),
+                    &spec.name,
+                    e,
+                )
+            })
+            .and_then(|_| {
+                dm.device_suspend(&id, udev_flags(spec.private))
+                    .map_err(|e| dm_error("activate", &spec.name, e))
+            });
+        match activated {
+            Ok(info) => {
+                let dev = info.device();
+                Ok(DevNum {
+                    major: dev.major,
+                    minor: dev.minor,
+                })
+            }
+            Err(e) => {
+                let _ = dm.device_remove(&id, DmOptions::default());
+                Err(e)
+            }
+        }
+    }
+
+    fn dm_remove(&mut self, name: &str) -> Result<()> {
+        let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
+        self.dm()?
+            .device_remove(&DevId::Name(dm_name), DmOptions::default())
+            .map(|_| ())
+            .map_err(|e| dm_error("remove dm device", name, e))
+    }
+
+    fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()> {
+        let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
+        match self.dm()?.target_msg(&DevId::Name(dm_name), None, message) {
+            Ok(_) => Ok(()),
+            Err(DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)))
+                if missing_ok && *errno == nix::errno::Errno::ENODATA =>
+            {
+                log::debug!("{message}: no such thin, nothing to delete");
+                Ok(())
+            }
+            Err(e) => Err(dm_error(&format!("send '{message}' to"), name, e)),
+        }
+    }
+
+    fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
+        let path = format!("/dev/mapper/{name}");
+        if probe::udev_running() {
+            // udev makes the node; don't race it.
+            let start = Instant::now();
+            while !Path::new(&path).exists() {
+                if start.elapsed() > self.timeout {
+                    return Err(Error::io("wait for udev to create", &path, "timed out"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return Ok(false);
+        }
+        fs::create_dir_all("/dev/mapper").map_err(|e| Error::io("mkdir", "/dev/mapper", e))?;
+        if Path::new(&path).exists() {
+            fs::remove_file(&path).map_err(|e| Error::io("remove stale", &path, e))?;
+        }
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        let devt = nix::sys::stat::makedev(dev.major as u64, dev.minor as u64);
+        nix::sys::stat::mknod(path.as_str(), nix::sys::stat::SFlag::S_IFBLK, mode, devt)
+            .map_err(|e| Error::io("mknod", &path, e))?;
+        Ok(true)
+    }
+
+    fn remove_node(&mut self, name: &str) -> Result<()> {
+        let path = format!("/dev/mapper/{name}");
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))
+    }
+}
