@@ -1,0 +1,139 @@
+#!/bin/bash
+# Shared helpers of cowroot's VM tests: prerequisites, the guest kernel, the
+# test initramfs, disks made without mounting anything, and QEMU runs.
+# shellcheck disable=SC2034  # variables are used by the sourcing scripts
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${COWROOT_TEST_CACHE:-/var/cache/cowroot-tests}
+WORK=${COWROOT_TEST_WORK:-/tmp/cowroot-tests}
+BIN="$REPO/target/x86_64-unknown-linux-musl/release/cowroot"
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-240}
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Installs what the tests need on a fresh Debian machine; quick when present.
+ensure_prereqs() {
+    "$REPO/qemu-tests/prereqs.sh"
+}
+
+build_binary() {
+    (cd "$REPO" && cargo build --release --target x86_64-unknown-linux-musl --quiet)
+    [ -x "$BIN" ] || die "binary not built: $BIN"
+}
+
+# Fetches Debian's current linux-image-amd64 kernel into the cache, keyed by
+# its version as the package states it. Sets KVER and KROOT.
+ensure_kernel() {
+    local meta dep
+    mkdir -p "$CACHE/debs"
+    meta=$(cd "$CACHE/debs" && apt-cache show linux-image-amd64 | sed -n 's/^Depends: //p' | head -n 1)
+    dep=$(printf '%s\n' "$meta" | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n 1)
+    [ -n "$dep" ] || die "cannot read the kernel package from linux-image-amd64's Depends: $meta"
+    KVER=${dep#linux-image-}
+    KROOT="$CACHE/kernel-$KVER"
+    if [ ! -f "$KROOT/.complete" ]; then
+        log "fetching kernel package $dep"
+        rm -rf "$KROOT"
+        mkdir -p "$KROOT"
+        (cd "$CACHE/debs" && rm -f "$dep"_*.deb && apt-get download "$dep" >/dev/null 2>&1) \
+            || die "apt-get download $dep failed"
+        dpkg-deb -x "$CACHE/debs/$dep"_*.deb "$KROOT"
+        depmod -b "$KROOT" "$KVER"
+        touch "$KROOT/.complete"
+    fi
+    KERNEL="$KROOT/boot/vmlinuz-$KVER"
+    [ -f "$KERNEL" ] || die "no kernel image in $KROOT"
+}
+
+# Module paths (relative to lib/modules/VER/) in load order, without repeats.
+module_order() {
+    local m
+    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool loop ext4; do
+        modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" \
+            || die "module $m not found for $KVER"
+    done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" | awk '!seen[$0]++'
+}
+
+# Builds the busybox test initramfs with the current binary. Sets INITRD.
+build_initramfs() {
+    local root="$WORK/initramfs" m
+    rm -rf "$root"
+    mkdir -p "$root/bin" "$root/sbin" "$root/lib/modules"
+    cp /bin/busybox "$root/bin/busybox"
+    file -L "$root/bin/busybox" | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
+    cp "$BIN" "$root/sbin/cowroot"
+    cp "$REPO/qemu-tests/guest/init" "$root/init"
+    module_order > "$root/modules.list"
+    while read -r m; do
+        mkdir -p "$root/lib/modules/$(dirname "$m")"
+        cp "$KROOT/lib/modules/$m" "$root/lib/modules/$m"
+    done < "$root/modules.list"
+    INITRD="$WORK/initramfs.cpio.gz"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD"
+}
+
+# An ext4 origin image whose /origin-id says which one it is.
+# make_origin FILE ID [UUID]
+make_origin() {
+    local file=$1 id=$2 uuid=${3:-} dir
+    dir=$(mktemp -d "$WORK/origin.XXXX")
+    mkdir -p "$dir/etc" "$dir/data"
+    echo "$id" > "$dir/origin-id"
+    echo "cowroot-test-$id" > "$dir/etc/hostname"
+    head -c 4M /dev/urandom > "$dir/data/payload"
+    rm -f "$file"
+    mkfs.ext4 -q -F -L origin ${uuid:+-U "$uuid"} -d "$dir" "$file" 64M
+    rm -rf "$dir"
+}
+
+# An ext4 "images" disk holding FILE as /root.img, labelled `images`.
+make_images_disk() {
+    local disk=$1 image=$2 dir
+    dir=$(mktemp -d "$WORK/images.XXXX")
+    cp --sparse=always "$image" "$dir/root.img"
+    rm -f "$disk"
+    mkfs.ext4 -q -F -L images -d "$dir" "$disk" 128M
+    rm -rf "$dir"
+}
+
+blank_disk() {
+    rm -f "$1"
+    truncate -s "$2" "$1"
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# run_vm NAME "CMDLINE" DISK... : boots the guest, console into $WORK/NAME.log.
+# Fails if QEMU does not power off by itself within QEMU_TIMEOUT seconds.
+run_vm() {
+    local name=$1 cmdline=$2 drives=() d rc
+    shift 2
+    for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
+    CONSOLE="$WORK/$name.log"
+    rm -f "$CONSOLE"
+    set +e
+    timeout "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 \
+        -nodefaults -display none -no-reboot \
+        -serial "file:$CONSOLE" \
+        -kernel "$KERNEL" -initrd "$INITRD" \
+        -append "console=ttyS0 panic=-1 printk.devkmsg=on $cmdline" \
+        "${drives[@]}"
+    rc=$?
+    set -e
+    [ "$rc" = 0 ] || { log "--- console of $name ---"; tail -n 40 "$CONSOLE" >&2; die "QEMU for $name exited with $rc (124 = timed out)"; }
+    grep -q '^COWTEST done' "$CONSOLE" || { tail -n 40 "$CONSOLE" >&2; die "$name: guest did not finish its actions"; }
+}
+
+# Assertions on the last console.
+expect() {
+    grep -qE -- "$1" "$CONSOLE" || { log "--- console ---"; grep -E 'COWTEST|cowroot' "$CONSOLE" >&2 || true; die "expected /$1/ on the console ($CONSOLE)"; }
+}
+reject() {
+    if grep -qE -- "$1" "$CONSOLE"; then grep -E -- "$1" "$CONSOLE" >&2; die "did not expect /$1/ on the console ($CONSOLE)"; fi
+}
+same() {
+    [ "$1" = "$2" ] || die "$3: $1 != $2"
+}

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Runs the VM scenarios (all, or those whose names contain an argument) and
+# prints one line per scenario with its time, then "N passed, N failed".
+# A scenario that cannot run (no QEMU, no kernel) fails; nothing is skipped.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=qemu-tests/lib.sh
+. "$here/lib.sh"
+# shellcheck source=qemu-tests/scenarios.sh
+. "$here/scenarios.sh"
+set +e
+
+mkdir -p "$WORK"
+(ensure_prereqs && build_binary) || { echo "0 passed, 1 failed"; exit 1; }
+ensure_kernel || { echo "0 passed, 1 failed"; exit 1; }
+build_initramfs || { echo "0 passed, 1 failed"; exit 1; }
+log "kernel $KVER, binary $(stat -c %s "$BIN") bytes"
+
+mapfile -t all < <(declare -F | awk '{print $3}' | grep '^scenario_' | sed 's/^scenario_//')
+selected=()
+for name in "${all[@]}"; do
+    if [ $# = 0 ]; then selected+=("$name"); continue; fi
+    for want in "$@"; do [[ $name == *"$want"* ]] && { selected+=("$name"); break; }; done
+done
+[ ${#selected[@]} -gt 0 ] || { log "no scenario matches: $*"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0 failed=0 failures=()
+for name in "${selected[@]}"; do
+    start=$(date +%s)
+    ( set -euo pipefail; "scenario_$name" ) > "$WORK/$name.out" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - start ))
+    if [ $rc = 0 ]; then
+        passed=$((passed + 1)); printf 'PASS %-55s %4ds\n' "$name" "$secs"
+    else
+        failed=$((failed + 1)); failures+=("$name"); printf 'FAIL %-55s %4ds\n' "$name" "$secs"
+        sed 's/^/    /' "$WORK/$name.out" | tail -n 30
+    fi
+done
+[ $failed = 0 ] || log "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]

@@ -1,0 +1,205 @@
+#!/bin/bash
+# The VM scenarios of the boot agent. Each is a function `scenario_NAME`
+# that boots QEMU one or more times and checks the console and the disks;
+# every one asserts that the origin's bytes are unchanged.
+# shellcheck disable=SC2154  # CONSOLE, WORK, ... come from lib.sh
+
+FILE_KEYS="cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb"
+ORIGIN_UUID=0c0ffee0-1234-4321-abcd-00000000c0de
+
+# Fresh disks for a scenario: $D/images.img (holding root.img), $D/pool.img.
+fresh_disks() {
+    D="$WORK/$1"
+    rm -rf "$D"
+    mkdir -p "$D"
+    make_origin "$D/root.img" "origin-A"
+    make_images_disk "$D/images.img" "$D/root.img"
+    blank_disk "$D/pool.img" "${2:-256M}"
+    IMAGES_SHA=$(sha "$D/images.img")
+}
+
+origin_unchanged() {
+    same "$(sha "$D/images.img")" "$IMAGES_SHA" "images disk (cowroot.dev and the image) changed"
+}
+
+scenario_blank_pool_formatted_at_first_boot() {
+    fresh_disks blank
+    run_vm blank-1 "$FILE_KEYS cowtest=boot,state,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'cowroot: /dev/vdb is blank: formatting it as a cowroot pool'
+    expect 'cowroot: /dev/mapper/cowroot ready: origin /root.img on /dev/vda \(64.0 MiB\), pool /dev/vdb, generation 1 \(formatted\)'
+    expect 'COWTEST loop loop0 ro=1 file=/run/cowroot/host/root.img'
+    expect 'COWTEST host mounted: 1'
+    expect 'COWTEST wrote marker'
+    [ "$(head -c 8 "$D/pool.img")" = "COWROOT1" ] || die "no cowroot header at the start of the pool"
+    origin_unchanged
+}
+
+scenario_changes_persist_across_boots() {
+    fresh_disks persist
+    run_vm persist-1 "$FILE_KEYS cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST wrote marker'
+    run_vm persist-2 "$FILE_KEYS cowtest=boot,check,status" "$D/images.img" "$D/pool.img"
+    expect 'ready: .* generation 1 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    expect 'COWTEST origin file: origin-A'
+    origin_unchanged
+}
+
+scenario_reset_discards_changes() {
+    fresh_disks reset
+    run_vm reset-1 "$FILE_KEYS cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    run_vm reset-2 "$FILE_KEYS cowroot.reset=1 cowtest=boot,check,status" "$D/images.img" "$D/pool.img"
+    expect 'ready: .* generation 2 \(reset\)'
+    expect 'COWTEST marker absent'
+    expect '"thin_id":2,"generation":2'
+    # Asking from the running system works too: the next boot resets.
+    run_vm reset-3 "$FILE_KEYS cowtest=boot,write,requestreset,status" "$D/images.img" "$D/pool.img"
+    expect '"next_boot":"reset"'
+    run_vm reset-4 "$FILE_KEYS cowtest=boot,check" "$D/images.img" "$D/pool.img"
+    expect 'ready: .* generation 3 \(reset\)'
+    expect 'COWTEST marker absent'
+    origin_unchanged
+}
+
+scenario_device_origin() {
+    D="$WORK/device"
+    rm -rf "$D"
+    mkdir -p "$D"
+    make_origin "$D/root.img" "origin-dev" "$ORIGIN_UUID"
+    # The pool is a GPT partition, named by its label.
+    blank_disk "$D/pool.img" 256M
+    printf 'label: gpt\nstart=2048, size=409600, name=cowpool\n' | sfdisk -q "$D/pool.img"
+    local sha_before
+    sha_before=$(sha "$D/root.img")
+    run_vm device-1 "cowroot=UUID=$ORIGIN_UUID cowpool=PARTLABEL=cowpool cowtest=boot,state,write" "$D/root.img" "$D/pool.img"
+    expect 'ready: origin /dev/vda \(64.0 MiB\), pool /dev/vdb1, generation 1 \(formatted\)'
+    expect 'COWTEST host mounted: 0'
+    run_vm device-2 "cowroot=UUID=$ORIGIN_UUID cowpool=PARTLABEL=cowpool cowtest=boot,check" "$D/root.img" "$D/pool.img"
+    expect 'COWTEST marker present'
+    same "$(sha "$D/root.img")" "$sha_before" "device origin changed"
+}
+
+scenario_no_cowroot_is_a_noop() {
+    fresh_disks noop
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm noop "root=/dev/vda cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'COWTEST mapper: control $'
+    expect 'COWTEST host mounted: 0'
+    reject 'cowroot:'
+    same "$(sha "$D/pool.img")" "$pool_sha" "pool touched without cowroot="
+    origin_unchanged
+}
+
+scenario_missing_image_fails_cleanly() {
+    fresh_disks missing
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm missing "cowroot=/images/nope.img cowroot.dev=LABEL=images cowpool=/dev/vdb cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'image /images/nope.img not found on LABEL=images \(/dev/vda\)'
+    expect 'COWTEST mapper: control $'
+    expect 'COWTEST dm: 0 devices'
+    expect 'COWTEST host mounted: 0'
+    reject 'COWTEST loop '
+    same "$(sha "$D/pool.img")" "$pool_sha" "pool touched"
+    origin_unchanged
+}
+
+scenario_foreign_pool_refused() {
+    fresh_disks foreign
+    mkfs.ext4 -q -F -L precious "$D/pool.img"
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm foreign "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'cowpool: /dev/vdb holds an ext2/3/4 filesystem; refusing to use or format it'
+    expect 'COWTEST dm: 0 devices'
+    expect 'COWTEST host mounted: 0'
+    reject 'COWTEST loop '
+    same "$(sha "$D/pool.img")" "$pool_sha" "foreign pool was modified"
+    origin_unchanged
+}
+
+scenario_swapped_origin_refused_until_reset() {
+    fresh_disks swapped
+    run_vm swapped-1 "$FILE_KEYS cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST wrote marker'
+    # Replace the image by another one under the same name.
+    make_origin "$D/root-b.img" "origin-B"
+    make_images_disk "$D/images.img" "$D/root-b.img"
+    IMAGES_SHA=$(sha "$D/images.img")
+    run_vm swapped-2 "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'origin /root.img is not the image the kept changes were made on .*Boot with cowroot.reset=1'
+    expect 'COWTEST dm: 0 devices'
+    expect 'COWTEST host mounted: 0'
+    run_vm swapped-3 "$FILE_KEYS cowroot.reset=1 cowtest=boot,check" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(reset\)'
+    expect 'COWTEST origin file: origin-B'
+    expect 'COWTEST marker absent'
+    run_vm swapped-4 "$FILE_KEYS cowtest=boot,check" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(kept\)'
+    origin_unchanged
+}
+
+scenario_full_pool_fails_writes_promptly() {
+    fresh_disks full 24M
+    run_vm full "$FILE_KEYS cowtest=boot,fill,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'COWTEST fill rc=1 '
+    expect 'dd: error writing .*I/O error'
+    local secs
+    secs=$(sed -n 's/.*COWTEST fill rc=1 secs=\([0-9]*\).*/\1/p' "$CONSOLE")
+    [ "$secs" -le 60 ] || die "the writer waited $secs s for an I/O error"
+    expect '"pool_mode":"out_of_data_space"'
+    expect '"health":"out_of_data_space"'
+    expect 'COWTEST done'
+    origin_unchanged
+}
+
+scenario_bad_values_name_the_key() {
+    fresh_disks bad
+    run_vm bad "root=/dev/vda cowtest=badvalues,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST bad rc=1 cowroot: cowroot.dev: required when cowroot= is an image path'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.timeout: expected whole seconds'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.name: invalid name "a/b"'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.reset: expected 0 or 1, got "maybe"'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.onfail: expected shell, halt or ro, got "explode"'
+    expect 'COWTEST bad rc=1 cowroot: cowpool: "nowhere" is not a device spec'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.bogus: unknown key'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.debug: expected 0 or 1'
+    expect 'COWTEST bad rc=1 cowroot: cowroot: "relative.img" is neither an absolute image path'
+    [ "$(grep -c 'COWTEST bad rc=' "$CONSOLE")" = 9 ] || die "not every bad line ran"
+    expect 'COWTEST dm: 0 devices'
+    origin_unchanged
+}
+
+scenario_dry_run_prints_commands_and_touches_nothing() {
+    fresh_disks dryrun
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm dryrun "$FILE_KEYS cowtest=dryrun,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST dryrun rc=0'
+    expect 'COWTEST plan: # cowroot dry run: nothing was changed. This boot would format the blank pool'
+    expect "COWTEST plan: mkdir -p /run/cowroot/host && mount -o ro /dev/vda /run/cowroot/host"
+    expect "COWTEST plan: LOOP=\\\$\\(losetup -r -f --show '/run/cowroot/host/root.img'\\)"
+    expect "COWTEST plan: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table '0 [0-9]+ thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 128 0 1 error_if_no_space'"
+    expect "COWTEST plan: dmsetup message cowroot-pool 0 'create_thin 1'"
+    expect 'COWTEST plan: dmsetup create cowroot --uuid COWROOT-thin-cowroot --table "0 .* thin /dev/mapper/cowroot-pool 1 \$LOOP"'
+    expect 'COWTEST dm: 0 devices'
+    expect 'COWTEST host mounted: 0'
+    same "$(sha "$D/pool.img")" "$pool_sha" "dry run touched the pool"
+    origin_unchanged
+}
+
+scenario_status_json_in_guest() {
+    fresh_disks status
+    run_vm status "$FILE_KEYS cowtest=boot,write,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST status rc=0 \{"device":"/dev/mapper/cowroot","origin":"/run/cowroot/host/root.img","origin_device":"/dev/loop0","pool":"/dev/vdb","thin_id":1,"generation":1,"size_bytes":67108864,'
+    expect '"pool_mode":"rw","needs_check":false,"health":"ok","next_boot":"keep"'
+    expect 'COWTEST status-text: health:    ok'
+    origin_unchanged
+}
