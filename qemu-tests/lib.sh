@@ -123,6 +123,8 @@ run_vm() {
         "${drives[@]}"
     rc=$?
     set -e
+    # The serial console ends lines with CR LF.
+    [ -f "$CONSOLE" ] && sed -i 's/\r$//' "$CONSOLE"
     [ "$rc" = 0 ] || { log "--- console of $name ---"; tail -n 40 "$CONSOLE" >&2; die "QEMU for $name exited with $rc (124 = timed out)"; }
     grep -q '^COWTEST done' "$CONSOLE" || { tail -n 40 "$CONSOLE" >&2; die "$name: guest did not finish its actions"; }
 }

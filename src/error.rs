@@ -75,8 +75,8 @@ impl fmt::Display for Error {
             ),
             Error::ImageMissing { path, host } => write!(
                 f,
-                "cowroot: image {path} not found on {host}; check the path (it is relative to \
-                 the root of cowroot.dev's filesystem)"
+                "image {path} not found on {host}; check the path given as cowroot= (it is \
+                 relative to the root of cowroot.dev's filesystem)"
             ),
             Error::ForeignPool { device, found } => write!(
                 f,
@@ -98,7 +98,7 @@ impl fmt::Display for Error {
             ),
             Error::OriginChanged { origin, detail } => write!(
                 f,
-                "cowroot: origin {origin} is not the image the kept changes were made on \
+                "origin {origin} is not the image the kept changes were made on \
                  ({detail}); refusing to boot it. Boot with cowroot.reset=1 to discard the kept \
                  changes and start over on this image"
             ),

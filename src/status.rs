@@ -76,7 +76,7 @@ impl StatusInfo {
             }
         };
         let mut out = String::new();
-        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
         line(
             "root:",
             format!("{} ({})", self.device, Bytes(self.size_bytes)),
@@ -91,7 +91,10 @@ impl StatusInfo {
         if let Some(mapped) = self.mapped_bytes {
             line(
                 "changed:",
-                format!("{} written since generation start", Bytes(mapped)),
+                format!(
+                    "{} (blocks written since this generation began)",
+                    Bytes(mapped)
+                ),
             );
         }
         line(
@@ -316,14 +319,14 @@ mod tests {
     fn renders_text_and_json() {
         let s = sample();
         let text = s.render_text();
-        assert!(text.contains("pool:      /dev/vdc"), "{text}");
+        assert!(text.contains("pool:       /dev/vdc"), "{text}");
         assert!(
-            text.contains("data:      3.0 MiB of 200.0 MiB used (1.5%)"),
+            text.contains("data:       3.0 MiB of 200.0 MiB used (1.5%)"),
             "{text}"
         );
-        assert!(text.contains("health:    ok"), "{text}");
+        assert!(text.contains("health:     ok"), "{text}");
         assert!(
-            text.contains("next boot: keep the changes of generation 2"),
+            text.contains("next boot:  keep the changes of generation 2"),
             "{text}"
         );
         let json = s.render_json();

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Runs every test: formatting and lints, unit tests, the static-binary
+# checks, then every VM scenario. Installs what it needs on Debian.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+./qemu-tests/prereqs.sh
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+shellcheck -x qemu-tests/*.sh qemu-tests/guest/init demo.sh test.sh .ci/run
+
+echo "== unit tests"
+cargo test --quiet
+
+echo "== static binary"
+cargo build --release --target x86_64-unknown-linux-musl --quiet
+bin=target/x86_64-unknown-linux-musl/release/cowroot
+file "$bin" | grep -qE 'static(-pie)? linked' || { file "$bin"; echo "not static"; exit 1; }
+size=$(stat -c %s "$bin")
+echo "binary: $size bytes (budget 1048576)"
+[ "$size" -le 1048576 ] || { echo "binary over the 1 MiB budget"; exit 1; }
+
+echo "== VM scenarios"
+./qemu-tests/run.sh
