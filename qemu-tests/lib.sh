@@ -129,6 +129,36 @@ run_vm() {
     grep -q '^COWTEST done' "$CONSOLE" || { tail -n 40 "$CONSOLE" >&2; die "$name: guest did not finish its actions"; }
 }
 
+# run_vm_cut NAME "CMDLINE" PATTERN SECONDS DISK...: boots the guest and
+# pulls the plug (SIGKILL) SECONDS after PATTERN shows on the console.
+run_vm_cut() {
+    local name=$1 cmdline=$2 pattern=$3 delay=$4 drives=() d pid waited=0
+    shift 4
+    for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
+    CONSOLE="$WORK/$name.log"
+    rm -f "$CONSOLE"
+    qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 \
+        -nodefaults -display none -no-reboot \
+        -serial "file:$CONSOLE" \
+        -kernel "$KERNEL" -initrd "$INITRD" \
+        -append "console=ttyS0 panic=-1 printk.devkmsg=on $cmdline" \
+        "${drives[@]}" &
+    pid=$!
+    until grep -q -- "$pattern" "$CONSOLE" 2>/dev/null; do
+        sleep 1
+        waited=$((waited + 1))
+        if [ $waited -ge "$QEMU_TIMEOUT" ] || ! kill -0 $pid 2>/dev/null; then
+            kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+            tail -n 40 "$CONSOLE" >&2
+            die "$name: /$pattern/ never showed"
+        fi
+    done
+    sleep "$delay"
+    kill -9 $pid
+    wait $pid 2>/dev/null || true
+    sed -i 's/\r$//' "$CONSOLE"
+}
+
 # Assertions on the last console.
 expect() {
     grep -qE -- "$1" "$CONSOLE" || { log "--- console ---"; grep -E 'COWTEST|cowroot' "$CONSOLE" >&2 || true; die "expected /$1/ on the console ($CONSOLE)"; }

@@ -49,10 +49,11 @@ struct Devices {
 }
 
 fn resolve_devices(cfg: &Config) -> Result<Devices> {
-    let deadline = Duration::from_secs(cfg.timeout_secs);
+    // One deadline for all devices together.
+    let deadline = Instant::now() + Duration::from_secs(cfg.timeout_secs);
     let mut waited = Duration::ZERO;
     let mut wait = |spec, key| -> Result<String> {
-        let (path, took) = probe::wait_for(spec, key, deadline.saturating_sub(waited))?;
+        let (path, took) = probe::wait_for(spec, key, deadline, cfg.timeout_secs)?;
         waited += took;
         Ok(path)
     };

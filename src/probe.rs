@@ -195,19 +195,24 @@ pub fn resolve(spec: &DevSpec, key: &str) -> Result<Option<String>> {
     }
 }
 
-/// Waits up to `timeout` for a spec to resolve; returns the path and the
-/// time spent waiting.
-pub fn wait_for(spec: &DevSpec, key: &str, timeout: Duration) -> Result<(String, Duration)> {
+/// Waits until `deadline` for a spec to resolve; returns the path and the
+/// time spent waiting. `timeout_secs` is what the user set, for the message.
+pub fn wait_for(
+    spec: &DevSpec,
+    key: &str,
+    deadline: Instant,
+    timeout_secs: u64,
+) -> Result<(String, Duration)> {
     let start = Instant::now();
     loop {
         if let Some(path) = resolve(spec, key)? {
             return Ok((path, start.elapsed()));
         }
-        if start.elapsed() >= timeout {
+        if Instant::now() >= deadline {
             return Err(Error::DeviceTimeout {
                 spec: spec.to_string(),
                 key: key.to_string(),
-                seconds: timeout.as_secs(),
+                seconds: timeout_secs,
             });
         }
         std::thread::sleep(POLL);
