@@ -29,7 +29,11 @@ build_binary() {
 ensure_kernel() {
     local meta dep
     mkdir -p "$CACHE/debs"
-    meta=$(cd "$CACHE/debs" && apt-cache show linux-image-amd64 | sed -n 's/^Depends: //p' | head -n 1)
+    meta=$(apt-cache show linux-image-amd64 2>/dev/null | sed -n 's/^Depends: //p' | head -n 1)
+    if [ -z "$meta" ]; then
+        apt-get update -q >/dev/null
+        meta=$(apt-cache show linux-image-amd64 | sed -n 's/^Depends: //p' | head -n 1)
+    fi
     dep=$(printf '%s\n' "$meta" | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n 1)
     [ -n "$dep" ] || die "cannot read the kernel package from linux-image-amd64's Depends: $meta"
     KVER=${dep#linux-image-}

@@ -237,8 +237,13 @@ fn setup(
             (dev.clone(), dev)
         }
     };
+    let started = Instant::now();
     let id = probe::origin_id(&identity_path)?;
     let size = probe::size_of(&origin_dev)?;
+    log::debug!(
+        "{} ms: fingerprinted {identity_path}",
+        started.elapsed().as_millis()
+    );
     if size.sectors().0 == 0 {
         return Err(Error::config(
             "cowroot",
@@ -250,7 +255,9 @@ fn setup(
         size: Some(size),
         id: Some(id),
     };
+    let started = Instant::now();
     let pool = probe::pool_facts(&devices.pool)?;
+    log::debug!("{} ms: read the pool header", started.elapsed().as_millis());
     let layout = match pool.state {
         PoolState::Blank => Some(plan_layout(&devices.pool, pool.size, DEFAULT_BLOCK_BYTES)?),
         _ => None,

@@ -197,8 +197,9 @@ impl<'a, S: System> Executor<'a, S> {
     /// call `rollback` with the error, possibly after more phases).
     pub fn run(&mut self, steps: &[Step]) -> Result<()> {
         for step in steps {
-            log::debug!("step: {step:?}");
+            let started = std::time::Instant::now();
             self.step(step)?;
+            log::debug!("{} ms: {step:?}", started.elapsed().as_millis());
         }
         Ok(())
     }
