@@ -147,11 +147,10 @@ pub fn partition_ids(disk_start: &[u8], sector: usize, number: u32) -> Option<Pa
         if number > count || size < 128 {
             return None;
         }
-        let entry = get(
-            disk_start,
-            entries_lba * sector + (number as usize - 1) * size,
-            128,
-        )?;
+        let offset = entries_lba
+            .checked_mul(sector)?
+            .checked_add((number as usize - 1).checked_mul(size)?)?;
+        let entry = get(disk_start, offset, 128)?;
         let name_units: Vec<u16> = entry[56..128]
             .chunks(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -254,6 +253,10 @@ mod tests {
         );
         assert_eq!(partition_ids(&disk, 512, 1).unwrap().partuuid, None);
         assert_eq!(partition_ids(&disk, 512, 200), None);
+        // A hostile entries LBA must not overflow.
+        let mut hostile = disk.clone();
+        hostile[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(partition_ids(&hostile, 512, 2), None);
 
         let mut mbr = vec![0u8; 4096];
         mbr[440..444].copy_from_slice(&0x0a1b2c3du32.to_le_bytes());

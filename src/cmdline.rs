@@ -11,9 +11,10 @@ pub struct Param {
     pub value: Option<String>,
 }
 
-/// The kernel's `isspace` (ASCII white space, including \v and \f).
+/// The kernel's `isspace`: ASCII white space including \v and \f, and
+/// 0xA0 (Latin-1 no-break space, `_S|_SP` in lib/ctype.c).
 fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | 0xA0)
 }
 
 /// Splits a command line into parameters, in order, duplicates kept.
@@ -172,8 +173,14 @@ mod tests {
                 "a=1 --=3 b",
                 vec![p("a", Some("1")), p("--", Some("3")), p("b", None)],
             ),
-            // Non-ASCII bytes pass through.
+            // Non-ASCII bytes pass through...
             ("k=é", vec![p("k", Some("é"))]),
+            // ...but the kernel splits at byte 0xA0, even inside UTF-8
+            // ("à" is C3 A0), leaving a lone C3 that is not valid UTF-8.
+            (
+                "k=voilà x",
+                vec![p("k", Some("voil\u{FFFD}")), p("x", None)],
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(&split(line), want, "cmdline {line:?}");

@@ -240,13 +240,26 @@ impl PoolHeader {
         {
             return Err("block size");
         }
+        let meta_end = self
+            .meta
+            .start
+            .0
+            .checked_add(self.meta.len.0)
+            .ok_or("metadata extent")?;
+        let data_end = self
+            .data
+            .start
+            .0
+            .checked_add(self.data.len.0)
+            .ok_or("data extent")?;
         if self.meta.start.0 < reserved || self.meta.len.0 == 0 {
             return Err("metadata extent");
         }
-        if self.data.start.0 < self.meta.start.0 + self.meta.len.0 || self.data.len.0 == 0 {
+        if self.data.start.0 < meta_end || self.data.len.0 == 0 {
             return Err("data extent");
         }
-        if self.data.start.0 + self.data.len.0 > self.device_sectors.0 {
+        // Sectors are turned into bytes later: keep them far from overflow.
+        if data_end > self.device_sectors.0 || self.device_sectors.0 > u64::MAX / 1024 {
             return Err("extents past the device end");
         }
         if self.next_thin == 0 || self.active_thin >= self.next_thin {
@@ -355,6 +368,12 @@ mod tests {
         let mut h = sample();
         h.data.len = Sectors(h.device_sectors.0);
         assert!(PoolHeader::decode(&h.encode()).is_err());
+        let mut h = sample();
+        h.data.len = Sectors(u64::MAX - 5);
+        assert_eq!(
+            PoolHeader::decode(&h.encode()),
+            Err(SlotFault::Invalid("data extent"))
+        );
     }
 
     #[test]

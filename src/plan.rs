@@ -9,6 +9,7 @@ use crate::fingerprint::short_digest;
 use crate::header::{self, OriginId, PoolHeader, FLAG_RESET_NEXT_BOOT};
 use crate::layout::Layout;
 use crate::names::{DeviceName, Role};
+use crate::signature;
 use crate::units::{Bytes, Sectors};
 use std::fmt::Write as _;
 
@@ -82,6 +83,39 @@ pub enum PoolState {
     Foreign(&'static str),
     /// Not zero, not ours, nothing recognised: still refused at boot.
     Unrecognised,
+}
+
+/// Classifies a pool device from its first MiB. A valid header counts only
+/// if nothing else is there: cowroot zeroes the whole region when it
+/// formats, so other data next to a header means the device was reused
+/// (repartitioned, mkfs'd) and the header is a leftover.
+pub fn classify_pool(start: &[u8]) -> PoolState {
+    let slot = |i: usize| {
+        let offset = header::SLOT_OFFSETS[i] as usize;
+        start
+            .get(offset..offset + header::SLOT_BYTES)
+            .unwrap_or(&[])
+    };
+    let mut rest = start.to_vec();
+    for offset in header::SLOT_OFFSETS {
+        let offset = offset as usize;
+        if let Some(region) = rest.get_mut(offset..offset + header::SLOT_BYTES) {
+            region.fill(0);
+        }
+    }
+    let found = signature::detect(&rest);
+    match header::newest([slot(0), slot(1)]) {
+        Some((slot, header)) if signature::all_zero(&rest) => PoolState::Ours { slot, header },
+        Some(_) => PoolState::Foreign(found.unwrap_or("data next to a stale cowroot header")),
+        None if signature::all_zero(start) => PoolState::Blank,
+        None => match signature::detect(start) {
+            Some("a cowroot pool") => {
+                PoolState::Foreign("a damaged cowroot header (no valid copy)")
+            }
+            Some(found) => PoolState::Foreign(found),
+            None => PoolState::Unrecognised,
+        },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,12 +391,24 @@ fn check_origin(cfg: &Config, header: &PoolHeader, origin: &OriginFacts) -> Resu
     })
 }
 
+/// Quotes a value for a POSIX shell, so a printed plan is safe to paste.
+pub fn sh_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._+-:=@,".contains(&b))
+    {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
 /// Renders steps as the shell commands a person would type (for
 /// `--dry-run`); header writes have no command and show as comments.
 pub fn render(name: &DeviceName, steps: &[Step]) -> String {
     let mut out = String::new();
     let dev = |d: &DevRef| match d {
-        DevRef::Path(p) => p.clone(),
+        DevRef::Path(p) => sh_quote(p),
         DevRef::Loop => "$LOOP".to_string(),
         DevRef::Dm(role) => name.mapper_path(*role),
     };
@@ -371,10 +417,11 @@ pub fn render(name: &DeviceName, steps: &[Step]) -> String {
         let _ = match step {
             Step::MountHost { device, fstype } => writeln!(
                 out,
-                "mkdir -p {HOST_MOUNT} && mount -o ro{} {device} {HOST_MOUNT}",
-                fstype.as_ref().map(|t| format!(" -t {t}")).unwrap_or_default()
+                "mkdir -p {HOST_MOUNT} && mount -o ro{} {} {HOST_MOUNT}",
+                fstype.as_ref().map(|t| format!(" -t {t}")).unwrap_or_default(),
+                sh_quote(device)
             ),
-            Step::AttachLoop { file } => writeln!(out, "LOOP=$(losetup -r -f --show '{file}')"),
+            Step::AttachLoop { file } => writeln!(out, "LOOP=$(losetup -r -f --show {})", sh_quote(file)),
             Step::WriteHeader { slot, header, zero_meta, why, .. } => {
                 if *zero_meta {
                     let _ = writeln!(
@@ -742,6 +789,47 @@ mod tests {
     }
 
     #[test]
+    fn pool_classification_never_trusts_a_header_next_to_other_data() {
+        let mut start = vec![0u8; signature::PROBE_BYTES];
+        assert_eq!(classify_pool(&start), PoolState::Blank);
+        let header = crate::header::sample();
+        start[..header::SLOT_BYTES].copy_from_slice(&header.encode());
+        assert_eq!(
+            classify_pool(&start),
+            PoolState::Ours {
+                slot: 0,
+                header: header.clone()
+            }
+        );
+        // Repartitioned: a GPT header overwrote sector 1, slot 1 survives.
+        let mut gpt = vec![0u8; signature::PROBE_BYTES];
+        let second = header::SLOT_OFFSETS[1] as usize;
+        gpt[second..second + header::SLOT_BYTES].copy_from_slice(&header.encode());
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        assert_eq!(
+            classify_pool(&gpt),
+            PoolState::Foreign("a GPT partition table")
+        );
+        // Unknown bytes elsewhere in the reserved MiB.
+        let mut junk = start.clone();
+        junk[300_000] = 1;
+        assert_eq!(
+            classify_pool(&junk),
+            PoolState::Foreign("data next to a stale cowroot header")
+        );
+        // Both copies damaged.
+        let mut damaged = start.clone();
+        damaged[100] ^= 1;
+        assert_eq!(
+            classify_pool(&damaged),
+            PoolState::Foreign("a damaged cowroot header (no valid copy)")
+        );
+        let mut noise = vec![0u8; signature::PROBE_BYTES];
+        noise[7] = 9;
+        assert_eq!(classify_pool(&noise), PoolState::Unrecognised);
+    }
+
+    #[test]
     fn reset_flag_in_header_acts_like_reset() {
         let first = plan_pool(
             &cfg(""),
@@ -768,6 +856,20 @@ mod tests {
     }
 
     #[test]
+    fn printed_values_are_quoted_for_the_shell() {
+        assert_eq!(sh_quote("/dev/vdb"), "/dev/vdb");
+        assert_eq!(
+            sh_quote("/run/cowroot/host/my image.img"),
+            "'/run/cowroot/host/my image.img'"
+        );
+        assert_eq!(
+            sh_quote("/a'$(rm -rf /)'.img"),
+            "'/a'\\''$(rm -rf /)'\\''.img'"
+        );
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
     fn dry_run_renders_commands() {
         let c = cfg("");
         let mut steps = plan_origin(&c, Some("/dev/vdb"));
@@ -784,7 +886,7 @@ mod tests {
         let text = render(&c.name, &steps);
         let want = [
             "mkdir -p /run/cowroot/host && mount -o ro /dev/vdb /run/cowroot/host",
-            "LOOP=$(losetup -r -f --show '/run/cowroot/host/images/root.img')",
+            "LOOP=$(losetup -r -f --show /run/cowroot/host/images/root.img)",
             "dmsetup create cowroot-pool_tmeta --uuid COWROOT-tmeta-cowroot --table '0 ",
             " linear /dev/vdc 2048'",
             "thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 128 0 1 error_if_no_space'",

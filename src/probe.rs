@@ -5,10 +5,10 @@ use crate::blkid::{self, FS_PROBE_BYTES};
 use crate::config::DevSpec;
 use crate::error::{Error, Result};
 use crate::fingerprint;
-use crate::header::{self, OriginId, SLOT_BYTES, SLOT_OFFSETS};
+use crate::header::OriginId;
 use crate::names::UUID_PREFIX;
-use crate::plan::{PoolFacts, PoolState};
-use crate::signature::{self, PROBE_BYTES};
+use crate::plan::PoolFacts;
+use crate::signature::PROBE_BYTES;
 use crate::table::DevNum;
 use crate::units::Bytes;
 use std::fs::{self, File};
@@ -55,23 +55,7 @@ pub fn dev_num(path: &str) -> Result<DevNum> {
 pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     let size = size_of(device)?;
     let start = read_start(device, PROBE_BYTES)?;
-    let slot = |i: usize| {
-        let off = SLOT_OFFSETS[i] as usize;
-        start.get(off..off + SLOT_BYTES).unwrap_or(&[])
-    };
-    let state = if let Some((slot, header)) = header::newest([slot(0), slot(1)]) {
-        PoolState::Ours { slot, header }
-    } else if signature::all_zero(&start) {
-        PoolState::Blank
-    } else {
-        match signature::detect(&start) {
-            Some("a cowroot pool") => {
-                PoolState::Foreign("a damaged cowroot header (no valid copy)")
-            }
-            Some(found) => PoolState::Foreign(found),
-            None => PoolState::Unrecognised,
-        }
-    };
+    let state = crate::plan::classify_pool(&start);
     Ok(PoolFacts {
         device: device.to_string(),
         size,

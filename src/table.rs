@@ -177,14 +177,16 @@ impl FromStr for PoolStatus {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<PoolStatus, ParseError> {
         let words: Vec<&str> = s.split_whitespace().collect();
-        if words.first() == Some(&"Fail") {
+        // The kernel prints a bare `Fail` for a failed pool and `Error`
+        // when it cannot read the pool's state.
+        if let Some(&word @ ("Fail" | "Error")) = words.first() {
             return Ok(PoolStatus {
                 transaction_id: 0,
                 meta_used: 0,
                 meta_total: 0,
                 data_used: 0,
                 data_total: 0,
-                mode: "Fail".into(),
+                mode: word.into(),
                 needs_check: false,
             });
         }
@@ -283,6 +285,7 @@ mod tests {
         assert_eq!(s.mode, "out_of_data_space");
         assert!(s.needs_check);
         assert_eq!("Fail".parse::<PoolStatus>().unwrap().mode, "Fail");
+        assert_eq!("Error".parse::<PoolStatus>().unwrap().mode, "Error");
         assert!("0 x/1 1/1 - rw".parse::<PoolStatus>().is_err());
     }
 }
