@@ -75,6 +75,7 @@ scenario_device_origin() {
     run_vm device-1 "cowroot=UUID=$ORIGIN_UUID cowpool=PARTLABEL=cowpool cowtest=boot,state,write" "$D/root.img" "$D/pool.img"
     expect 'ready: origin /dev/vda \(64.0 MiB\), pool /dev/vdb1, generation 1 \(formatted\)'
     expect 'COWTEST host mounted: 0'
+    expect 'COWTEST vda ro=1'
     run_vm device-2 "cowroot=UUID=$ORIGIN_UUID cowpool=PARTLABEL=cowpool cowtest=boot,check" "$D/root.img" "$D/pool.img"
     expect 'COWTEST marker present'
     same "$(sha "$D/root.img")" "$sha_before" "device origin changed"
@@ -113,12 +114,17 @@ scenario_foreign_pool_refused() {
     mkfs.ext4 -q -F -L precious "$D/pool.img"
     local pool_sha
     pool_sha=$(sha "$D/pool.img")
-    run_vm foreign "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    run_vm foreign "$FILE_KEYS cowroot.onfail=ro cowtest=boot,state,rofallback" "$D/images.img" "$D/pool.img"
     expect 'COWTEST boot rc=1'
     expect 'cowpool: /dev/vdb holds an ext2/3/4 filesystem; refusing to use or format it'
     expect 'COWTEST dm: 0 devices'
     expect 'COWTEST host mounted: 0'
     reject 'COWTEST loop '
+    # The onfail=ro fallback then boots the origin strictly read-only.
+    expect 'COWTEST rofallback rc=0 root=/dev/mapper/cowroot'
+    expect 'cowroot: /dev/mapper/cowroot is the origin /root.img on /dev/vda, read-only; no changes are kept'
+    expect 'COWTEST rofallback write refused'
+    expect 'COWTEST rofallback origin file: origin-A'
     same "$(sha "$D/pool.img")" "$pool_sha" "foreign pool was modified"
     origin_unchanged
 }

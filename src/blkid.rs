@@ -10,6 +10,9 @@ pub struct FsInfo {
     pub fstype: &'static str,
     pub uuid: Option<String>,
     pub label: Option<String>,
+    /// An ext3/4 journal waiting to be replayed: even a read-only mount
+    /// would write to the device.
+    pub needs_recovery: bool,
 }
 
 fn get(buf: &[u8], offset: usize, len: usize) -> Option<&[u8]> {
@@ -34,14 +37,7 @@ fn uuid_string(b: &[u8]) -> Option<String> {
         return None;
     }
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
+    Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 
 /// GPT stores the first three fields little-endian.
@@ -79,6 +75,7 @@ pub fn probe_fs(buf: &[u8]) -> Option<FsInfo> {
             fstype,
             uuid: get(buf, 1024 + 104, 16).and_then(uuid_string),
             label: get(buf, 1024 + 120, 16).and_then(label_string),
+            needs_recovery: incompat & 0x4 != 0,
         });
     }
     if get(buf, 0, 4) == Some(b"XFSB") {
@@ -86,6 +83,7 @@ pub fn probe_fs(buf: &[u8]) -> Option<FsInfo> {
             fstype: "xfs",
             uuid: get(buf, 32, 16).and_then(uuid_string),
             label: get(buf, 108, 12).and_then(label_string),
+            needs_recovery: false,
         });
     }
     if get(buf, 65536 + 64, 8) == Some(b"_BHRfS_M") {
@@ -93,30 +91,25 @@ pub fn probe_fs(buf: &[u8]) -> Option<FsInfo> {
             fstype: "btrfs",
             uuid: get(buf, 65536 + 32, 16).and_then(uuid_string),
             label: get(buf, 65536 + 299, 256).and_then(label_string),
+            needs_recovery: false,
         });
     }
     if get(buf, 0, 4) == Some(b"hsqs") {
-        return Some(FsInfo {
-            fstype: "squashfs",
-            uuid: None,
-            label: None,
-        });
+        return Some(FsInfo { fstype: "squashfs", uuid: None, label: None, needs_recovery: false });
     }
     if le32(buf, 1024) == Some(0xE0F5_E1E2) {
         return Some(FsInfo {
             fstype: "erofs",
             uuid: get(buf, 1024 + 48, 16).and_then(uuid_string),
             label: get(buf, 1024 + 64, 16).and_then(label_string),
+            needs_recovery: false,
         });
     }
     let fat = |serial_at: usize, label_at: usize| FsInfo {
         fstype: "vfat",
-        uuid: le32(buf, serial_at)
-            .filter(|&s| s != 0)
-            .map(|s| format!("{:04X}-{:04X}", s >> 16, s & 0xffff)),
-        label: get(buf, label_at, 11)
-            .and_then(label_string)
-            .filter(|l| l != "NO NAME"),
+        uuid: le32(buf, serial_at).filter(|&s| s != 0).map(|s| format!("{:04X}-{:04X}", s >> 16, s & 0xffff)),
+        label: get(buf, label_at, 11).and_then(label_string).filter(|l| l != "NO NAME"),
+        needs_recovery: false,
     };
     if get(buf, 82, 5) == Some(b"FAT32") {
         return Some(fat(67, 71));
@@ -147,27 +140,16 @@ pub fn partition_ids(disk_start: &[u8], sector: usize, number: u32) -> Option<Pa
         if number > count || size < 128 {
             return None;
         }
-        let offset = entries_lba
-            .checked_mul(sector)?
-            .checked_add((number as usize - 1).checked_mul(size)?)?;
+        let offset = entries_lba.checked_mul(sector)?.checked_add((number as usize - 1).checked_mul(size)?)?;
         let entry = get(disk_start, offset, 128)?;
-        let name_units: Vec<u16> = entry[56..128]
-            .chunks(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
+        let name_units: Vec<u16> =
+            entry[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
         let name = String::from_utf16_lossy(&name_units);
-        return Some(PartIds {
-            partuuid: guid_string(&entry[16..32]),
-            partlabel: (!name.is_empty()).then_some(name),
-        });
+        return Some(PartIds { partuuid: guid_string(&entry[16..32]), partlabel: (!name.is_empty()).then_some(name) });
     }
     if get(disk_start, 510, 2) == Some(&[0x55, 0xAA]) {
         let signature = le32(disk_start, 440)?;
-        return Some(PartIds {
-            partuuid: Some(format!("{signature:08x}-{number:02x}")),
-            partlabel: None,
-        });
+        return Some(PartIds { partuuid: Some(format!("{signature:08x}-{number:02x}")), partlabel: None });
     }
     None
 }
@@ -185,9 +167,7 @@ mod tests {
         let mut b = buf();
         b[1080..1082].copy_from_slice(&[0x53, 0xEF]);
         b[1024 + 96] = 0x40; // extents
-        let uuid = [
-            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8,
-        ];
+        let uuid = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8];
         b[1128..1144].copy_from_slice(&uuid);
         b[1144..1150].copy_from_slice(b"images");
         assert_eq!(
@@ -195,7 +175,8 @@ mod tests {
             Some(FsInfo {
                 fstype: "ext4",
                 uuid: Some("12345678-9abc-def0-0102-030405060708".into()),
-                label: Some("images".into())
+                label: Some("images".into()),
+                needs_recovery: false,
             })
         );
 
@@ -210,20 +191,14 @@ mod tests {
         b[65600..65608].copy_from_slice(b"_BHRfS_M");
         b[65536 + 299..65536 + 302].copy_from_slice(b"bt!");
         let info = probe_fs(&b).unwrap();
-        assert_eq!(
-            (info.fstype, info.label.as_deref(), info.uuid),
-            ("btrfs", Some("bt!"), None)
-        );
+        assert_eq!((info.fstype, info.label.as_deref(), info.uuid), ("btrfs", Some("bt!"), None));
 
         let mut b = buf();
         b[82..87].copy_from_slice(b"FAT32");
         b[67..71].copy_from_slice(&0x1234ABCDu32.to_le_bytes());
         b[71..82].copy_from_slice(b"EFI        ");
         let info = probe_fs(&b).unwrap();
-        assert_eq!(
-            (info.uuid.as_deref(), info.label.as_deref()),
-            (Some("1234-ABCD"), Some("EFI"))
-        );
+        assert_eq!((info.uuid.as_deref(), info.label.as_deref()), (Some("1234-ABCD"), Some("EFI")));
 
         assert_eq!(probe_fs(&buf()), None);
         assert_eq!(probe_fs(&[0u8; 100]), None);
@@ -237,9 +212,7 @@ mod tests {
         disk[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
         disk[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
         let entry = 1024 + 128; // partition 2
-        let guid = [
-            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 1, 2, 3, 4, 5, 6, 7, 8,
-        ];
+        let guid = [0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 1, 2, 3, 4, 5, 6, 7, 8];
         disk[entry + 16..entry + 32].copy_from_slice(&guid);
         for (i, c) in "pool".encode_utf16().enumerate() {
             disk[entry + 56 + 2 * i..entry + 58 + 2 * i].copy_from_slice(&c.to_le_bytes());
@@ -261,10 +234,7 @@ mod tests {
         let mut mbr = vec![0u8; 4096];
         mbr[440..444].copy_from_slice(&0x0a1b2c3du32.to_le_bytes());
         mbr[510..512].copy_from_slice(&[0x55, 0xAA]);
-        assert_eq!(
-            partition_ids(&mbr, 512, 3).unwrap().partuuid.as_deref(),
-            Some("0a1b2c3d-03")
-        );
+        assert_eq!(partition_ids(&mbr, 512, 3).unwrap().partuuid.as_deref(), Some("0a1b2c3d-03"));
         assert_eq!(partition_ids(&vec![0u8; 4096], 512, 1), None);
     }
 }

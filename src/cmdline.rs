@@ -87,16 +87,9 @@ fn next_arg(bytes: &[u8], start: usize) -> (Param, usize) {
             value = Some((vs, word_end.max(vs)));
         }
     }
-    let key_end = if equals != 0 {
-        begin + equals
-    } else {
-        word_end.max(begin)
-    };
+    let key_end = if equals != 0 { begin + equals } else { word_end.max(begin) };
     let text = |a: usize, b: usize| String::from_utf8_lossy(&bytes[a..b]).into_owned();
-    let param = Param {
-        key: text(begin, key_end),
-        value: value.map(|(a, b)| text(a, b)),
-    };
+    let param = Param { key: text(begin, key_end), value: value.map(|(a, b)| text(a, b)) };
     let next = if end < bytes.len() { end + 1 } else { end };
     (param, next)
 }
@@ -106,10 +99,7 @@ mod tests {
     use super::*;
 
     fn p(key: &str, value: Option<&str>) -> Param {
-        Param {
-            key: key.into(),
-            value: value.map(Into::into),
-        }
+        Param { key: key.into(), value: value.map(Into::into) }
     }
 
     #[test]
@@ -130,33 +120,16 @@ mod tests {
             // Tabs and other white space separate words too.
             (
                 "a=1\tb=2\x0bc\x0cd\re",
-                vec![
-                    p("a", Some("1")),
-                    p("b", Some("2")),
-                    p("c", None),
-                    p("d", None),
-                    p("e", None),
-                ],
+                vec![p("a", Some("1")), p("b", Some("2")), p("c", None), p("d", None), p("e", None)],
             ),
             // Double quotes group, and are dropped around the value.
-            (
-                "cowroot=\"/my images/r.img\" x",
-                vec![p("cowroot", Some("/my images/r.img")), p("x", None)],
-            ),
+            ("cowroot=\"/my images/r.img\" x", vec![p("cowroot", Some("/my images/r.img")), p("x", None)]),
             // A quoted whole word.
             ("\"a=b c\" d", vec![p("a", Some("b c")), p("d", None)]),
             // A quote in the middle stays, and so does the closing one.
             ("k=a\"b c\"", vec![p("k", Some("a\"b c\""))]),
             // Single quotes and backslashes are ordinary characters.
-            (
-                "k='a b' j=c\\ d",
-                vec![
-                    p("k", Some("'a")),
-                    p("b'", None),
-                    p("j", Some("c\\")),
-                    p("d", None),
-                ],
-            ),
+            ("k='a b' j=c\\ d", vec![p("k", Some("'a")), p("b'", None), p("j", Some("c\\")), p("d", None)]),
             // Empty values.
             ("k= j=\"\"", vec![p("k", Some("")), p("j", Some(""))]),
             // Only the first '=' splits.
@@ -169,18 +142,12 @@ mod tests {
             ("k=\"a b\n", vec![p("k", Some("a b\n"))]),
             // `--` ends the kernel's parameters.
             ("a=1 -- cowroot=/x", vec![p("a", Some("1"))]),
-            (
-                "a=1 --=3 b",
-                vec![p("a", Some("1")), p("--", Some("3")), p("b", None)],
-            ),
+            ("a=1 --=3 b", vec![p("a", Some("1")), p("--", Some("3")), p("b", None)]),
             // Non-ASCII bytes pass through...
             ("k=é", vec![p("k", Some("é"))]),
             // ...but the kernel splits at byte 0xA0, even inside UTF-8
             // ("à" is C3 A0), leaving a lone C3 that is not valid UTF-8.
-            (
-                "k=voilà x",
-                vec![p("k", Some("voil\u{FFFD}")), p("x", None)],
-            ),
+            ("k=voilà x", vec![p("k", Some("voil\u{FFFD}")), p("x", None)]),
         ];
         for (line, want) in cases {
             assert_eq!(&split(line), want, "cmdline {line:?}");

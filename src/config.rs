@@ -117,10 +117,7 @@ impl fmt::Display for OnFail {
 /// log lines and sysfs lookups.
 fn check_plain(key: &str, value: &str) -> Result<()> {
     if value.chars().any(|c| c.is_control()) {
-        return Err(Error::config(
-            key,
-            format!("value {value:?} contains a control character"),
-        ));
+        return Err(Error::config(key, format!("value {value:?} contains a control character")));
     }
     Ok(())
 }
@@ -140,20 +137,14 @@ pub fn parse_devspec(key: &str, value: &str) -> Result<Option<DevSpec>> {
                 return Err(Error::config(key, format!("{prefix} needs a value")));
             }
             if rest.contains('/') && prefix != "PARTLABEL=" && prefix != "LABEL=" {
-                return Err(Error::config(
-                    key,
-                    format!("{value:?} is not a valid {prefix}"),
-                ));
+                return Err(Error::config(key, format!("{value:?} is not a valid {prefix}")));
             }
             return Ok(Some(make(rest.to_string())));
         }
     }
     if let Some(rest) = value.strip_prefix("/dev/") {
         if rest.is_empty() || rest.split('/').any(|c| c.is_empty() || c == "..") {
-            return Err(Error::config(
-                key,
-                format!("{value:?} is not a device path"),
-            ));
+            return Err(Error::config(key, format!("{value:?} is not a device path")));
         }
         return Ok(Some(DevSpec::Path(value.to_string())));
     }
@@ -163,10 +154,7 @@ pub fn parse_devspec(key: &str, value: &str) -> Result<Option<DevSpec>> {
 fn parse_source(value: &str) -> Result<Source> {
     const KEY: &str = "cowroot";
     if value.is_empty() {
-        return Err(Error::config(
-            KEY,
-            "needs a value: an image path or a device",
-        ));
+        return Err(Error::config(KEY, "needs a value: an image path or a device"));
     }
     if let Some(dev) = parse_devspec(KEY, value)? {
         return Ok(Source::Device(dev));
@@ -179,10 +167,7 @@ fn parse_source(value: &str) -> Result<Source> {
     }
     let components: Vec<&str> = value.split('/').filter(|c| !c.is_empty()).collect();
     if components.is_empty() || components.contains(&"..") {
-        return Err(Error::config(
-            KEY,
-            format!("{value:?} must name a file and not contain \"..\""),
-        ));
+        return Err(Error::config(KEY, format!("{value:?} must name a file and not contain \"..\"")));
     }
     Ok(Source::File(format!("/{}", components.join("/"))))
 }
@@ -192,28 +177,21 @@ fn is_lvm_name(s: &str) -> bool {
         && !s.starts_with('-')
         && s != "."
         && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
 }
 
 fn parse_pool(value: &str) -> Result<PoolSpec> {
     const KEY: &str = "cowpool";
     if value.is_empty() {
-        return Err(Error::config(
-            KEY,
-            "needs a value: a device, VG/LV or ram[:SIZE]",
-        ));
+        return Err(Error::config(KEY, "needs a value: a device, VG/LV or ram[:SIZE]"));
     }
     if value == "ram" {
         return Ok(PoolSpec::Ram(None));
     }
     if let Some(size) = value.strip_prefix("ram:") {
-        let bytes = parse_size(size).filter(|b| b.0 > 0).ok_or_else(|| {
-            Error::config(
-                KEY,
-                format!("bad size {size:?} in {value:?}; use e.g. ram:512M"),
-            )
-        })?;
+        let bytes = parse_size(size)
+            .filter(|b| b.0 > 0)
+            .ok_or_else(|| Error::config(KEY, format!("bad size {size:?} in {value:?}; use e.g. ram:512M")))?;
         return Ok(PoolSpec::Ram(Some(bytes)));
     }
     if let Some(dev) = parse_devspec(KEY, value)? {
@@ -225,7 +203,9 @@ fn parse_pool(value: &str) -> Result<PoolSpec> {
         }
         _ => Err(Error::config(
             KEY,
-            format!("{value:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=), VG/LV or ram[:SIZE]"),
+            format!(
+                "{value:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=), VG/LV or ram[:SIZE]"
+            ),
         )),
     }
 }
@@ -258,10 +238,7 @@ impl Config {
                 continue;
             }
             if !KEYS.contains(&key) {
-                return Err(Error::config(
-                    key,
-                    format!("unknown key; cowroot knows {}", KEYS.join(", ")),
-                ));
+                return Err(Error::config(key, format!("unknown key; cowroot knows {}", KEYS.join(", "))));
             }
             latest.retain(|(k, _)| *k != key);
             latest.push((key, param.value.as_deref()));
@@ -278,7 +255,10 @@ impl Config {
             Some(v) => {
                 let v = require("cowroot.dev", v)?;
                 Some(parse_devspec("cowroot.dev", v)?.ok_or_else(|| {
-                    Error::config("cowroot.dev", format!("{v:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=)"))
+                    Error::config(
+                        "cowroot.dev",
+                        format!("{v:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=)"),
+                    )
                 })?)
             }
         };
@@ -302,15 +282,8 @@ impl Config {
             None => None,
             Some(v) => {
                 let v = require("cowroot.fstype", v)?;
-                if v.is_empty()
-                    || !v
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                {
-                    return Err(Error::config(
-                        "cowroot.fstype",
-                        format!("invalid filesystem type {v:?}"),
-                    ));
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                    return Err(Error::config("cowroot.fstype", format!("invalid filesystem type {v:?}")));
                 }
                 Some(v.to_string())
             }
@@ -347,9 +320,7 @@ impl Config {
                     _ => {
                         return Err(Error::config(
                             "cowroot.timeout",
-                            format!(
-                                "expected whole seconds from 0 to {MAX_TIMEOUT_SECS}, got {v:?}"
-                            ),
+                            format!("expected whole seconds from 0 to {MAX_TIMEOUT_SECS}, got {v:?}"),
                         ))
                     }
                 }
@@ -362,47 +333,31 @@ impl Config {
                 "halt" => OnFail::Halt,
                 "ro" => OnFail::ReadOnly,
                 other => {
-                    return Err(Error::config(
-                        "cowroot.onfail",
-                        format!("expected shell, halt or ro, got {other:?}"),
-                    ))
+                    return Err(Error::config("cowroot.onfail", format!("expected shell, halt or ro, got {other:?}")))
                 }
             },
         };
 
-        Ok(Some(Config {
-            source,
-            host_dev,
-            host_fstype,
-            pool,
-            reset,
-            name,
-            timeout_secs,
-            onfail,
-            debug,
-        }))
+        Ok(Some(Config { source, host_dev, host_fstype, pool, reset, name, timeout_secs, onfail, debug }))
     }
 
     /// The parts the boot agent parses but does not implement yet.
     pub fn check_supported(&self) -> Result<()> {
         match &self.pool {
-            PoolSpec::Lvm { .. } => Err(Error::Unsupported {
-                key: "cowpool".into(),
-                what: "a VG/LV pool".into(),
-            }),
-            PoolSpec::Ram(_) => Err(Error::Unsupported {
-                key: "cowpool".into(),
-                what: "a ram pool".into(),
-            }),
-            PoolSpec::Device(_) => Ok(()),
-        }?;
-        if self.onfail != OnFail::Shell {
-            return Err(Error::Unsupported {
-                key: "cowroot.onfail".into(),
-                what: format!("onfail={}", self.onfail),
-            });
+            PoolSpec::Ram(_) => Err(Error::Unsupported { key: "cowpool".into(), what: "a ram pool".into() }),
+            PoolSpec::Lvm { .. } | PoolSpec::Device(_) => Ok(()),
         }
-        Ok(())
+    }
+}
+
+/// The `cowroot.onfail` policy, read on its own so that a failure caused by
+/// some other bad key still gets the policy the user asked for; anything
+/// unreadable means `shell`, the safe choice.
+pub fn onfail_policy(params: &[Param]) -> OnFail {
+    match params.iter().rev().find(|p| p.key == "cowroot.onfail").and_then(|p| p.value.as_deref()) {
+        Some("halt") => OnFail::Halt,
+        Some("ro") => OnFail::ReadOnly,
+        _ => OnFail::Shell,
     }
 }
 
@@ -417,12 +372,7 @@ mod tests {
 
     #[test]
     fn absent_cowroot_means_nothing_to_do() {
-        for line in [
-            "",
-            "root=/dev/sda1 ro quiet\n",
-            "cowpool=/dev/vdc",
-            "cowroot.reset=1",
-        ] {
+        for line in ["", "root=/dev/sda1 ro quiet\n", "cowpool=/dev/vdc", "cowroot.reset=1"] {
             assert_eq!(parse(line), Ok(None), "{line:?}");
         }
     }
@@ -439,59 +389,36 @@ mod tests {
         assert_eq!(cfg.source, Source::File("/images/root.img".into()));
         assert_eq!(cfg.host_dev, Some(DevSpec::Label("images".into())));
         assert_eq!(cfg.host_fstype.as_deref(), Some("ext4"));
-        assert_eq!(
-            cfg.pool,
-            PoolSpec::Device(DevSpec::PartUuid("0a1b-02".into()))
-        );
+        assert_eq!(cfg.pool, PoolSpec::Device(DevSpec::PartUuid("0a1b-02".into())));
         assert!(cfg.reset && cfg.debug);
         assert_eq!(cfg.name.as_str(), "kiosk");
         assert_eq!(cfg.timeout_secs, 5);
         assert_eq!(cfg.onfail, OnFail::Halt);
 
-        let cfg = parse("cowroot=UUID=1234-ABCD cowpool=/dev/vdc")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            cfg.source,
-            Source::Device(DevSpec::Uuid("1234-ABCD".into()))
-        );
+        let cfg = parse("cowroot=UUID=1234-ABCD cowpool=/dev/vdc").unwrap().unwrap();
+        assert_eq!(cfg.source, Source::Device(DevSpec::Uuid("1234-ABCD".into())));
         assert_eq!(cfg.name.as_str(), "cowroot");
         assert_eq!(cfg.timeout_secs, DEFAULT_TIMEOUT_SECS);
         assert!(!cfg.reset);
         assert_eq!(cfg.onfail, OnFail::Shell);
 
-        let cfg = parse("cowroot=\"/my images/r.img\" cowroot.dev=/dev/vdb cowpool=vg0/thin")
-            .unwrap()
-            .unwrap();
+        let cfg = parse("cowroot=\"/my images/r.img\" cowroot.dev=/dev/vdb cowpool=vg0/thin").unwrap().unwrap();
         assert_eq!(cfg.source, Source::File("/my images/r.img".into()));
-        assert_eq!(
-            cfg.pool,
-            PoolSpec::Lvm {
-                vg: "vg0".into(),
-                lv: "thin".into()
-            }
-        );
-        assert!(cfg.check_supported().is_err());
+        assert_eq!(cfg.pool, PoolSpec::Lvm { vg: "vg0".into(), lv: "thin".into() });
+        assert!(cfg.check_supported().is_ok());
 
         let cfg = parse("cowroot=/dev/vdb cowpool=ram:512M").unwrap().unwrap();
         assert_eq!(cfg.pool, PoolSpec::Ram(Some(Bytes(512 << 20))));
-        let cfg = parse("cowroot=PARTLABEL=root\\ a cowpool=ram")
-            .unwrap()
-            .unwrap();
+        let cfg = parse("cowroot=PARTLABEL=root\\ a cowpool=ram").unwrap().unwrap();
         assert_eq!(cfg.pool, PoolSpec::Ram(None));
-        assert_eq!(
-            cfg.source,
-            Source::Device(DevSpec::PartLabel("root\\".into()))
-        );
+        assert_eq!(cfg.source, Source::Device(DevSpec::PartLabel("root\\".into())));
     }
 
     #[test]
     fn last_duplicate_wins() {
-        let cfg = parse(
-            "cowroot=/dev/vda cowpool=/dev/vdb cowroot.reset=1 cowroot.reset=0 cowroot=/dev/vdd",
-        )
-        .unwrap()
-        .unwrap();
+        let cfg = parse("cowroot=/dev/vda cowpool=/dev/vdb cowroot.reset=1 cowroot.reset=0 cowroot=/dev/vdd")
+            .unwrap()
+            .unwrap();
         assert_eq!(cfg.source, Source::Device(DevSpec::Path("/dev/vdd".into())));
         assert!(!cfg.reset);
     }
@@ -505,70 +432,25 @@ mod tests {
             ("cowroot=/dev/vdb cowpool", "cowpool"),
             ("cowroot= cowpool=/dev/vdc", "cowroot"),
             ("cowroot cowpool=/dev/vdc", "cowroot"),
-            (
-                "cowroot=images/root.img cowroot.dev=/dev/vdb cowpool=/dev/vdc",
-                "cowroot",
-            ),
-            (
-                "cowroot=/../etc/shadow cowroot.dev=/dev/vdb cowpool=/dev/vdc",
-                "cowroot",
-            ),
+            ("cowroot=images/root.img cowroot.dev=/dev/vdb cowpool=/dev/vdc", "cowroot"),
+            ("cowroot=/../etc/shadow cowroot.dev=/dev/vdb cowpool=/dev/vdc", "cowroot"),
             ("cowroot=/ cowroot.dev=/dev/vdb cowpool=/dev/vdc", "cowroot"),
             ("cowroot=/dev/ cowpool=/dev/vdc", "cowroot"),
             ("cowroot=/dev/../x cowpool=/dev/vdc", "cowroot"),
             ("cowroot=LABEL= cowpool=/dev/vdc", "cowroot"),
-            (
-                "cowroot=/dev/vdb cowroot.dev=/dev/vdc cowpool=/dev/vdd",
-                "cowroot.dev",
-            ),
-            (
-                "cowroot=/a.img cowroot.dev=images cowpool=/dev/vdd",
-                "cowroot.dev",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.reset=2",
-                "cowroot.reset",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=-1",
-                "cowroot.timeout",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=ten",
-                "cowroot.timeout",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=99999999",
-                "cowroot.timeout",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=",
-                "cowroot.timeout",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=a/b",
-                "cowroot.name",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=",
-                "cowroot.name",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onfail=reboot",
-                "cowroot.onfail",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.debug=maybe",
-                "cowroot.debug",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.fstype=ext4;rm",
-                "cowroot.fstype",
-            ),
-            (
-                "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.rest=1",
-                "cowroot.rest",
-            ),
+            ("cowroot=/dev/vdb cowroot.dev=/dev/vdc cowpool=/dev/vdd", "cowroot.dev"),
+            ("cowroot=/a.img cowroot.dev=images cowpool=/dev/vdd", "cowroot.dev"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.reset=2", "cowroot.reset"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=-1", "cowroot.timeout"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=ten", "cowroot.timeout"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=99999999", "cowroot.timeout"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.timeout=", "cowroot.timeout"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=a/b", "cowroot.name"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=", "cowroot.name"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onfail=reboot", "cowroot.onfail"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.debug=maybe", "cowroot.debug"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.fstype=ext4;rm", "cowroot.fstype"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.rest=1", "cowroot.rest"),
             ("cowroot=/dev/vdb cowpool=vg0/lv/x", "cowpool"),
             ("cowroot=/dev/vdb cowpool=ram:0", "cowpool"),
             ("cowroot=/dev/vdb cowpool=ram:lots", "cowpool"),
@@ -587,12 +469,23 @@ mod tests {
     }
 
     #[test]
-    fn not_yet_supported_pools_say_so() {
-        for line in [
-            "cowroot=/dev/vdb cowpool=vg/lv",
-            "cowroot=/dev/vdb cowpool=ram",
-            "cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onfail=ro",
+    fn onfail_policy_survives_other_bad_keys() {
+        for (line, want) in [
+            ("cowroot=/dev/vdb cowroot.onfail=ro cowroot.timeout=x", OnFail::ReadOnly),
+            ("cowroot.onfail=halt", OnFail::Halt),
+            ("cowroot.onfail=ro cowroot.onfail=shell", OnFail::Shell),
+            ("cowroot.onfail=explode", OnFail::Shell),
+            ("cowroot.onfail", OnFail::Shell),
+            ("", OnFail::Shell),
         ] {
+            assert_eq!(onfail_policy(&split(line)), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn not_yet_supported_pools_say_so() {
+        assert!(parse("cowroot=/dev/vdb cowpool=vg/lv cowroot.onfail=ro").unwrap().unwrap().check_supported().is_ok());
+        for line in ["cowroot=/dev/vdb cowpool=ram", "cowroot=/dev/vdb cowpool=ram:1G"] {
             let err = parse(line).unwrap().unwrap().check_supported().unwrap_err();
             assert!(err.to_string().contains("not supported yet"), "{err}");
         }

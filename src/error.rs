@@ -10,11 +10,7 @@ pub enum Error {
     /// A command-line option of the binary itself.
     Usage(String),
     /// A device named on the command line did not show up in time.
-    DeviceTimeout {
-        spec: String,
-        key: String,
-        seconds: u64,
-    },
+    DeviceTimeout { spec: String, key: String, seconds: u64 },
     /// The image file does not exist on the host filesystem.
     ImageMissing { path: String, host: String },
     /// The pool device carries something that is not ours.
@@ -22,44 +18,28 @@ pub enum Error {
     /// The pool device has no valid cowroot header and is not blank.
     NotAPool { device: String },
     /// The pool cannot hold what is asked of it.
-    PoolTooSmall {
-        device: String,
-        bytes: u64,
-        need: u64,
-    },
+    PoolTooSmall { device: String, bytes: u64, need: u64 },
+    /// The kernel refuses to use the pool's metadata as it is.
+    PoolDegraded { device: String, state: String },
     /// The origin differs from the one the kept changes were made on.
     OriginChanged { origin: String, detail: String },
     /// The pool header and what the kernel reports disagree.
     Inconsistent(String),
     /// A system call or ioctl failed.
-    Io {
-        op: String,
-        target: String,
-        errno: String,
-    },
+    Io { op: String, target: String, errno: String },
     /// A feature parsed from the command line that is not implemented yet.
     Unsupported { key: String, what: String },
     /// Setting up failed and so did undoing part of it.
-    Rollback {
-        cause: Box<Error>,
-        failures: Vec<String>,
-    },
+    Rollback { cause: Box<Error>, failures: Vec<String> },
 }
 
 impl Error {
     pub fn config(key: &str, message: impl Into<String>) -> Error {
-        Error::Config {
-            key: key.to_string(),
-            message: message.into(),
-        }
+        Error::Config { key: key.to_string(), message: message.into() }
     }
 
     pub fn io(op: impl Into<String>, target: impl Into<String>, err: impl fmt::Display) -> Error {
-        Error::Io {
-            op: op.into(),
-            target: target.into(),
-            errno: err.to_string(),
-        }
+        Error::Io { op: op.into(), target: target.into(), errno: err.to_string() }
     }
 }
 
@@ -88,30 +68,29 @@ impl fmt::Display for Error {
                 "cowpool: {device} has no valid cowroot header and is not blank; refusing to \
                  format it at boot. Run `cowroot format {device}` to prepare it"
             ),
-            Error::PoolTooSmall {
-                device,
-                bytes,
-                need,
-            } => write!(
-                f,
-                "cowpool: {device} has {bytes} bytes, at least {need} are needed"
-            ),
+            Error::PoolTooSmall { device, bytes, need } => {
+                write!(f, "cowpool: {device} has {bytes} bytes, at least {need} are needed")
+            }
             Error::OriginChanged { origin, detail } => write!(
                 f,
                 "origin {origin} is not the image the kept changes were made on \
                  ({detail}); refusing to boot it. Boot with cowroot.reset=1 to discard the kept \
                  changes and start over on this image"
             ),
+            Error::PoolDegraded { device, state } => write!(
+                f,
+                "cowpool: the thin pool on {device} is {state}: the kernel found its metadata \
+                 damaged. Check it with thin_check (thin-provisioning-tools) on the metadata \
+                 region, or discard everything kept with `cowroot format --force {device}`"
+            ),
             Error::Inconsistent(m) => write!(f, "pool is inconsistent: {m}"),
             Error::Io { op, target, errno } => write!(f, "{op} {target}: {errno}"),
             Error::Unsupported { key, what } => {
                 write!(f, "{key}: {what} is not supported yet by this cowroot")
             }
-            Error::Rollback { cause, failures } => write!(
-                f,
-                "{cause}; cleaning up also failed: {}",
-                failures.join("; ")
-            ),
+            Error::Rollback { cause, failures } => {
+                write!(f, "{cause}; cleaning up also failed: {}", failures.join("; "))
+            }
         }
     }
 }

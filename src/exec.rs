@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::header::PoolHeader;
 use crate::names::{DeviceName, Role};
 use crate::plan::{DevRef, Step, HOST_MOUNT};
-use crate::table::{DevNum, Linear, Thin, ThinPool};
+use crate::table::{DevNum, Linear, PoolStatus, Thin, ThinPool};
 use crate::units::Sectors;
 
 /// One device-mapper device to create and activate.
@@ -19,6 +19,8 @@ pub struct DmSpec {
     pub params: String,
     /// Hidden from udev's disk rules (no by-uuid links, no blkid).
     pub private: bool,
+    /// A read-only table: the kernel refuses every write.
+    pub read_only: bool,
 }
 
 /// The effects the boot agent needs.
@@ -29,14 +31,13 @@ pub trait System {
     fn attach_loop(&mut self, file: &str) -> Result<String>;
     fn detach_loop(&mut self, path: &str) -> Result<()>;
     fn dev_num(&mut self, path: &str) -> Result<DevNum>;
+    /// Sets a block device read-only (or back); returns whether it was
+    /// read-only before.
+    fn set_read_only(&mut self, device: &str, read_only: bool) -> Result<bool>;
+    /// The kernel's status line of a thin-pool.
+    fn pool_status(&mut self, name: &str) -> Result<PoolStatus>;
     /// `format` first zeroes the header region and the first metadata block.
-    fn write_header(
-        &mut self,
-        device: &str,
-        slot: usize,
-        header: &PoolHeader,
-        format: bool,
-    ) -> Result<()>;
+    fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()>;
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum>;
     fn dm_remove(&mut self, name: &str) -> Result<()>;
     /// Sends a message to a thin-pool; `missing_ok` tolerates "no such thin".
@@ -53,6 +54,7 @@ enum Undo {
     DetachLoop(String),
     RemoveDm(String),
     RemoveNode(String),
+    SetWritable(String),
 }
 
 pub struct Executor<'a, S: System> {
@@ -65,13 +67,7 @@ pub struct Executor<'a, S: System> {
 
 impl<'a, S: System> Executor<'a, S> {
     pub fn new(sys: &'a mut S, name: &'a DeviceName) -> Self {
-        Executor {
-            sys,
-            name,
-            undo: Vec::new(),
-            loop_path: None,
-            devs: Vec::new(),
-        }
+        Executor { sys, name, undo: Vec::new(), loop_path: None, devs: Vec::new() }
     }
 
     pub fn loop_path(&self) -> Option<&str> {
@@ -86,10 +82,8 @@ impl<'a, S: System> Executor<'a, S> {
         match dev {
             DevRef::Path(path) => self.sys.dev_num(path),
             DevRef::Loop => {
-                let path = self
-                    .loop_path
-                    .clone()
-                    .ok_or_else(|| Error::Inconsistent("no loop device attached".into()))?;
+                let path =
+                    self.loop_path.clone().ok_or_else(|| Error::Inconsistent("no loop device attached".into()))?;
                 self.sys.dev_num(&path)
             }
             DevRef::Dm(role) => self
@@ -97,19 +91,11 @@ impl<'a, S: System> Executor<'a, S> {
                 .iter()
                 .find(|(r, _)| r == role)
                 .map(|(_, d)| *d)
-                .ok_or_else(|| {
-                    Error::Inconsistent(format!("{} not created", self.name.dm_name(*role)))
-                }),
+                .ok_or_else(|| Error::Inconsistent(format!("{} not created", self.name.dm_name(*role)))),
         }
     }
 
-    fn create(
-        &mut self,
-        role: Role,
-        target: &'static str,
-        len: Sectors,
-        params: String,
-    ) -> Result<()> {
+    fn create(&mut self, role: Role, target: &'static str, len: Sectors, params: String) -> Result<()> {
         let spec = DmSpec {
             name: self.name.dm_name(role),
             uuid: self.name.dm_uuid(role),
@@ -117,11 +103,12 @@ impl<'a, S: System> Executor<'a, S> {
             len,
             params,
             private: role.is_private(),
+            read_only: role == Role::ReadOnly,
         };
         let dev = self.sys.dm_create(&spec)?;
         self.undo.push(Undo::RemoveDm(spec.name.clone()));
         self.devs.push((role, dev));
-        if role == Role::Thin && self.sys.make_node(&spec.name, dev)? {
+        if !role.is_private() && self.sys.make_node(&spec.name, dev)? {
             self.undo.push(Undo::RemoveNode(spec.name));
         }
         Ok(())
@@ -134,34 +121,28 @@ impl<'a, S: System> Executor<'a, S> {
                 self.sys.mount_ro(device, HOST_MOUNT, fstype.as_deref())?;
                 self.undo.push(Undo::Unmount(HOST_MOUNT.to_string()));
             }
+            Step::ProtectOrigin { device } => {
+                if !self.sys.set_read_only(device, true)? {
+                    self.undo.push(Undo::SetWritable(device.clone()));
+                }
+            }
+            Step::CreateReadOnly { len, origin } => {
+                let params = Linear { dev: self.resolve(origin)?, offset: Sectors(0) }.to_string();
+                self.create(Role::ReadOnly, "linear", *len, params)?;
+            }
             Step::AttachLoop { file } => {
                 let path = self.sys.attach_loop(file)?;
                 self.undo.push(Undo::DetachLoop(path.clone()));
                 self.loop_path = Some(path);
             }
-            Step::WriteHeader {
-                device,
-                slot,
-                header,
-                zero_meta,
-                ..
-            } => {
+            Step::WriteHeader { device, slot, header, zero_meta, .. } => {
                 self.sys.write_header(device, *slot, header, *zero_meta)?;
             }
-            Step::CreateLinear {
-                role,
-                dev,
-                offset,
-                len,
-            } => {
-                let params = Linear {
-                    dev: self.resolve(dev)?,
-                    offset: *offset,
-                }
-                .to_string();
+            Step::CreateLinear { role, dev, offset, len } => {
+                let params = Linear { dev: self.resolve(dev)?, offset: *offset }.to_string();
                 self.create(*role, "linear", *len, params)?;
             }
-            Step::CreatePool { len, block_sectors } => {
+            Step::CreatePool { len, block_sectors, device } => {
                 let params = ThinPool {
                     meta: self.resolve(&DevRef::Dm(Role::Meta))?,
                     data: self.resolve(&DevRef::Dm(Role::Data))?,
@@ -171,14 +152,21 @@ impl<'a, S: System> Executor<'a, S> {
                 }
                 .to_string();
                 self.create(Role::Pool, "thin-pool", *len, params)?;
+                // A pool in read-only or failed mode, or flagged
+                // needs_check, refuses the messages that follow.
+                let status = self.sys.pool_status(&pool)?;
+                if status.needs_check || !matches!(status.mode.as_str(), "rw" | "out_of_data_space") {
+                    let state = if status.needs_check {
+                        "flagged needs_check".to_string()
+                    } else {
+                        format!("in {} mode", status.mode)
+                    };
+                    return Err(Error::PoolDegraded { device: device.clone(), state });
+                }
             }
-            Step::CreateThinId { id } => {
-                self.sys
-                    .dm_message(&pool, &format!("create_thin {id}"), false)?
-            }
+            Step::CreateThinId { id } => self.sys.dm_message(&pool, &format!("create_thin {id}"), false)?,
             Step::DeleteThinId { id, missing_ok } => {
-                self.sys
-                    .dm_message(&pool, &format!("delete {id}"), *missing_ok)?
+                self.sys.dm_message(&pool, &format!("delete {id}"), *missing_ok)?
             }
             Step::CreateThin { id, len, origin } => {
                 let params = Thin {
@@ -215,6 +203,7 @@ impl<'a, S: System> Executor<'a, S> {
                 Undo::DetachLoop(path) => self.sys.detach_loop(path),
                 Undo::RemoveDm(name) => self.sys.dm_remove(name),
                 Undo::RemoveNode(name) => self.sys.remove_node(name),
+                Undo::SetWritable(device) => self.sys.set_read_only(device, false).map(|_| ()),
             };
             if let Err(e) = result {
                 failures.push(e.to_string());
@@ -223,10 +212,7 @@ impl<'a, S: System> Executor<'a, S> {
         if failures.is_empty() {
             cause
         } else {
-            Error::Rollback {
-                cause: Box::new(cause),
-                failures,
-            }
+            Error::Rollback { cause: Box::new(cause), failures }
         }
     }
 
@@ -241,11 +227,23 @@ pub mod fake {
     use super::*;
 
     /// Records every call; fails the call whose record starts with `fail_on`.
-    #[derive(Default)]
     pub struct Recorder {
         pub calls: Vec<String>,
         pub fail_on: Vec<String>,
         pub next_minor: u32,
+        /// What `pool_status` reports.
+        pub pool_status_line: String,
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Recorder {
+                calls: Vec::new(),
+                fail_on: Vec::new(),
+                next_minor: 0,
+                pool_status_line: "0 10/512 0/4000 - rw discard_passdown error_if_no_space - 1024".into(),
+            }
+        }
     }
 
     impl Recorder {
@@ -276,23 +274,19 @@ pub mod fake {
         fn dev_num(&mut self, path: &str) -> Result<DevNum> {
             Ok(match path {
                 "/dev/loop0" => DevNum { major: 7, minor: 0 },
-                _ => DevNum {
-                    major: 252,
-                    minor: 32,
-                },
+                _ => DevNum { major: 252, minor: 32 },
             })
         }
-        fn write_header(
-            &mut self,
-            device: &str,
-            slot: usize,
-            header: &PoolHeader,
-            format: bool,
-        ) -> Result<()> {
-            self.record(format!(
-                "header {device} slot{slot} seq{} format={format}",
-                header.seq
-            ))
+        fn set_read_only(&mut self, device: &str, read_only: bool) -> Result<bool> {
+            self.record(format!("setro {device} {read_only}"))?;
+            Ok(false)
+        }
+        fn pool_status(&mut self, name: &str) -> Result<PoolStatus> {
+            self.record(format!("status {name}"))?;
+            self.pool_status_line.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))
+        }
+        fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
+            self.record(format!("header {device} slot{slot} seq{} format={format}", header.seq))
         }
         fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
             self.record(format!(
@@ -300,10 +294,7 @@ pub mod fake {
                 spec.name, spec.uuid, spec.len, spec.target, spec.params, spec.private
             ))?;
             self.next_minor += 1;
-            Ok(DevNum {
-                major: 254,
-                minor: self.next_minor - 1,
-            })
+            Ok(DevNum { major: 254, minor: self.next_minor - 1 })
         }
         fn dm_remove(&mut self, name: &str) -> Result<()> {
             self.record(format!("remove {name}"))
@@ -333,31 +324,18 @@ mod tests {
     use crate::units::Bytes;
 
     fn steps() -> (Config, Vec<Step>) {
-        let cfg = Config::from_params(&split(
-            "cowroot=/img/root.img cowroot.dev=/dev/vdb cowpool=/dev/vdc",
-        ))
-        .unwrap()
-        .unwrap();
-        let mut steps = plan_origin(&cfg, Some("/dev/vdb"));
-        let pool = PoolFacts {
-            device: "/dev/vdc".into(),
-            size: Bytes(256 << 20),
-            state: PoolState::Blank,
-        };
+        let cfg = Config::from_params(&split("cowroot=/img/root.img cowroot.dev=/dev/vdb cowpool=/dev/vdc"))
+            .unwrap()
+            .unwrap();
+        let mut steps = plan_origin(&cfg, Some("/dev/vdb"), None);
+        let pool = PoolFacts { device: "/dev/vdc".into(), size: Bytes(256 << 20), state: PoolState::Blank };
         let origin = OriginFacts {
             device: DevRef::Loop,
             size: Some(Bytes(1 << 26)),
-            id: Some(OriginId {
-                size_bytes: 1 << 26,
-                digest: [1; 32],
-            }),
+            id: Some(OriginId { size_bytes: 1 << 26, digest: [1; 32] }),
         };
         let layout = plan_layout("/dev/vdc", pool.size, 65536).unwrap();
-        steps.extend(
-            plan_pool(&cfg, &pool, &origin, Some(layout), [1; 16])
-                .unwrap()
-                .steps,
-        );
+        steps.extend(plan_pool(&cfg, &pool, &origin, Some(layout), [1; 16]).unwrap().steps);
         (cfg, steps)
     }
 
@@ -381,6 +359,7 @@ mod tests {
                     "create cowroot-pool COWROOT-pool-cowroot 0 {} thin-pool 254:0 254:1 128 0 1 error_if_no_space private=true",
                     steps_data_len(&steps)
                 ),
+                "status cowroot-pool",
                 "header /dev/vdc slot1 seq2 format=false",
                 "message cowroot-pool create_thin 1 missing_ok=false",
                 "header /dev/vdc slot0 seq3 format=false",
@@ -406,10 +385,7 @@ mod tests {
         let mut clean = Recorder::default();
         Executor::new(&mut clean, &cfg.name).run(&steps).unwrap();
         for failing in clean.calls.iter().filter(|c| !c.starts_with("header")) {
-            let mut rec = Recorder {
-                fail_on: vec![failing.clone()],
-                ..Default::default()
-            };
+            let mut rec = Recorder { fail_on: vec![failing.clone()], ..Default::default() };
             let mut exec = Executor::new(&mut rec, &cfg.name);
             let err = exec.run(&steps).unwrap_err();
             let err = exec.rollback(err);
@@ -436,24 +412,56 @@ mod tests {
     }
 
     #[test]
+    fn a_degraded_pool_stops_before_any_message_and_is_undone() {
+        let (cfg, steps) = steps();
+        for line in [
+            "0 10/512 0/4000 - ro discard_passdown error_if_no_space - 1024",
+            "Fail",
+            "Error",
+            "0 10/512 0/4000 - rw discard_passdown error_if_no_space needs_check 1024",
+        ] {
+            let mut rec = Recorder { pool_status_line: line.into(), ..Default::default() };
+            let mut exec = Executor::new(&mut rec, &cfg.name);
+            let err = exec.run(&steps).unwrap_err();
+            let err = exec.rollback(err);
+            assert!(matches!(err, Error::PoolDegraded { .. }), "{line}: {err}");
+            assert!(err.to_string().contains("cowroot format --force /dev/vdc"), "{err}");
+            assert!(!rec.calls.iter().any(|c| c.starts_with("message")), "{line}");
+            assert_eq!(rec.calls.last().map(String::as_str), Some("umount /run/cowroot/host"));
+        }
+    }
+
+    #[test]
+    fn a_device_origin_is_made_read_only_and_restored_on_failure() {
+        let cfg = Config::from_params(&split("cowroot=/dev/vda cowpool=/dev/vdc")).unwrap().unwrap();
+        let steps = plan_origin(&cfg, None, Some("/dev/vda"));
+        let mut rec = Recorder { fail_on: vec!["create".into()], ..Default::default() };
+        let mut exec = Executor::new(&mut rec, &cfg.name);
+        exec.run(&steps).unwrap();
+        let err = exec.run(&[Step::CreateReadOnly { len: Sectors(8), origin: DevRef::Path("/dev/vda".into()) }]);
+        let err = exec.rollback(err.unwrap_err());
+        assert!(matches!(err, Error::Io { .. }));
+        assert_eq!(
+            rec.calls,
+            [
+                "setro /dev/vda true",
+                "create cowroot COWROOT-ro-cowroot 0 8 linear 252:32 0 private=false",
+                "setro /dev/vda false"
+            ]
+        );
+    }
+
+    #[test]
     fn a_failing_undo_is_reported_with_the_cause() {
         let (cfg, steps) = steps();
-        let mut rec = Recorder {
-            fail_on: vec!["message".into(), "remove cowroot-pool_tdata".into()],
-            ..Default::default()
-        };
+        let mut rec =
+            Recorder { fail_on: vec!["message".into(), "remove cowroot-pool_tdata".into()], ..Default::default() };
         let mut exec = Executor::new(&mut rec, &cfg.name);
         let err = exec.run(&steps).unwrap_err();
         let err = exec.rollback(err);
         let text = err.to_string();
-        assert!(
-            text.contains("message cowroot-pool create_thin 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("cleaning up also failed: fake remove cowroot-pool_tdata"),
-            "{text}"
-        );
+        assert!(text.contains("message cowroot-pool create_thin 1"), "{text}");
+        assert!(text.contains("cleaning up also failed: fake remove cowroot-pool_tdata"), "{text}");
         // The rest was still undone.
         assert!(rec.calls.ends_with(&[
             "remove cowroot-pool".to_string(),

@@ -25,12 +25,19 @@ pub fn sample_ranges(size: u64) -> Vec<(u64, u64)> {
 }
 
 /// Computes the identity with `read_at(offset, buf)` filling `buf` exactly.
+/// `file_mtime` (seconds, nanoseconds) is folded in for image files, so an
+/// in-place edit anywhere in the file changes the identity too.
 pub fn fingerprint(
     size: u64,
+    file_mtime: Option<(i64, i64)>,
     mut read_at: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
 ) -> io::Result<OriginId> {
     let mut hash = Sha256::new();
     hash.update(size.to_le_bytes());
+    if let Some((secs, nanos)) = file_mtime {
+        hash.update(secs.to_le_bytes());
+        hash.update(nanos.to_le_bytes());
+    }
     let mut buf = Vec::new();
     for (offset, len) in sample_ranges(size) {
         buf.resize(len as usize, 0);
@@ -38,10 +45,7 @@ pub fn fingerprint(
         hash.update(offset.to_le_bytes());
         hash.update(&buf);
     }
-    Ok(OriginId {
-        size_bytes: size,
-        digest: hash.finalize().into(),
-    })
+    Ok(OriginId { size_bytes: size, digest: hash.finalize().into() })
 }
 
 /// A short human form of a digest for logs and status.
@@ -54,7 +58,7 @@ mod tests {
     use super::*;
 
     fn of(data: &[u8]) -> OriginId {
-        fingerprint(data.len() as u64, |offset, buf| {
+        fingerprint(data.len() as u64, None, |offset, buf| {
             buf.copy_from_slice(&data[offset as usize..offset as usize + buf.len()]);
             Ok(())
         })
@@ -85,6 +89,12 @@ mod tests {
         assert_ne!(of(&tail), base);
         let longer = vec![7u8; (8 << 20) + 4096];
         assert_ne!(of(&longer), base);
+        let touched = fingerprint(image.len() as u64, Some((1, 2)), |offset, buf| {
+            buf.copy_from_slice(&image[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        })
+        .unwrap();
+        assert_ne!(touched, base);
         assert_eq!(short_digest(&base).len(), 12);
     }
 }

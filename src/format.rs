@@ -22,25 +22,14 @@ pub fn format(device: &str, block_bytes: u64, force: bool) -> Result<String> {
             .read(true)
             .custom_flags(nix::libc::O_EXCL)
             .open(device)
-            .map_err(|e| {
-                Error::io(
-                    "open exclusively",
-                    device,
-                    format!("{e}; is it mounted or in use?"),
-                )
-            })?;
+            .map_err(|e| Error::io("open exclusively", device, format!("{e}; is it mounted or in use?")))?;
     } else if !meta.is_file() {
-        return Err(Error::Usage(format!(
-            "{device} is neither a block device nor a regular file"
-        )));
+        return Err(Error::Usage(format!("{device} is neither a block device nor a regular file")));
     }
     let start = probe::read_start(device, PROBE_BYTES)?;
     if let Some(found) = signature::detect(&start) {
         if !force {
-            return Err(Error::ForeignPool {
-                device: device.to_string(),
-                found: found.to_string(),
-            });
+            return Err(Error::ForeignPool { device: device.to_string(), found: found.to_string() });
         }
         log::warn!("{device} holds {found}; overwriting it as asked (--force)");
     }

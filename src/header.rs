@@ -17,6 +17,8 @@ pub const SLOT_BYTES: usize = 4096;
 pub const SLOT_OFFSETS: [u64; 2] = [0, 64 * 1024];
 /// Encoded length covered by the checksum (the CRC sits right after it).
 const BODY_LEN: usize = 252;
+/// Bytes of a slot that a header uses; the rest of the slot is zero.
+pub const ENCODED_LEN: usize = BODY_LEN + 4;
 
 /// Set when `cowroot reset` asked the next boot to discard changes.
 pub const FLAG_RESET_NEXT_BOOT: u32 = 1;
@@ -74,11 +76,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
             let mut crc = i as u32;
             let mut bit = 0;
             while bit < 8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
                 bit += 1;
             }
             table[i] = crc;
@@ -135,10 +133,7 @@ impl Reader<'_> {
 impl PoolHeader {
     pub fn encode(&self) -> [u8; SLOT_BYTES] {
         let mut buf = [0u8; SLOT_BYTES];
-        let mut w = Writer {
-            buf: &mut buf,
-            pos: 0,
-        };
+        let mut w = Writer { buf: &mut buf, pos: 0 };
         w.put(MAGIC);
         w.u32(VERSION);
         w.u32(BODY_LEN as u32);
@@ -195,14 +190,8 @@ impl PoolHeader {
         let device_sectors = Sectors(r.u64());
         let block_sectors = r.u32();
         let flags = r.u32();
-        let meta = Extent {
-            start: Sectors(r.u64()),
-            len: Sectors(r.u64()),
-        };
-        let data = Extent {
-            start: Sectors(r.u64()),
-            len: Sectors(r.u64()),
-        };
+        let meta = Extent { start: Sectors(r.u64()), len: Sectors(r.u64()) };
+        let data = Extent { start: Sectors(r.u64()), len: Sectors(r.u64()) };
         let active_thin = r.u32();
         let garbage_thin = r.u32();
         let next_thin = r.u32();
@@ -235,23 +224,11 @@ impl PoolHeader {
     /// bug or a hand edit cannot point the pool at the header region.
     fn validate(&self) -> Result<(), &'static str> {
         let reserved = RESERVED_BYTES / 512;
-        if !(128..=2_097_152).contains(&self.block_sectors)
-            || !self.block_sectors.is_multiple_of(128)
-        {
+        if !(128..=2_097_152).contains(&self.block_sectors) || !self.block_sectors.is_multiple_of(128) {
             return Err("block size");
         }
-        let meta_end = self
-            .meta
-            .start
-            .0
-            .checked_add(self.meta.len.0)
-            .ok_or("metadata extent")?;
-        let data_end = self
-            .data
-            .start
-            .0
-            .checked_add(self.data.len.0)
-            .ok_or("data extent")?;
+        let meta_end = self.meta.start.0.checked_add(self.meta.len.0).ok_or("metadata extent")?;
+        let data_end = self.data.start.0.checked_add(self.data.len.0).ok_or("data extent")?;
         if self.meta.start.0 < reserved || self.meta.len.0 == 0 {
             return Err("metadata extent");
         }
@@ -299,22 +276,13 @@ pub(crate) fn sample() -> PoolHeader {
         device_sectors: Sectors(1 << 20),
         block_sectors: 128,
         flags: 0,
-        meta: Extent {
-            start: Sectors(2048),
-            len: Sectors(8192),
-        },
-        data: Extent {
-            start: Sectors(10240),
-            len: Sectors(1_000_000),
-        },
+        meta: Extent { start: Sectors(2048), len: Sectors(8192) },
+        data: Extent { start: Sectors(10240), len: Sectors(1_000_000) },
         active_thin: 1,
         garbage_thin: 0,
         next_thin: 2,
         generation: 1,
-        origin: Some(OriginId {
-            size_bytes: 4096,
-            digest: [3; 32],
-        }),
+        origin: Some(OriginId { size_bytes: 4096, digest: [3; 32] }),
     }
 }
 
@@ -341,18 +309,11 @@ mod tests {
     #[test]
     fn corrupted_copies_are_rejected() {
         let good = sample().encode();
-        assert_eq!(
-            PoolHeader::decode(&[0u8; SLOT_BYTES]),
-            Err(SlotFault::NoMagic)
-        );
+        assert_eq!(PoolHeader::decode(&[0u8; SLOT_BYTES]), Err(SlotFault::NoMagic));
         for flip in [8, 16, 100, 200, BODY_LEN] {
             let mut bad = good;
             bad[flip] ^= 0x40;
-            assert_eq!(
-                PoolHeader::decode(&bad),
-                Err(SlotFault::BadChecksum),
-                "byte {flip}"
-            );
+            assert_eq!(PoolHeader::decode(&bad), Err(SlotFault::BadChecksum), "byte {flip}");
         }
         // Bytes after the checksum are not part of the header.
         let mut tail = good;
@@ -361,19 +322,13 @@ mod tests {
         // A well-formed copy that points into the reserved region is refused.
         let mut h = sample();
         h.meta.start = Sectors(0);
-        assert_eq!(
-            PoolHeader::decode(&h.encode()),
-            Err(SlotFault::Invalid("metadata extent"))
-        );
+        assert_eq!(PoolHeader::decode(&h.encode()), Err(SlotFault::Invalid("metadata extent")));
         let mut h = sample();
         h.data.len = Sectors(h.device_sectors.0);
         assert!(PoolHeader::decode(&h.encode()).is_err());
         let mut h = sample();
         h.data.len = Sectors(u64::MAX - 5);
-        assert_eq!(
-            PoolHeader::decode(&h.encode()),
-            Err(SlotFault::Invalid("data extent"))
-        );
+        assert_eq!(PoolHeader::decode(&h.encode()), Err(SlotFault::Invalid("data extent")));
     }
 
     #[test]

@@ -74,15 +74,7 @@ impl Log for Logger {
 
 /// Installs the logger; `to_kmsg` uses /dev/kmsg when it can be opened.
 pub fn init(to_kmsg: bool, level: LevelFilter) {
-    let kmsg = if to_kmsg {
-        OpenOptions::new()
-            .write(true)
-            .open("/dev/kmsg")
-            .ok()
-            .map(Mutex::new)
-    } else {
-        None
-    };
+    let kmsg = if to_kmsg { OpenOptions::new().write(true).open("/dev/kmsg").ok().map(Mutex::new) } else { None };
     let logger = LOGGER.get_or_init(|| Logger { kmsg });
     let _ = log::set_logger(logger);
     log::set_max_level(level);

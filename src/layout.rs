@@ -38,36 +38,20 @@ fn round_up(value: u64, to: u64) -> u64 {
 
 /// Splits a device of `device_bytes` into header, metadata and data.
 pub fn plan_layout(device: &str, device_bytes: Bytes, block_bytes: u64) -> Result<Layout> {
-    let block_sectors =
-        check_block_size(block_bytes).map_err(|m| Error::config("--block-size", m))?;
+    let block_sectors = check_block_size(block_bytes).map_err(|m| Error::config("--block-size", m))?;
     let usable = device_bytes.0.saturating_sub(RESERVED_BYTES);
     // data + 48 * data / block = usable  =>  data = usable * block / (block + 48)
     let data_guess = (usable as u128 * block_bytes as u128 / (block_bytes as u128 + 48)) as u64;
-    let meta_bytes = round_up(48 * (data_guess / block_bytes), META_BLOCK_BYTES)
-        .clamp(META_MIN_BYTES, META_MAX_BYTES);
+    let meta_bytes = round_up(48 * (data_guess / block_bytes), META_BLOCK_BYTES).clamp(META_MIN_BYTES, META_MAX_BYTES);
     let data_bytes = usable.saturating_sub(meta_bytes) / block_bytes * block_bytes;
     let need = RESERVED_BYTES + META_MIN_BYTES + MIN_DATA_BLOCKS * block_bytes;
     if data_bytes < MIN_DATA_BLOCKS * block_bytes {
-        return Err(Error::PoolTooSmall {
-            device: device.to_string(),
-            bytes: device_bytes.0,
-            need,
-        });
+        return Err(Error::PoolTooSmall { device: device.to_string(), bytes: device_bytes.0, need });
     }
     let meta_start = Bytes(RESERVED_BYTES).sectors();
-    let meta = Extent {
-        start: meta_start,
-        len: Bytes(meta_bytes).sectors(),
-    };
-    let data = Extent {
-        start: Sectors(meta_start.0 + meta.len.0),
-        len: Bytes(data_bytes).sectors(),
-    };
-    Ok(Layout {
-        meta,
-        data,
-        block_sectors,
-    })
+    let meta = Extent { start: meta_start, len: Bytes(meta_bytes).sectors() };
+    let data = Extent { start: Sectors(meta_start.0 + meta.len.0), len: Bytes(data_bytes).sectors() };
+    Ok(Layout { meta, data, block_sectors })
 }
 
 #[cfg(test)]
@@ -97,16 +81,10 @@ mod tests {
             assert!((META_MIN_BYTES..=META_MAX_BYTES).contains(&meta));
             // Enough metadata for every data block, unless capped.
             let rule = 48 * (data / block);
-            assert!(
-                meta >= rule.min(META_MAX_BYTES),
-                "{device}: {meta} < {rule}"
-            );
+            assert!(meta >= rule.min(META_MAX_BYTES), "{device}: {meta} < {rule}");
             // And little waste: less than one block plus one metadata block.
             if meta > META_MIN_BYTES && meta < META_MAX_BYTES {
-                assert!(
-                    device - RESERVED_BYTES - meta - data < block + 4096 + 48,
-                    "{device}"
-                );
+                assert!(device - RESERVED_BYTES - meta - data < block + 4096 + 48, "{device}");
             }
             assert_eq!(l.block_sectors as u64 * 512, block);
         }

@@ -15,6 +15,7 @@ pub mod format;
 pub mod header;
 pub mod klog;
 pub mod layout;
+pub mod lvm;
 pub mod names;
 pub mod plan;
 pub mod probe;

@@ -1,10 +1,10 @@
 //! The `cowroot` binary: argument handling and exit codes only.
 
-use cowroot::boot::{self, Outcome};
+use cowroot::boot::{self, BootMode, Outcome};
 use cowroot::error::Error;
 use cowroot::layout::DEFAULT_BLOCK_BYTES;
 use cowroot::names::DeviceName;
-use cowroot::{cmdline, format, klog, status, units};
+use cowroot::{cmdline, config, format, klog, status, units};
 use log::LevelFilter;
 use std::process::ExitCode;
 
@@ -16,11 +16,16 @@ const HELP: &str = "\
 cowroot: copy-on-write root filesystems at the block layer
 
 usage:
-  cowroot boot [--cmdline STR] [--dry-run]   set up /dev/mapper/NAME from the kernel command line
+  cowroot boot [--cmdline STR] [--dry-run] [--print-root]
+                                             set up /dev/mapper/NAME from the kernel command line
+  cowroot boot --read-only-origin [--print-root]
+                                             the cowroot.onfail=ro fallback: the origin, read-only
   cowroot format DEVICE [--block-size SIZE] [--force]
                                              prepare a pool device or file
   cowroot status [--json] [--name NAME]      show origin, pool, use and health
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
+  cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
+  cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot --version
 
 Command-line keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset=
@@ -40,11 +45,7 @@ impl Args {
 
     fn value(&mut self, name: &str) -> Result<Option<String>, Error> {
         let Some(i) = self.words.iter().position(|w| w == name) else {
-            if let Some(i) = self
-                .words
-                .iter()
-                .position(|w| w.starts_with(&format!("{name}=")))
-            {
+            if let Some(i) = self.words.iter().position(|w| w.starts_with(&format!("{name}="))) {
                 let word = self.words.remove(i);
                 return Ok(Some(word[name.len() + 1..].to_string()));
             }
@@ -76,11 +77,7 @@ fn device_name(args: &mut Args) -> Result<DeviceName, Error> {
         return DeviceName::parse(&name);
     }
     let params = cmdline::split(&read_cmdline().unwrap_or_default());
-    let given = params
-        .iter()
-        .rev()
-        .find(|p| p.key == "cowroot.name")
-        .and_then(|p| p.value.clone());
+    let given = params.iter().rev().find(|p| p.key == "cowroot.name").and_then(|p| p.value.clone());
     match given {
         Some(name) => DeviceName::parse(&name),
         None => Ok(DeviceName::default()),
@@ -91,24 +88,53 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
     match command {
         "boot" => {
             let dry_run = args.flag("--dry-run");
+            let read_only = args.flag("--read-only-origin");
+            let print_root = args.flag("--print-root");
             let given = args.value("--cmdline")?;
             let rest = args.done()?;
             if !rest.is_empty() {
                 return Err(Error::Usage(format!("unexpected argument {}", rest[0])));
             }
+            let mode = match (dry_run, read_only) {
+                (true, true) => return Err(Error::Usage("--dry-run and --read-only-origin exclude each other".into())),
+                (true, false) => BootMode::DryRun,
+                (false, true) => BootMode::ReadOnlyOrigin,
+                (false, false) => BootMode::Normal,
+            };
             klog::init(!dry_run, LevelFilter::Info);
             let text = match given {
                 Some(text) => text,
                 None => read_cmdline()?,
             };
-            match boot::boot(&text, dry_run)? {
-                Outcome::NothingToDo => {
-                    log::debug!("no cowroot= on the command line; nothing to do")
+            match boot::boot(&text, mode)? {
+                Outcome::NothingToDo => log::debug!("no cowroot= on the command line; nothing to do"),
+                Outcome::AlreadyActive { root, message } => {
+                    log::info!("{message}");
+                    if print_root {
+                        println!("{root}");
+                    }
                 }
-                Outcome::AlreadyActive(msg) => log::info!("{msg}"),
-                Outcome::Ready(summary) => log::info!("{summary}"),
+                Outcome::Ready { root, summary } => {
+                    log::info!("{summary}");
+                    if print_root {
+                        println!("{root}");
+                    }
+                }
                 Outcome::DryRun(plan) => print!("{plan}"),
             }
+            Ok(())
+        }
+        "onfail" => {
+            args.done()?;
+            let policy = config::onfail_policy(&cmdline::split(&read_cmdline().unwrap_or_default()));
+            println!("{policy}");
+            Ok(())
+        }
+        "poweroff" => {
+            args.done()?;
+            nix::unistd::sync();
+            nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF)
+                .map_err(|e| Error::io("power off", "the machine", e))?;
             Ok(())
         }
         "format" => {
@@ -117,18 +143,14 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             let block = match args.value("--block-size")? {
                 Some(text) => {
                     units::parse_size(&text)
-                        .ok_or_else(|| {
-                            Error::Usage(format!("--block-size: bad size {text:?}; use e.g. 64K"))
-                        })?
+                        .ok_or_else(|| Error::Usage(format!("--block-size: bad size {text:?}; use e.g. 64K")))?
                         .0
                 }
                 None => DEFAULT_BLOCK_BYTES,
             };
             let rest = args.done()?;
             let [device] = rest.as_slice() else {
-                return Err(Error::Usage(
-                    "usage: cowroot format DEVICE [--block-size SIZE] [--force]".into(),
-                ));
+                return Err(Error::Usage("usage: cowroot format DEVICE [--block-size SIZE] [--force]".into()));
             };
             println!("{}", format::format(device, block, force)?);
             Ok(())
@@ -162,11 +184,7 @@ fn main() -> ExitCode {
     let mut words: Vec<String> = std::env::args().skip(1).collect();
     if words.is_empty() || words.iter().any(|w| w == "--help" || w == "-h") {
         print!("{HELP}");
-        return if words.is_empty() {
-            ExitCode::from(USAGE)
-        } else {
-            ExitCode::SUCCESS
-        };
+        return if words.is_empty() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
     }
     if words[0] == "--version" {
         println!("cowroot {}", env!("CARGO_PKG_VERSION"));

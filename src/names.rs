@@ -26,6 +26,9 @@ pub enum Role {
     Meta,
     /// Linear map of the pool device's data region (private).
     Data,
+    /// The `cowroot.onfail=ro` fallback: the origin itself, read-only,
+    /// under the root device's name.
+    ReadOnly,
 }
 
 impl Role {
@@ -35,6 +38,7 @@ impl Role {
             Role::Pool => "-pool",
             Role::Meta => "-pool_tmeta",
             Role::Data => "-pool_tdata",
+            Role::ReadOnly => "",
         }
     }
 
@@ -44,26 +48,23 @@ impl Role {
             Role::Pool => "pool",
             Role::Meta => "tmeta",
             Role::Data => "tdata",
+            Role::ReadOnly => "ro",
         }
     }
 
     /// Private layers are hidden from udev's disk rules (invariant 8).
     pub fn is_private(self) -> bool {
-        self != Role::Thin
+        !matches!(self, Role::Thin | Role::ReadOnly)
     }
 }
 
 impl DeviceName {
     pub fn parse(text: &str) -> Result<DeviceName> {
-        let bad =
-            |why: &str| Error::config("cowroot.name", format!("invalid name {text:?}: {why}"));
+        let bad = |why: &str| Error::config("cowroot.name", format!("invalid name {text:?}: {why}"));
         if text.is_empty() || text.len() > NAME_MAX {
             return Err(bad(&format!("must be 1 to {NAME_MAX} characters")));
         }
-        if !text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
-        {
+        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
             return Err(bad("use only letters, digits and . _ + -"));
         }
         if text.starts_with('-') || text.starts_with('.') {
@@ -114,27 +115,10 @@ mod tests {
 
     #[test]
     fn names_validate() {
-        for good in [
-            "cowroot",
-            "root_2",
-            "a",
-            "kiosk.v1+test-x",
-            &"x".repeat(NAME_MAX),
-        ] {
+        for good in ["cowroot", "root_2", "a", "kiosk.v1+test-x", &"x".repeat(NAME_MAX)] {
             assert!(DeviceName::parse(good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "a/b",
-            "a b",
-            "-x",
-            ".x",
-            "..",
-            "control",
-            "é",
-            "a\"b",
-            &"x".repeat(NAME_MAX + 1),
-        ] {
+        for bad in ["", "a/b", "a b", "-x", ".x", "..", "control", "é", "a\"b", &"x".repeat(NAME_MAX + 1)] {
             let err = DeviceName::parse(bad).unwrap_err();
             assert!(err.to_string().starts_with("cowroot.name:"), "{bad}: {err}");
         }
@@ -143,7 +127,7 @@ mod tests {
     #[test]
     fn longest_names_fit_the_kernel_limits() {
         let name = DeviceName::parse(&"n".repeat(NAME_MAX)).unwrap();
-        for role in [Role::Thin, Role::Pool, Role::Meta, Role::Data] {
+        for role in [Role::Thin, Role::Pool, Role::Meta, Role::Data, Role::ReadOnly] {
             assert!(name.dm_name(role).len() <= DM_NAME_MAX);
             // DM_UUID_LEN is 129 including the NUL.
             assert!(name.dm_uuid(role).len() <= 128);

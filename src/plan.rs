@@ -34,6 +34,10 @@ pub enum Step {
         device: String,
         fstype: Option<String>,
     },
+    /// Sets a device origin read-only at the block layer (BLKROSET).
+    ProtectOrigin {
+        device: String,
+    },
     AttachLoop {
         file: String,
     },
@@ -52,9 +56,12 @@ pub enum Step {
         offset: Sectors,
         len: Sectors,
     },
+    /// Creates the thin pool and checks that the kernel runs it read-write
+    /// with sound metadata (`device` is the pool device, for messages).
     CreatePool {
         len: Sectors,
         block_sectors: u32,
+        device: String,
     },
     CreateThinId {
         id: u32,
@@ -66,6 +73,11 @@ pub enum Step {
     },
     CreateThin {
         id: u32,
+        len: Sectors,
+        origin: DevRef,
+    },
+    /// The `onfail=ro` fallback: the origin as a read-only linear device.
+    CreateReadOnly {
         len: Sectors,
         origin: DevRef,
     },
@@ -92,15 +104,14 @@ pub enum PoolState {
 pub fn classify_pool(start: &[u8]) -> PoolState {
     let slot = |i: usize| {
         let offset = header::SLOT_OFFSETS[i] as usize;
-        start
-            .get(offset..offset + header::SLOT_BYTES)
-            .unwrap_or(&[])
+        start.get(offset..offset + header::SLOT_BYTES).unwrap_or(&[])
     };
+    // Everything but the encoded bodies of valid copies must be zero.
     let mut rest = start.to_vec();
-    for offset in header::SLOT_OFFSETS {
-        let offset = offset as usize;
-        if let Some(region) = rest.get_mut(offset..offset + header::SLOT_BYTES) {
-            region.fill(0);
+    for (i, offset) in header::SLOT_OFFSETS.iter().enumerate() {
+        if PoolHeader::decode(slot(i)).is_ok() {
+            let offset = *offset as usize;
+            rest[offset..offset + header::ENCODED_LEN].fill(0);
         }
     }
     let found = signature::detect(&rest);
@@ -109,9 +120,7 @@ pub fn classify_pool(start: &[u8]) -> PoolState {
         Some(_) => PoolState::Foreign(found.unwrap_or("data next to a stale cowroot header")),
         None if signature::all_zero(start) => PoolState::Blank,
         None => match signature::detect(start) {
-            Some("a cowroot pool") => {
-                PoolState::Foreign("a damaged cowroot header (no valid copy)")
-            }
+            Some("a cowroot pool") => PoolState::Foreign("a damaged cowroot header (no valid copy)"),
             Some(found) => PoolState::Foreign(found),
             None => PoolState::Unrecognised,
         },
@@ -165,16 +174,14 @@ pub struct PoolPlan {
 }
 
 /// Mounting the image host and attaching the image (if the origin is a file).
-pub fn plan_origin(cfg: &Config, host_device: Option<&str>) -> Vec<Step> {
+pub fn plan_origin(cfg: &Config, host_device: Option<&str>, origin_device: Option<&str>) -> Vec<Step> {
+    if let (Source::Device(_), Some(device)) = (&cfg.source, origin_device) {
+        return vec![Step::ProtectOrigin { device: device.to_string() }];
+    }
     match (&cfg.source, host_device) {
         (Source::File(path), Some(device)) => vec![
-            Step::MountHost {
-                device: device.to_string(),
-                fstype: cfg.host_fstype.clone(),
-            },
-            Step::AttachLoop {
-                file: format!("{HOST_MOUNT}{path}"),
-            },
+            Step::MountHost { device: device.to_string(), fstype: cfg.host_fstype.clone() },
+            Step::AttachLoop { file: format!("{HOST_MOUNT}{path}") },
         ],
         _ => Vec::new(),
     }
@@ -243,21 +250,12 @@ pub fn plan_pool(
     let mut mode = None;
     let (slot, header) = match &pool.state {
         PoolState::Foreign(found) => {
-            return Err(Error::ForeignPool {
-                device: pool.device.clone(),
-                found: found.to_string(),
-            })
+            return Err(Error::ForeignPool { device: pool.device.clone(), found: found.to_string() })
         }
-        PoolState::Unrecognised => {
-            return Err(Error::NotAPool {
-                device: pool.device.clone(),
-            })
-        }
+        PoolState::Unrecognised => return Err(Error::NotAPool { device: pool.device.clone() }),
         PoolState::Ours { slot, header } => (Some(*slot), header.clone()),
         PoolState::Blank => {
-            let layout = format_layout.ok_or_else(|| Error::NotAPool {
-                device: pool.device.clone(),
-            })?;
+            let layout = format_layout.ok_or_else(|| Error::NotAPool { device: pool.device.clone() })?;
             mode = Some(Mode::Formatted);
             (None, new_header(pool.size, &layout, pool_uuid))
         }
@@ -270,11 +268,7 @@ pub fn plan_pool(
             pool.size.sectors()
         )));
     }
-    let mut writer = HeaderWriter {
-        device: &pool.device,
-        slot,
-        header,
-    };
+    let mut writer = HeaderWriter { device: &pool.device, slot, header };
     if mode == Some(Mode::Formatted) {
         writer.write(&mut steps, true, "format", |_| {});
     }
@@ -292,21 +286,13 @@ pub fn plan_pool(
         offset: h.data.start,
         len: h.data.len,
     });
-    steps.push(Step::CreatePool {
-        len: h.data.len,
-        block_sectors: h.block_sectors,
-    });
+    steps.push(Step::CreatePool { len: h.data.len, block_sectors: h.block_sectors, device: pool.device.clone() });
 
     // A reset interrupted by power loss can leave one thin id behind.
     let garbage = h.garbage_thin;
     if garbage != 0 && garbage != h.active_thin {
-        steps.push(Step::DeleteThinId {
-            id: garbage,
-            missing_ok: true,
-        });
-        writer.write(&mut steps, false, "forget leftover thin", |h| {
-            h.garbage_thin = 0
-        });
+        steps.push(Step::DeleteThinId { id: garbage, missing_ok: true });
+        writer.write(&mut steps, false, "forget leftover thin", |h| h.garbage_thin = 0);
     }
 
     let reset_requested = cfg.reset || writer.header.flags & FLAG_RESET_NEXT_BOOT != 0;
@@ -339,10 +325,7 @@ pub fn plan_pool(
             }
         });
         if old != 0 {
-            steps.push(Step::DeleteThinId {
-                id: old,
-                missing_ok: true,
-            });
+            steps.push(Step::DeleteThinId { id: old, missing_ok: true });
             writer.write(&mut steps, false, "done", |h| h.garbage_thin = 0);
         }
     }
@@ -351,17 +334,8 @@ pub fn plan_pool(
         Some(size) => size.sectors(),
         None => Sectors(0),
     };
-    steps.push(Step::CreateThin {
-        id: writer.header.active_thin,
-        len,
-        origin: origin.device.clone(),
-    });
-    Ok(PoolPlan {
-        steps,
-        mode,
-        header: writer.header,
-        header_slot: writer.slot,
-    })
+    steps.push(Step::CreateThin { id: writer.header.active_thin, len, origin: origin.device.clone() });
+    Ok(PoolPlan { steps, mode, header: writer.header, header_slot: writer.slot })
 }
 
 fn check_origin(cfg: &Config, header: &PoolHeader, origin: &OriginFacts) -> Result<()> {
@@ -374,30 +348,20 @@ fn check_origin(cfg: &Config, header: &PoolHeader, origin: &OriginFacts) -> Resu
         return Ok(());
     }
     let detail = if recorded.size_bytes != now.size_bytes {
-        format!(
-            "size was {} bytes, is {} bytes",
-            recorded.size_bytes, now.size_bytes
-        )
+        format!("size was {} bytes, is {} bytes", recorded.size_bytes, now.size_bytes)
     } else {
         format!(
-            "content fingerprint was {}, is {}",
+            "fingerprint of sampled content and modification time was {}, is {}",
             short_digest(recorded),
             short_digest(now)
         )
     };
-    Err(Error::OriginChanged {
-        origin: cfg.source.to_string(),
-        detail,
-    })
+    Err(Error::OriginChanged { origin: cfg.source.to_string(), detail })
 }
 
 /// Quotes a value for a POSIX shell, so a printed plan is safe to paste.
 pub fn sh_quote(value: &str) -> String {
-    if !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._+-:=@,".contains(&b))
-    {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._+-:=@,".contains(&b)) {
         return value.to_string();
     }
     format!("'{}'", value.replace('\'', "'\\''"))
@@ -443,7 +407,16 @@ pub fn render(name: &DeviceName, steps: &[Step]) -> String {
                 name.dm_uuid(*role),
                 dev(d)
             ),
-            Step::CreatePool { len, block_sectors } => writeln!(
+            Step::ProtectOrigin { device } => writeln!(out, "blockdev --setro {}", sh_quote(device)),
+            Step::CreateReadOnly { len, origin } => writeln!(
+                out,
+                "dmsetup create {} --readonly --uuid {} --table \"0 {} linear {} 0\"",
+                name.dm_name(Role::ReadOnly),
+                name.dm_uuid(Role::ReadOnly),
+                if len.0 == 0 { "$(blockdev --getsz $LOOP)".to_string() } else { len.to_string() },
+                dev(origin)
+            ),
+            Step::CreatePool { len, block_sectors, .. } => writeln!(
                 out,
                 "dmsetup create {pool} --uuid {} --table '0 {len} thin-pool {} {} {block_sectors} 0 1 error_if_no_space'",
                 name.dm_uuid(Role::Pool),
@@ -488,11 +461,9 @@ mod tests {
     use crate::layout::plan_layout;
 
     fn cfg(extra: &str) -> Config {
-        Config::from_params(&split(&format!(
-            "cowroot=/images/root.img cowroot.dev=LABEL=img cowpool=/dev/vdc {extra}"
-        )))
-        .unwrap()
-        .unwrap()
+        Config::from_params(&split(&format!("cowroot=/images/root.img cowroot.dev=LABEL=img cowpool=/dev/vdc {extra}")))
+            .unwrap()
+            .unwrap()
     }
 
     const POOL_SIZE: Bytes = Bytes(256 << 20);
@@ -505,36 +476,24 @@ mod tests {
         OriginFacts {
             device: DevRef::Loop,
             size: Some(Bytes(64 << 20)),
-            id: Some(OriginId {
-                size_bytes: 64 << 20,
-                digest: [id_byte; 32],
-            }),
+            id: Some(OriginId { size_bytes: 64 << 20, digest: [id_byte; 32] }),
         }
     }
 
     fn facts(state: PoolState) -> PoolFacts {
-        PoolFacts {
-            device: "/dev/vdc".into(),
-            size: POOL_SIZE,
-            state,
-        }
+        PoolFacts { device: "/dev/vdc".into(), size: POOL_SIZE, state }
     }
 
     /// Runs a plan's header writes to get the state the next boot sees.
     fn after(plan: &PoolPlan) -> PoolState {
-        PoolState::Ours {
-            slot: plan.header_slot.expect("a header exists"),
-            header: plan.header.clone(),
-        }
+        PoolState::Ours { slot: plan.header_slot.expect("a header exists"), header: plan.header.clone() }
     }
 
     fn kinds(plan: &PoolPlan) -> Vec<String> {
         plan.steps
             .iter()
             .map(|s| match s {
-                Step::WriteHeader {
-                    slot, header, why, ..
-                } => format!("header{slot}:{why}:seq{}", header.seq),
+                Step::WriteHeader { slot, header, why, .. } => format!("header{slot}:{why}:seq{}", header.seq),
                 Step::CreateLinear { role, .. } => format!("linear:{role:?}"),
                 Step::CreatePool { .. } => "pool".into(),
                 Step::CreateThinId { id } => format!("create_thin {id}"),
@@ -547,14 +506,7 @@ mod tests {
 
     #[test]
     fn first_boot_formats_then_reuse_then_reset() {
-        let first = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Blank),
-            &origin(1),
-            Some(layout()),
-            [5; 16],
-        )
-        .unwrap();
+        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
         assert_eq!(first.mode, Mode::Formatted);
         assert_eq!(
             kinds(&first),
@@ -569,13 +521,7 @@ mod tests {
                 "thin 1",
             ]
         );
-        assert!(matches!(
-            first.steps[0],
-            Step::WriteHeader {
-                zero_meta: true,
-                ..
-            }
-        ));
+        assert!(matches!(first.steps[0], Step::WriteHeader { zero_meta: true, .. }));
         assert_eq!(first.header.active_thin, 1);
         assert_eq!(first.header.generation, 1);
         assert_eq!(first.header.garbage_thin, 0);
@@ -589,20 +535,10 @@ mod tests {
 
         let second = plan_pool(&cfg(""), &facts(after(&first)), &origin(1), None, [0; 16]).unwrap();
         assert_eq!(second.mode, Mode::Kept);
-        assert_eq!(
-            kinds(&second),
-            ["linear:Meta", "linear:Data", "pool", "thin 1"]
-        );
+        assert_eq!(kinds(&second), ["linear:Meta", "linear:Data", "pool", "thin 1"]);
         assert_eq!(second.header, first.header);
 
-        let third = plan_pool(
-            &cfg("cowroot.reset=1"),
-            &facts(after(&second)),
-            &origin(1),
-            None,
-            [0; 16],
-        )
-        .unwrap();
+        let third = plan_pool(&cfg("cowroot.reset=1"), &facts(after(&second)), &origin(1), None, [0; 16]).unwrap();
         assert_eq!(third.mode, Mode::Reset);
         assert_eq!(
             kinds(&third),
@@ -623,54 +559,25 @@ mod tests {
 
     #[test]
     fn thin_matches_origin_size_and_device() {
-        let o = OriginFacts {
-            device: DevRef::Path("/dev/vdb".into()),
-            ..origin(1)
-        };
-        let plan = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Blank),
-            &o,
-            Some(layout()),
-            [5; 16],
-        )
-        .unwrap();
+        let o = OriginFacts { device: DevRef::Path("/dev/vdb".into()), ..origin(1) };
+        let plan = plan_pool(&cfg(""), &facts(PoolState::Blank), &o, Some(layout()), [5; 16]).unwrap();
         assert_eq!(
             plan.steps.last(),
-            Some(&Step::CreateThin {
-                id: 1,
-                len: Sectors(131072),
-                origin: DevRef::Path("/dev/vdb".into())
-            })
+            Some(&Step::CreateThin { id: 1, len: Sectors(131072), origin: DevRef::Path("/dev/vdb".into()) })
         );
     }
 
     #[test]
     fn changed_origin_is_refused_until_reset() {
-        let first = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Blank),
-            &origin(1),
-            Some(layout()),
-            [5; 16],
-        )
-        .unwrap();
-        let err =
-            plan_pool(&cfg(""), &facts(after(&first)), &origin(2), None, [0; 16]).unwrap_err();
+        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
+        let err = plan_pool(&cfg(""), &facts(after(&first)), &origin(2), None, [0; 16]).unwrap_err();
         assert!(matches!(err, Error::OriginChanged { .. }));
         assert!(err.to_string().contains("cowroot.reset=1"), "{err}");
         let mut bigger = origin(1);
         bigger.id.as_mut().unwrap().size_bytes += 4096;
         let err = plan_pool(&cfg(""), &facts(after(&first)), &bigger, None, [0; 16]).unwrap_err();
         assert!(err.to_string().contains("size was"), "{err}");
-        let reset = plan_pool(
-            &cfg("cowroot.reset=1"),
-            &facts(after(&first)),
-            &origin(2),
-            None,
-            [0; 16],
-        )
-        .unwrap();
+        let reset = plan_pool(&cfg("cowroot.reset=1"), &facts(after(&first)), &origin(2), None, [0; 16]).unwrap();
         assert_eq!(reset.header.origin, origin(2).id);
         let kept = plan_pool(&cfg(""), &facts(after(&reset)), &origin(2), None, [0; 16]).unwrap();
         assert_eq!(kept.mode, Mode::Kept);
@@ -678,68 +585,30 @@ mod tests {
 
     #[test]
     fn interrupted_reset_is_cleaned_up_and_still_boots() {
-        let first = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Blank),
-            &origin(1),
-            Some(layout()),
-            [5; 16],
-        )
-        .unwrap();
-        let reset = plan_pool(
-            &cfg("cowroot.reset=1"),
-            &facts(after(&first)),
-            &origin(1),
-            None,
-            [0; 16],
-        )
-        .unwrap();
+        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
+        let reset = plan_pool(&cfg("cowroot.reset=1"), &facts(after(&first)), &origin(1), None, [0; 16]).unwrap();
         // Power lost right after each header write of the reset: the next
         // boot (without reset) must boot a thin that exists and clean up.
         for (index, step) in reset.steps.iter().enumerate() {
             let Step::WriteHeader { slot, header, .. } = step else {
                 continue;
             };
-            let state = PoolState::Ours {
-                slot: *slot,
-                header: header.clone(),
-            };
+            let state = PoolState::Ours { slot: *slot, header: header.clone() };
             let created: Vec<u32> = reset.steps[..=index]
                 .iter()
-                .filter_map(|s| {
-                    if let Step::CreateThinId { id } = s {
-                        Some(*id)
-                    } else {
-                        None
-                    }
-                })
+                .filter_map(|s| if let Step::CreateThinId { id } = s { Some(*id) } else { None })
                 .collect();
             let deleted: Vec<u32> = reset.steps[..=index]
                 .iter()
-                .filter_map(|s| {
-                    if let Step::DeleteThinId { id, .. } = s {
-                        Some(*id)
-                    } else {
-                        None
-                    }
-                })
+                .filter_map(|s| if let Step::DeleteThinId { id, .. } = s { Some(*id) } else { None })
                 .collect();
             let exists = |id: u32| (id == 1 || created.contains(&id)) && !deleted.contains(&id);
             let next = plan_pool(&cfg(""), &facts(state), &origin(1), None, [0; 16]).unwrap();
-            let Some(Step::CreateThin { id, .. }) = next.steps.last() else {
-                panic!()
-            };
-            assert!(
-                exists(*id),
-                "after write {index}, boots thin {id} which does not exist"
-            );
+            let Some(Step::CreateThin { id, .. }) = next.steps.last() else { panic!() };
+            assert!(exists(*id), "after write {index}, boots thin {id} which does not exist");
             assert_eq!(next.header.garbage_thin, 0, "after write {index}");
             for s in &next.steps {
-                if let Step::DeleteThinId {
-                    id: gone,
-                    missing_ok,
-                } = s
-                {
+                if let Step::DeleteThinId { id: gone, missing_ok } = s {
                     assert!(*missing_ok);
                     assert_ne!(gone, id, "deletes the thin it boots");
                 }
@@ -757,35 +626,15 @@ mod tests {
             [0; 16],
         )
         .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("/dev/vdc holds an ext2/3/4 filesystem"),
-            "{err}"
-        );
-        let err = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Unrecognised),
-            &origin(1),
-            Some(layout()),
-            [0; 16],
-        )
-        .unwrap_err();
+        assert!(err.to_string().contains("/dev/vdc holds an ext2/3/4 filesystem"), "{err}");
+        let err =
+            plan_pool(&cfg(""), &facts(PoolState::Unrecognised), &origin(1), Some(layout()), [0; 16]).unwrap_err();
         assert!(matches!(err, Error::NotAPool { .. }));
         // A pool header claiming more sectors than the device has.
-        let first = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Blank),
-            &origin(1),
-            Some(layout()),
-            [5; 16],
-        )
-        .unwrap();
+        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
         let mut small = facts(after(&first));
         small.size = Bytes(128 << 20);
-        assert!(matches!(
-            plan_pool(&cfg(""), &small, &origin(1), None, [0; 16]),
-            Err(Error::Inconsistent(_))
-        ));
+        assert!(matches!(plan_pool(&cfg(""), &small, &origin(1), None, [0; 16]), Err(Error::Inconsistent(_))));
     }
 
     #[test]
@@ -794,36 +643,24 @@ mod tests {
         assert_eq!(classify_pool(&start), PoolState::Blank);
         let header = crate::header::sample();
         start[..header::SLOT_BYTES].copy_from_slice(&header.encode());
-        assert_eq!(
-            classify_pool(&start),
-            PoolState::Ours {
-                slot: 0,
-                header: header.clone()
-            }
-        );
+        assert_eq!(classify_pool(&start), PoolState::Ours { slot: 0, header: header.clone() });
         // Repartitioned: a GPT header overwrote sector 1, slot 1 survives.
         let mut gpt = vec![0u8; signature::PROBE_BYTES];
         let second = header::SLOT_OFFSETS[1] as usize;
         gpt[second..second + header::SLOT_BYTES].copy_from_slice(&header.encode());
         gpt[512..520].copy_from_slice(b"EFI PART");
-        assert_eq!(
-            classify_pool(&gpt),
-            PoolState::Foreign("a GPT partition table")
-        );
+        assert_eq!(classify_pool(&gpt), PoolState::Foreign("a GPT partition table"));
         // Unknown bytes elsewhere in the reserved MiB.
-        let mut junk = start.clone();
-        junk[300_000] = 1;
-        assert_eq!(
-            classify_pool(&junk),
-            PoolState::Foreign("data next to a stale cowroot header")
-        );
+        for at in [300_000, 1000] {
+            let mut junk = start.clone();
+            junk[at] = 1;
+            let want = PoolState::Foreign("data next to a stale cowroot header");
+            assert_eq!(classify_pool(&junk), want, "{at}");
+        }
         // Both copies damaged.
         let mut damaged = start.clone();
         damaged[100] ^= 1;
-        assert_eq!(
-            classify_pool(&damaged),
-            PoolState::Foreign("a damaged cowroot header (no valid copy)")
-        );
+        assert_eq!(classify_pool(&damaged), PoolState::Foreign("a damaged cowroot header (no valid copy)"));
         let mut noise = vec![0u8; signature::PROBE_BYTES];
         noise[7] = 9;
         assert_eq!(classify_pool(&noise), PoolState::Unrecognised);
@@ -831,26 +668,10 @@ mod tests {
 
     #[test]
     fn reset_flag_in_header_acts_like_reset() {
-        let first = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Blank),
-            &origin(1),
-            Some(layout()),
-            [5; 16],
-        )
-        .unwrap();
-        let PoolState::Ours { slot, mut header } = after(&first) else {
-            unreachable!()
-        };
+        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
+        let PoolState::Ours { slot, mut header } = after(&first) else { unreachable!() };
         header.flags |= FLAG_RESET_NEXT_BOOT;
-        let plan = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Ours { slot, header }),
-            &origin(1),
-            None,
-            [0; 16],
-        )
-        .unwrap();
+        let plan = plan_pool(&cfg(""), &facts(PoolState::Ours { slot, header }), &origin(1), None, [0; 16]).unwrap();
         assert_eq!(plan.mode, Mode::Reset);
         assert_eq!(plan.header.flags & FLAG_RESET_NEXT_BOOT, 0);
     }
@@ -858,31 +679,17 @@ mod tests {
     #[test]
     fn printed_values_are_quoted_for_the_shell() {
         assert_eq!(sh_quote("/dev/vdb"), "/dev/vdb");
-        assert_eq!(
-            sh_quote("/run/cowroot/host/my image.img"),
-            "'/run/cowroot/host/my image.img'"
-        );
-        assert_eq!(
-            sh_quote("/a'$(rm -rf /)'.img"),
-            "'/a'\\''$(rm -rf /)'\\''.img'"
-        );
+        assert_eq!(sh_quote("/run/cowroot/host/my image.img"), "'/run/cowroot/host/my image.img'");
+        assert_eq!(sh_quote("/a'$(rm -rf /)'.img"), "'/a'\\''$(rm -rf /)'\\''.img'");
         assert_eq!(sh_quote(""), "''");
     }
 
     #[test]
     fn dry_run_renders_commands() {
         let c = cfg("");
-        let mut steps = plan_origin(&c, Some("/dev/vdb"));
-        let o = OriginFacts {
-            device: DevRef::Loop,
-            size: None,
-            id: None,
-        };
-        steps.extend(
-            plan_pool(&c, &facts(PoolState::Blank), &o, Some(layout()), [5; 16])
-                .unwrap()
-                .steps,
-        );
+        let mut steps = plan_origin(&c, Some("/dev/vdb"), None);
+        let o = OriginFacts { device: DevRef::Loop, size: None, id: None };
+        steps.extend(plan_pool(&c, &facts(PoolState::Blank), &o, Some(layout()), [5; 16]).unwrap().steps);
         let text = render(&c.name, &steps);
         let want = [
             "mkdir -p /run/cowroot/host && mount -o ro /dev/vdb /run/cowroot/host",

@@ -23,19 +23,14 @@ const POLL: Duration = Duration::from_millis(100);
 pub fn read_start(path: &str, len: usize) -> Result<Vec<u8>> {
     let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut buf = Vec::with_capacity(len);
-    (&mut file)
-        .take(len as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
+    (&mut file).take(len as u64).read_to_end(&mut buf).map_err(|e| Error::io("read", path, e))?;
     Ok(buf)
 }
 
 /// Size of a block device or regular file.
 pub fn size_of(path: &str) -> Result<Bytes> {
     let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    file.seek(SeekFrom::End(0))
-        .map(Bytes)
-        .map_err(|e| Error::io("size of", path, e))
+    file.seek(SeekFrom::End(0)).map(Bytes).map_err(|e| Error::io("size of", path, e))
 }
 
 /// MAJ:MIN of a block device node.
@@ -45,10 +40,7 @@ pub fn dev_num(path: &str) -> Result<DevNum> {
         return Err(Error::io("use", path, "not a block device"));
     }
     let rdev = meta.rdev();
-    Ok(DevNum {
-        major: nix::sys::stat::major(rdev) as u32,
-        minor: nix::sys::stat::minor(rdev) as u32,
-    })
+    Ok(DevNum { major: nix::sys::stat::major(rdev) as u32, minor: nix::sys::stat::minor(rdev) as u32 })
 }
 
 /// Classifies what a pool device holds.
@@ -56,18 +48,16 @@ pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     let size = size_of(device)?;
     let start = read_start(device, PROBE_BYTES)?;
     let state = crate::plan::classify_pool(&start);
-    Ok(PoolFacts {
-        device: device.to_string(),
-        size,
-        state,
-    })
+    Ok(PoolFacts { device: device.to_string(), size, state })
 }
 
 /// The origin's identity, from a fixed number of reads.
 pub fn origin_id(path: &str) -> Result<OriginId> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let size = size_of(path)?.0;
-    fingerprint::fingerprint(size, |offset, buf| file.read_exact_at(buf, offset))
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let mtime = meta.is_file().then(|| (meta.mtime(), meta.mtime_nsec()));
+    fingerprint::fingerprint(size, mtime, |offset, buf| file.read_exact_at(buf, offset))
         .map_err(|e| Error::io("read", path, e))
 }
 
@@ -101,12 +91,10 @@ fn block_devices() -> Vec<BlockDev> {
         if read_sys(&format!("{sys}/dm/uuid")).is_some_and(|u| u.starts_with(UUID_PREFIX)) {
             continue;
         }
-        let partition = read_sys(&format!("{sys}/partition"))
-            .and_then(|n| n.parse().ok())
-            .and_then(|n| {
-                let parent = fs::canonicalize(format!("{sys}/..")).ok()?;
-                Some((n, parent.file_name()?.to_string_lossy().into_owned()))
-            });
+        let partition = read_sys(&format!("{sys}/partition")).and_then(|n| n.parse().ok()).and_then(|n| {
+            let parent = fs::canonicalize(format!("{sys}/..")).ok()?;
+            Some((n, parent.file_name()?.to_string_lossy().into_owned()))
+        });
         devs.push(BlockDev { name, partition });
     }
     devs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -154,50 +142,36 @@ fn matches(dev: &BlockDev, spec: &DevSpec) -> bool {
 /// an error if several devices match (cowroot never guesses).
 pub fn resolve(spec: &DevSpec, key: &str) -> Result<Option<String>> {
     if let DevSpec::Path(path) = spec {
-        return Ok(match fs::canonicalize(path) {
-            Ok(real) if fs::metadata(&real).is_ok_and(|m| m.file_type().is_block_device()) => {
-                Some(real.to_string_lossy().into_owned())
-            }
-            _ => None,
-        });
+        let Ok(real) = fs::canonicalize(path) else {
+            return Ok(None);
+        };
+        return match fs::metadata(&real) {
+            Ok(m) if m.file_type().is_block_device() => Ok(Some(real.to_string_lossy().into_owned())),
+            Ok(_) => Err(Error::config(key, format!("{path} exists but is not a block device"))),
+            Err(_) => Ok(None),
+        };
     }
-    let found: Vec<String> = block_devices()
-        .iter()
-        .filter(|d| matches(d, spec))
-        .map(|d| format!("/dev/{}", d.name))
-        .collect();
+    let found: Vec<String> =
+        block_devices().iter().filter(|d| matches(d, spec)).map(|d| format!("/dev/{}", d.name)).collect();
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.into_iter().next()),
-        _ => Err(Error::config(
-            key,
-            format!(
-                "{spec} matches several devices ({}); name one by path",
-                found.join(", ")
-            ),
-        )),
+        _ => {
+            Err(Error::config(key, format!("{spec} matches several devices ({}); name one by path", found.join(", "))))
+        }
     }
 }
 
 /// Waits until `deadline` for a spec to resolve; returns the path and the
 /// time spent waiting. `timeout_secs` is what the user set, for the message.
-pub fn wait_for(
-    spec: &DevSpec,
-    key: &str,
-    deadline: Instant,
-    timeout_secs: u64,
-) -> Result<(String, Duration)> {
+pub fn wait_for(spec: &DevSpec, key: &str, deadline: Instant, timeout_secs: u64) -> Result<(String, Duration)> {
     let start = Instant::now();
     loop {
         if let Some(path) = resolve(spec, key)? {
             return Ok((path, start.elapsed()));
         }
         if Instant::now() >= deadline {
-            return Err(Error::DeviceTimeout {
-                spec: spec.to_string(),
-                key: key.to_string(),
-                seconds: timeout_secs,
-            });
+            return Err(Error::DeviceTimeout { spec: spec.to_string(), key: key.to_string(), seconds: timeout_secs });
         }
         std::thread::sleep(POLL);
     }
@@ -211,10 +185,7 @@ pub fn udev_running() -> bool {
 /// The device node name of MAJ:MIN, from sysfs.
 pub fn dev_path(num: DevNum) -> Option<String> {
     let uevent = fs::read_to_string(format!("/sys/dev/block/{num}/uevent")).ok()?;
-    uevent
-        .lines()
-        .find_map(|l| l.strip_prefix("DEVNAME="))
-        .map(|n| format!("/dev/{n}"))
+    uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")).map(|n| format!("/dev/{n}"))
 }
 
 /// The file behind a loop device, if it is one.

@@ -13,91 +13,23 @@ struct Magic {
 }
 
 const MAGICS: &[Magic] = &[
-    Magic {
-        what: "an ext2/3/4 filesystem",
-        offset: 1080,
-        bytes: &[0x53, 0xEF],
-    },
-    Magic {
-        what: "an XFS filesystem",
-        offset: 0,
-        bytes: b"XFSB",
-    },
-    Magic {
-        what: "a btrfs filesystem",
-        offset: 65536 + 64,
-        bytes: b"_BHRfS_M",
-    },
-    Magic {
-        what: "a squashfs filesystem",
-        offset: 0,
-        bytes: b"hsqs",
-    },
-    Magic {
-        what: "an ISO 9660 filesystem",
-        offset: 32769,
-        bytes: b"CD001",
-    },
-    Magic {
-        what: "an F2FS filesystem",
-        offset: 1024,
-        bytes: &[0x10, 0x20, 0xF5, 0xF2],
-    },
-    Magic {
-        what: "an EROFS filesystem",
-        offset: 1024,
-        bytes: &[0xE2, 0xE1, 0xF5, 0xE0],
-    },
-    Magic {
-        what: "an NTFS filesystem",
-        offset: 3,
-        bytes: b"NTFS    ",
-    },
-    Magic {
-        what: "a FAT filesystem",
-        offset: 54,
-        bytes: b"FAT1",
-    },
-    Magic {
-        what: "a FAT filesystem",
-        offset: 82,
-        bytes: b"FAT32",
-    },
-    Magic {
-        what: "a LUKS volume",
-        offset: 0,
-        bytes: b"LUKS\xba\xbe",
-    },
-    Magic {
-        what: "a LUKS volume",
-        offset: 0,
-        bytes: b"SKUL\xba\xbe",
-    },
-    Magic {
-        what: "a swap area",
-        offset: 4086,
-        bytes: b"SWAPSPACE2",
-    },
-    Magic {
-        what: "a swap area",
-        offset: 4086,
-        bytes: b"SWAP-SPACE",
-    },
-    Magic {
-        what: "a GPT partition table",
-        offset: 512,
-        bytes: b"EFI PART",
-    },
-    Magic {
-        what: "an MD RAID member",
-        offset: 0,
-        bytes: &[0xFC, 0x4E, 0x2B, 0xA9],
-    },
-    Magic {
-        what: "an MD RAID member",
-        offset: 4096,
-        bytes: &[0xFC, 0x4E, 0x2B, 0xA9],
-    },
+    Magic { what: "an ext2/3/4 filesystem", offset: 1080, bytes: &[0x53, 0xEF] },
+    Magic { what: "an XFS filesystem", offset: 0, bytes: b"XFSB" },
+    Magic { what: "a btrfs filesystem", offset: 65536 + 64, bytes: b"_BHRfS_M" },
+    Magic { what: "a squashfs filesystem", offset: 0, bytes: b"hsqs" },
+    Magic { what: "an ISO 9660 filesystem", offset: 32769, bytes: b"CD001" },
+    Magic { what: "an F2FS filesystem", offset: 1024, bytes: &[0x10, 0x20, 0xF5, 0xF2] },
+    Magic { what: "an EROFS filesystem", offset: 1024, bytes: &[0xE2, 0xE1, 0xF5, 0xE0] },
+    Magic { what: "an NTFS filesystem", offset: 3, bytes: b"NTFS    " },
+    Magic { what: "a FAT filesystem", offset: 54, bytes: b"FAT1" },
+    Magic { what: "a FAT filesystem", offset: 82, bytes: b"FAT32" },
+    Magic { what: "a LUKS volume", offset: 0, bytes: b"LUKS\xba\xbe" },
+    Magic { what: "a LUKS volume", offset: 0, bytes: b"SKUL\xba\xbe" },
+    Magic { what: "a swap area", offset: 4086, bytes: b"SWAPSPACE2" },
+    Magic { what: "a swap area", offset: 4086, bytes: b"SWAP-SPACE" },
+    Magic { what: "a GPT partition table", offset: 512, bytes: b"EFI PART" },
+    Magic { what: "an MD RAID member", offset: 0, bytes: &[0xFC, 0x4E, 0x2B, 0xA9] },
+    Magic { what: "an MD RAID member", offset: 4096, bytes: &[0xFC, 0x4E, 0x2B, 0xA9] },
     Magic {
         what: "a device-mapper thin-pool metadata device",
         offset: 32,
@@ -106,10 +38,7 @@ const MAGICS: &[Magic] = &[
     Magic {
         what: "a bcache device",
         offset: 4096 + 24,
-        bytes: &[
-            0xC6, 0x85, 0x73, 0xF6, 0x4E, 0x1A, 0x45, 0xCA, 0x82, 0x65, 0xF5, 0x7F, 0x48, 0xBA,
-            0x6D, 0x81,
-        ],
+        bytes: &[0xC6, 0x85, 0x73, 0xF6, 0x4E, 0x1A, 0x45, 0xCA, 0x82, 0x65, 0xF5, 0x7F, 0x48, 0xBA, 0x6D, 0x81],
     },
 ];
 
@@ -154,10 +83,7 @@ mod tests {
             (with(0, b"XFSB"), "XFS"),
             (with(65600, b"_BHRfS_M"), "btrfs"),
             (with(0, b"LUKS\xba\xbe\0\x02"), "LUKS"),
-            (
-                with(512, b"LABELONE\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0LVM2 001"),
-                "LVM",
-            ),
+            (with(512, b"LABELONE\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0LVM2 001"), "LVM"),
             (with(4086, b"SWAPSPACE2"), "swap"),
             (with(512, b"EFI PART"), "GPT"),
             (with(510, &[0x55, 0xAA]), "MBR"),

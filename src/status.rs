@@ -77,25 +77,13 @@ impl StatusInfo {
         };
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
-        line(
-            "root:",
-            format!("{} ({})", self.device, Bytes(self.size_bytes)),
-        );
-        line(
-            "origin:",
-            format!("{} ({})", self.origin, self.origin_device),
-        );
+        line("root:", format!("{} ({})", self.device, Bytes(self.size_bytes)));
+        line("origin:", format!("{} ({})", self.origin, self.origin_device));
         line("pool:", self.pool_device.clone());
         line("thin id:", self.thin_id.to_string());
         line("generation:", self.generation.to_string());
         if let Some(mapped) = self.mapped_bytes {
-            line(
-                "changed:",
-                format!(
-                    "{} (blocks written since this generation began)",
-                    Bytes(mapped)
-                ),
-            );
+            line("changed:", format!("{} (blocks written since this generation began)", Bytes(mapped)));
         }
         line(
             "data:",
@@ -118,15 +106,10 @@ impl StatusInfo {
         let health = match self.health() {
             "ok" => "ok".to_string(),
             "out_of_data_space" => {
-                "OUT OF DATA SPACE: writes fail with I/O errors until the pool is reset or grown"
-                    .into()
+                "OUT OF DATA SPACE: writes fail with I/O errors until the pool is reset or grown".into()
             }
-            "needs_check" => {
-                "NEEDS CHECK: metadata damaged; run thin_check on the metadata region".into()
-            }
-            "read_only" => {
-                "READ-ONLY: the kernel switched the pool to read-only after an error".into()
-            }
+            "needs_check" => "NEEDS CHECK: metadata damaged; run thin_check on the metadata region".into(),
+            "read_only" => "READ-ONLY: the kernel switched the pool to read-only after an error".into(),
             _ => format!("FAILED ({})", self.pool_mode),
         };
         line("health:", health);
@@ -136,10 +119,7 @@ impl StatusInfo {
 
     pub fn render_json(&self) -> String {
         let s = |v: &str| json_string(v);
-        let mapped = self
-            .mapped_bytes
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| "null".into());
+        let mapped = self.mapped_bytes.map(|m| m.to_string()).unwrap_or_else(|| "null".into());
         format!(
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
@@ -192,61 +172,35 @@ struct Live {
 fn live(sys: &mut RealSystem, name: &DeviceName) -> Result<Live> {
     let thin_name = name.dm_name(Role::Thin);
     let (size_sectors, thin) = dm_table(sys, &thin_name, false).map_err(|e| {
-        Error::io(
-            "find",
-            name.mapper_path(Role::Thin),
-            format!("{e}; is this system booted with cowroot=?"),
-        )
+        Error::io("find", name.mapper_path(Role::Thin), format!("{e}; is this system booted with cowroot=?"))
     })?;
-    let thin: Thin = thin
-        .parse()
-        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let thin: Thin = thin.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
     let (_, pool_table) = dm_table(sys, &name.dm_name(Role::Pool), false)?;
-    let pool: ThinPool = pool_table
-        .parse()
-        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let pool: ThinPool = pool_table.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
     let (_, data_table) = dm_table(sys, &name.dm_name(Role::Data), false)?;
-    let data: Linear = data_table
-        .parse()
-        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let data: Linear = data_table.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
     let pool_device = probe::dev_path(data.dev).unwrap_or_else(|| data.dev.to_string());
     let facts = probe::pool_facts(&pool_device)?;
     let PoolState::Ours { slot, header } = facts.state else {
-        return Err(Error::Inconsistent(format!(
-            "{pool_device} has no valid cowroot header"
-        )));
+        return Err(Error::Inconsistent(format!("{pool_device} has no valid cowroot header")));
     };
-    Ok(Live {
-        thin,
-        size_sectors,
-        pool_device,
-        block_bytes: pool.block_sectors as u64 * 512,
-        slot,
-        header,
-    })
+    Ok(Live { thin, size_sectors, pool_device, block_bytes: pool.block_sectors as u64 * 512, slot, header })
 }
 
 pub fn gather(name: &DeviceName, cmdline: &str) -> Result<StatusInfo> {
     let mut sys = RealSystem::new(Duration::from_secs(1));
     let live = live(&mut sys, name)?;
     let (_, pool_status) = dm_table(&mut sys, &name.dm_name(Role::Pool), true)?;
-    let usage: PoolStatus = pool_status
-        .parse()
-        .map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let usage: PoolStatus = pool_status.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
     let mapped_bytes = dm_table(&mut sys, &name.dm_name(Role::Thin), true)
         .ok()
         .and_then(|(_, s)| s.split_whitespace().next()?.parse::<u64>().ok())
         .map(|sectors| sectors * 512);
-    let origin_num = live
-        .thin
-        .external_origin
-        .ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
+    let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
     let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
     let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
-    let booted_with_reset = crate::config::Config::from_params(&crate::cmdline::split(cmdline))
-        .ok()
-        .flatten()
-        .is_some_and(|c| c.reset);
+    let booted_with_reset =
+        crate::config::Config::from_params(&crate::cmdline::split(cmdline)).ok().flatten().is_some_and(|c| c.reset);
     Ok(StatusInfo {
         device: name.mapper_path(Role::Thin),
         origin,
@@ -281,12 +235,12 @@ pub fn request_reset(name: &DeviceName, cancel: bool) -> Result<String> {
     let slot = crate::header::slot_for_next_write(Some(live.slot));
     sys.write_header(&live.pool_device, slot, &header, false)?;
     Ok(if cancel {
+        format!("the next boot keeps the changes of generation {}", header.generation)
+    } else {
         format!(
-            "the next boot keeps the changes of generation {}",
+            "the next boot discards the changes of generation {} (undo with `cowroot reset --cancel`)",
             header.generation
         )
-    } else {
-        format!("the next boot discards the changes of generation {} (undo with `cowroot reset --cancel`)", header.generation)
     })
 }
 
@@ -320,28 +274,13 @@ mod tests {
         let s = sample();
         let text = s.render_text();
         assert!(text.contains("pool:       /dev/vdc"), "{text}");
-        assert!(
-            text.contains("data:       3.0 MiB of 200.0 MiB used (1.5%)"),
-            "{text}"
-        );
+        assert!(text.contains("data:       3.0 MiB of 200.0 MiB used (1.5%)"), "{text}");
         assert!(text.contains("health:     ok"), "{text}");
-        assert!(
-            text.contains("next boot:  keep the changes of generation 2"),
-            "{text}"
-        );
+        assert!(text.contains("next boot:  keep the changes of generation 2"), "{text}");
         let json = s.render_json();
-        assert!(
-            json.starts_with("{\"device\":\"/dev/mapper/cowroot\""),
-            "{json}"
-        );
-        assert!(
-            json.contains("\"origin\":\"/run/cowroot/host/images/root \\\"1\\\".img\""),
-            "{json}"
-        );
-        assert!(
-            json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""),
-            "{json}"
-        );
+        assert!(json.starts_with("{\"device\":\"/dev/mapper/cowroot\""), "{json}");
+        assert!(json.contains("\"origin\":\"/run/cowroot/host/images/root \\\"1\\\".img\""), "{json}");
+        assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
         assert!(json.ends_with('}'));
     }
 

@@ -7,14 +7,19 @@ use crate::exec::{DmSpec, System};
 use crate::header::{PoolHeader, RESERVED_BYTES, SLOT_OFFSETS};
 use crate::plan::HOST_MOUNT;
 use crate::probe;
-use crate::table::DevNum;
+use crate::table::{DevNum, PoolStatus};
 use devicemapper::{DevId, DmError, DmName, DmOptions, DmUuid, DM};
 use loopdev::{LoopControl, LoopDevice};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs::{self, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+// Block-device read-only flag (include/uapi/linux/fs.h).
+nix::ioctl_write_ptr_bad!(blk_ro_set, 0x125D, nix::libc::c_int);
+nix::ioctl_read_bad!(blk_ro_get, 0x125E, nix::libc::c_int);
 
 pub struct RealSystem {
     dm: Option<DM>,
@@ -27,9 +32,7 @@ pub struct RealSystem {
 /// Turns a devicemapper error into ours, keeping the errno readable.
 pub fn dm_error(op: &str, target: &str, err: DmError) -> Error {
     match err {
-        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => {
-            Error::io(op, target, errno)
-        }
+        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => Error::io(op, target, errno),
         other => Error::io(op, target, other),
     }
 }
@@ -44,11 +47,7 @@ fn udev_flags(private: bool) -> DmOptions {
 
 impl RealSystem {
     pub fn new(timeout: Duration) -> RealSystem {
-        RealSystem {
-            dm: None,
-            loops: Vec::new(),
-            timeout,
-        }
+        RealSystem { dm: None, loops: Vec::new(), timeout }
     }
 
     pub fn dm(&mut self) -> Result<&DM> {
@@ -63,18 +62,13 @@ impl RealSystem {
             self.dm = Some(dm);
         }
         // Just set above.
-        self.dm
-            .as_ref()
-            .ok_or_else(|| Error::Inconsistent("no dm context".into()))
+        self.dm.as_ref().ok_or_else(|| Error::Inconsistent("no dm context".into()))
     }
 
     /// Filesystem types to try for the image host, best guess first.
     fn fstypes(device: &str) -> Vec<String> {
         let mut types = Vec::new();
-        if let Some(info) = probe::read_start(device, FS_PROBE_BYTES)
-            .ok()
-            .and_then(|b| blkid::probe_fs(&b))
-        {
+        if let Some(info) = probe::read_start(device, FS_PROBE_BYTES).ok().and_then(|b| blkid::probe_fs(&b)) {
             types.push(info.fstype.to_string());
             if info.fstype.starts_with("ext") {
                 types.push("ext4".into());
@@ -96,13 +90,25 @@ impl System for RealSystem {
     fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        // A read-only mount still replays a dirty journal, which writes.
+        let probed = probe::read_start(device, FS_PROBE_BYTES).ok().and_then(|b| blkid::probe_fs(&b));
+        if probed.is_some_and(|info| info.needs_recovery) {
+            return Err(Error::io(
+                "mount read-only",
+                device,
+                "its journal needs recovery, and replaying it would write to the device; \
+                 check the filesystem (e2fsck) or mount it read-write once elsewhere, then boot again",
+            ));
+        }
         let candidates = match fstype {
             Some(t) => vec![t.to_string()],
             None => Self::fstypes(device),
         };
         let mut last = String::from("no filesystem type recognised");
         for t in &candidates {
-            match mount(Some(device), dir, Some(t.as_str()), flags, None::<&str>) {
+            // XFS replays its log unless told not to, even read-only.
+            let data = (t == "xfs").then_some("norecovery");
+            match mount(Some(device), dir, Some(t.as_str()), flags, data) {
                 Ok(()) => {
                     log::debug!("mounted {device} ({t}) read-only on {dir}");
                     return Ok(());
@@ -124,21 +130,11 @@ impl System for RealSystem {
     fn attach_loop(&mut self, file: &str) -> Result<String> {
         if !Path::new(file).is_file() {
             let path = file.strip_prefix(HOST_MOUNT).unwrap_or(file);
-            return Err(Error::ImageMissing {
-                path: path.to_string(),
-                host: "cowroot.dev".into(),
-            });
+            return Err(Error::ImageMissing { path: path.to_string(), host: "cowroot.dev".into() });
         }
-        let control = LoopControl::open().map_err(|e| {
-            Error::io(
-                "open",
-                "/dev/loop-control",
-                format!("{e}; is the loop module loaded?"),
-            )
-        })?;
-        let device = control
-            .next_free()
-            .map_err(|e| Error::io("find a free loop device for", file, e))?;
+        let control = LoopControl::open()
+            .map_err(|e| Error::io("open", "/dev/loop-control", format!("{e}; is the loop module loaded?")))?;
+        let device = control.next_free().map_err(|e| Error::io("find a free loop device for", file, e))?;
         device
             .with()
             .read_only(true)
@@ -150,52 +146,59 @@ impl System for RealSystem {
         if let Err(e) = device.set_direct_io(true) {
             log::debug!("loop direct I/O not enabled: {e}");
         }
-        let path = device
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let path = device.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         self.loops.push(device);
         Ok(path)
     }
 
     fn detach_loop(&mut self, path: &str) -> Result<()> {
-        let index = self
-            .loops
-            .iter()
-            .position(|l| l.path().is_some_and(|p| p == Path::new(path)));
+        let index = self.loops.iter().position(|l| l.path().is_some_and(|p| p == Path::new(path)));
         let device = match index {
             Some(i) => self.loops.remove(i),
             None => LoopDevice::open(path).map_err(|e| Error::io("open", path, e))?,
         };
-        device
-            .detach()
-            .map_err(|e| Error::io("detach loop device", path, e))
+        device.detach().map_err(|e| Error::io("detach loop device", path, e))
     }
 
     fn dev_num(&mut self, path: &str) -> Result<DevNum> {
         probe::dev_num(path)
     }
 
-    fn write_header(
-        &mut self,
-        device: &str,
-        slot: usize,
-        header: &PoolHeader,
-        format: bool,
-    ) -> Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(device)
-            .map_err(|e| Error::io("open for writing", device, e))?;
+    fn set_read_only(&mut self, device: &str, read_only: bool) -> Result<bool> {
+        let file = OpenOptions::new().read(true).open(device).map_err(|e| Error::io("open", device, e))?;
+        let fd = file.as_raw_fd();
+        let mut was: nix::libc::c_int = 0;
+        // SAFETY: fd is open for the duration; the kernel writes one int.
+        unsafe { blk_ro_get(fd, &mut was) }.map_err(|e| Error::io("BLKROGET", device, e))?;
+        let value: nix::libc::c_int = read_only.into();
+        // SAFETY: fd is open; the kernel reads one int.
+        unsafe { blk_ro_set(fd, &value) }.map_err(|e| Error::io("BLKROSET", device, e))?;
+        Ok(was != 0)
+    }
+
+    fn pool_status(&mut self, name: &str) -> Result<PoolStatus> {
+        let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
+        let (_, lines) = self
+            .dm()?
+            .table_status(&DevId::Name(dm_name), DmOptions::default())
+            .map_err(|e| dm_error("read status of", name, e))?;
+        let line = lines.first().ok_or_else(|| Error::Inconsistent(format!("{name} has no table")))?;
+        line.3.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))
+    }
+
+    fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
+        let file = OpenOptions::new().write(true).open(device).map_err(|e| Error::io("open for writing", device, e))?;
         let write = |offset: u64, data: &[u8]| {
-            file.write_all_at(data, offset)
-                .map_err(|e| Error::io("write", format!("{device} at byte {offset}"), e))
+            file.write_all_at(data, offset).map_err(|e| Error::io("write", format!("{device} at byte {offset}"), e))
         };
         if format {
             // Wipe any old signature in the header region, and the first
             // metadata block so the kernel formats fresh metadata.
             write(0, &vec![0u8; RESERVED_BYTES as usize])?;
             write(header.meta.start.bytes().0, &[0u8; 4096])?;
+            // Durable before the new header exists: a power cut leaves
+            // either a blank device or a complete pool.
+            file.sync_all().map_err(|e| Error::io("flush", device, e))?;
         }
         write(SLOT_OFFSETS[slot], &header.encode())?;
         file.sync_all().map_err(|e| Error::io("flush", device, e))
@@ -206,37 +209,38 @@ impl System for RealSystem {
         let uuid = DmUuid::new(&spec.uuid).map_err(|e| Error::io("uuid", &spec.uuid, e))?;
         let dm = self.dm()?;
         let id = DevId::Name(name);
-        dm.device_create(name, Some(uuid), udev_flags(spec.private))
-            .map_err(|e| dm_error("create dm device", &spec.name, e))?;
-        let table = [(
-            0u64,
-            spec.len.0,
-            spec.target.to_string(),
-            spec.params.clone(),
-        )];
-        let activated = dm
-            .table_load(&id, &table, DmOptions::default())
-            .map_err(|e| {
-                dm_error(
-                    &format!(
-                        "load table '0 {} {} {}' into",
-                        spec.len, spec.target, spec.params
-                    ),
+        dm.device_create(name, Some(uuid), udev_flags(spec.private)).map_err(|e| match e {
+            DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) if *errno == nix::errno::Errno::EBUSY => {
+                Error::io(
+                    "create dm device",
                     &spec.name,
-                    e,
+                    format!(
+                        "it exists already (left over from an earlier attempt?); \
+                             remove it with `dmsetup remove {}`",
+                        spec.name
+                    ),
                 )
+            }
+            other => dm_error("create dm device", &spec.name, other),
+        })?;
+        let load_options = if spec.read_only {
+            DmOptions::default().set_flags(devicemapper::DmFlags::DM_READONLY)
+        } else {
+            DmOptions::default()
+        };
+        let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
+        let activated = dm
+            .table_load(&id, &table, load_options)
+            .map_err(|e| {
+                dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
             })
             .and_then(|_| {
-                dm.device_suspend(&id, udev_flags(spec.private))
-                    .map_err(|e| dm_error("activate", &spec.name, e))
+                dm.device_suspend(&id, udev_flags(spec.private)).map_err(|e| dm_error("activate", &spec.name, e))
             });
         match activated {
             Ok(info) => {
                 let dev = info.device();
-                Ok(DevNum {
-                    major: dev.major,
-                    minor: dev.minor,
-                })
+                Ok(DevNum { major: dev.major, minor: dev.minor })
             }
             Err(e) => {
                 let _ = dm.device_remove(&id, DmOptions::default());

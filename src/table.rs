@@ -48,17 +48,9 @@ impl fmt::Display for DevNum {
 impl FromStr for DevNum {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<DevNum, ParseError> {
-        let (major, minor) = s
-            .split_once(':')
-            .ok_or_else(|| ParseError(format!("not MAJ:MIN: {s:?}")))?;
-        let num = |t: &str| {
-            t.parse::<u32>()
-                .map_err(|_| ParseError(format!("not MAJ:MIN: {s:?}")))
-        };
-        Ok(DevNum {
-            major: num(major)?,
-            minor: num(minor)?,
-        })
+        let (major, minor) = s.split_once(':').ok_or_else(|| ParseError(format!("not MAJ:MIN: {s:?}")))?;
+        let num = |t: &str| t.parse::<u32>().map_err(|_| ParseError(format!("not MAJ:MIN: {s:?}")));
+        Ok(DevNum { major: num(major)?, minor: num(minor)? })
     }
 }
 
@@ -75,11 +67,7 @@ impl FromStr for Linear {
         match words.as_slice() {
             [dev, offset] => Ok(Linear {
                 dev: dev.parse()?,
-                offset: Sectors(
-                    offset
-                        .parse()
-                        .map_err(|_| ParseError(format!("bad offset in {s:?}")))?,
-                ),
+                offset: Sectors(offset.parse().map_err(|_| ParseError(format!("bad offset in {s:?}")))?),
             }),
             _ => Err(ParseError(format!("linear wants 2 words: {s:?}"))),
         }
@@ -88,11 +76,7 @@ impl FromStr for Linear {
 
 impl fmt::Display for ThinPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {} {}",
-            self.meta, self.data, self.block_sectors, self.low_water_blocks
-        )?;
+        write!(f, "{} {} {} {}", self.meta, self.data, self.block_sectors, self.low_water_blocks)?;
         if self.error_if_no_space {
             write!(f, " 1 error_if_no_space")
         } else {
@@ -106,20 +90,13 @@ impl FromStr for ThinPool {
     fn from_str(s: &str) -> Result<ThinPool, ParseError> {
         let words: Vec<&str> = s.split_whitespace().collect();
         if words.len() < 5 {
-            return Err(ParseError(format!(
-                "thin-pool wants at least 5 words: {s:?}"
-            )));
+            return Err(ParseError(format!("thin-pool wants at least 5 words: {s:?}")));
         }
-        let num = |t: &str| {
-            t.parse::<u64>()
-                .map_err(|_| ParseError(format!("bad number {t:?} in {s:?}")))
-        };
+        let num = |t: &str| t.parse::<u64>().map_err(|_| ParseError(format!("bad number {t:?} in {s:?}")));
         let count = num(words[4])? as usize;
         let features = &words[5..];
         if features.len() != count {
-            return Err(ParseError(format!(
-                "feature count {count} does not match {s:?}"
-            )));
+            return Err(ParseError(format!("feature count {count} does not match {s:?}")));
         }
         Ok(ThinPool {
             meta: words[0].parse()?,
@@ -152,9 +129,7 @@ impl FromStr for Thin {
         };
         Ok(Thin {
             pool: pool.parse()?,
-            id: id
-                .parse()
-                .map_err(|_| ParseError(format!("bad thin id in {s:?}")))?,
+            id: id.parse().map_err(|_| ParseError(format!("bad thin id in {s:?}")))?,
             external_origin: origin,
         })
     }
@@ -194,21 +169,14 @@ impl FromStr for PoolStatus {
             return Err(ParseError(format!("short thin-pool status: {s:?}")));
         }
         let pair = |t: &str| -> Result<(u64, u64), ParseError> {
-            let (a, b) = t
-                .split_once('/')
-                .ok_or_else(|| ParseError(format!("bad used/total {t:?}")))?;
-            let n = |x: &str| {
-                x.parse::<u64>()
-                    .map_err(|_| ParseError(format!("bad used/total {t:?}")))
-            };
+            let (a, b) = t.split_once('/').ok_or_else(|| ParseError(format!("bad used/total {t:?}")))?;
+            let n = |x: &str| x.parse::<u64>().map_err(|_| ParseError(format!("bad used/total {t:?}")));
             Ok((n(a)?, n(b)?))
         };
         let (meta_used, meta_total) = pair(words[1])?;
         let (data_used, data_total) = pair(words[2])?;
         Ok(PoolStatus {
-            transaction_id: words[0]
-                .parse()
-                .map_err(|_| ParseError(format!("bad transaction id in {s:?}")))?,
+            transaction_id: words[0].parse().map_err(|_| ParseError(format!("bad transaction id in {s:?}")))?,
             meta_used,
             meta_total,
             data_used,
@@ -225,63 +193,35 @@ mod tests {
 
     #[test]
     fn tables_round_trip() {
-        let a = DevNum {
-            major: 254,
-            minor: 3,
-        };
+        let a = DevNum { major: 254, minor: 3 };
         let b = DevNum { major: 7, minor: 0 };
-        let linear = Linear {
-            dev: DevNum {
-                major: 252,
-                minor: 16,
-            },
-            offset: Sectors(2048),
-        };
+        let linear = Linear { dev: DevNum { major: 252, minor: 16 }, offset: Sectors(2048) };
         assert_eq!(linear.to_string(), "252:16 2048");
         assert_eq!(linear.to_string().parse::<Linear>(), Ok(linear));
-        let pool = ThinPool {
-            meta: a,
-            data: b,
-            block_sectors: 128,
-            low_water_blocks: 0,
-            error_if_no_space: true,
-        };
+        let pool = ThinPool { meta: a, data: b, block_sectors: 128, low_water_blocks: 0, error_if_no_space: true };
         assert_eq!(pool.to_string(), "254:3 7:0 128 0 1 error_if_no_space");
         assert_eq!(pool.to_string().parse::<ThinPool>(), Ok(pool));
-        let thin = Thin {
-            pool: a,
-            id: 5,
-            external_origin: Some(b),
-        };
+        let thin = Thin { pool: a, id: 5, external_origin: Some(b) };
         assert_eq!(thin.to_string(), "254:3 5 7:0");
         assert_eq!(thin.to_string().parse::<Thin>(), Ok(thin));
-        let bare = Thin {
-            pool: a,
-            id: 1,
-            external_origin: None,
-        };
+        let bare = Thin { pool: a, id: 1, external_origin: None };
         assert_eq!(bare.to_string().parse::<Thin>(), Ok(bare));
         for bad in ["", "254:3", "254-3 1", "254:3 x", "1:2 3 4:5 6"] {
             assert!(bad.parse::<Thin>().is_err(), "{bad:?}");
         }
-        assert!("1:2 3:4 128 0 2 error_if_no_space"
-            .parse::<ThinPool>()
-            .is_err());
+        assert!("1:2 3:4 128 0 2 error_if_no_space".parse::<ThinPool>().is_err());
     }
 
     #[test]
     fn pool_status_parses() {
-        let s: PoolStatus = "1 30/512 100/4000 - rw discard_passdown error_if_no_space - 1024"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            (s.meta_used, s.meta_total, s.data_used, s.data_total),
-            (30, 512, 100, 4000)
-        );
+        let s: PoolStatus = "1 30/512 100/4000 - rw discard_passdown error_if_no_space - 1024".parse().unwrap();
+        assert_eq!((s.meta_used, s.meta_total, s.data_used, s.data_total), (30, 512, 100, 4000));
         assert_eq!(s.mode, "rw");
         assert!(!s.needs_check);
         let s: PoolStatus =
-            "0 30/512 4000/4000 - out_of_data_space discard_passdown error_if_no_space needs_check 1024".parse().unwrap();
+            "0 30/512 4000/4000 - out_of_data_space discard_passdown error_if_no_space needs_check 1024"
+                .parse()
+                .unwrap();
         assert_eq!(s.mode, "out_of_data_space");
         assert!(s.needs_check);
         assert_eq!("Fail".parse::<PoolStatus>().unwrap().mode, "Fail");

@@ -50,9 +50,7 @@ impl fmt::Display for Bytes {
 /// Parses `SIZE` with an optional K/M/G/T suffix (binary, optional `iB`/`B`).
 pub fn parse_size(text: &str) -> Option<Bytes> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     if digits_end == 0 {
         return None;
     }
