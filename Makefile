@@ -1,9 +1,12 @@
-# Convenience targets; the README's two commands are ./demo.sh and ./test.sh.
+# Build, install and package cowroot. The README's two commands are
+# ./demo.sh and ./test.sh; these targets are conveniences around them.
 DESTDIR ?=
 TARGET := x86_64-unknown-linux-musl
 BIN := target/$(TARGET)/release/cowroot
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DEB := target/cowroot_$(VERSION)_amd64.deb
 
-.PHONY: build demo test install
+.PHONY: build demo test install deb
 
 build:
 	./qemu-tests/prereqs.sh
@@ -15,7 +18,22 @@ demo:
 test:
 	./test.sh
 
-# Installs what is built; run `make build` first (as the user who builds).
+# Installs what `make build` built: the binary, the initramfs-tools hook
+# and script, and the udev rule (into the real root: udev replays events
+# after switch-root).
 install:
 	@test -x $(BIN) || { echo "build first: make build"; exit 1; }
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
+	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
+	install -D -m 0755 initramfs-tools/scripts/local-top/cowroot $(DESTDIR)/usr/share/initramfs-tools/scripts/local-top/cowroot
+	install -D -m 0644 udev/57-cowroot.rules $(DESTDIR)/usr/lib/udev/rules.d/57-cowroot.rules
+	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/cowroot/README.md
+
+# A Debian package of the same files; its trigger regenerates the
+# initramfs on install and on removal.
+deb: build
+	rm -rf target/deb
+	$(MAKE) install DESTDIR=target/deb
+	install -D -m 0644 packaging/debian/triggers target/deb/DEBIAN/triggers
+	sed "s/@VERSION@/$(VERSION)/" packaging/debian/control > target/deb/DEBIAN/control
+	dpkg-deb --root-owner-group --build target/deb $(DEB)

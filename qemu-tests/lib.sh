@@ -110,57 +110,77 @@ blank_disk() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-# run_vm NAME "CMDLINE" DISK... : boots the guest, console into $WORK/NAME.log.
-# Fails if QEMU does not power off by itself within QEMU_TIMEOUT seconds.
-run_vm() {
-    local name=$1 cmdline=$2 drives=() d rc
-    shift 2
-    for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
-    CONSOLE="$WORK/$name.log"
-    rm -f "$CONSOLE"
-    set +e
-    timeout "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 \
-        -nodefaults -display none -no-reboot \
-        -serial "file:$CONSOLE" \
-        -kernel "$KERNEL" -initrd "$INITRD" \
-        -append "console=ttyS0 panic=-1 printk.devkmsg=on $cmdline" \
-        "${drives[@]}"
-    rc=$?
-    set -e
-    # The serial console ends lines with CR LF.
-    [ -f "$CONSOLE" ] && sed -i 's/\r$//' "$CONSOLE"
-    [ "$rc" = 0 ] || { log "--- console of $name ---"; tail -n 40 "$CONSOLE" >&2; die "QEMU for $name exited with $rc (124 = timed out)"; }
-    grep -q '^COWTEST done' "$CONSOLE" || { tail -n 40 "$CONSOLE" >&2; die "$name: guest did not finish its actions"; }
-}
+# The guest kernel, initramfs, base command line and the console line that
+# proves the guest finished; a Debian test root sets its own.
+VM_KERNEL_CMDLINE="console=ttyS0 panic=-1 printk.devkmsg=on"
+VM_DONE_PATTERN='^COWTEST done'
 
-# run_vm_cut NAME "CMDLINE" PATTERN SECONDS DISK...: boots the guest and
-# pulls the plug (SIGKILL) SECONDS after PATTERN shows on the console.
-run_vm_cut() {
-    local name=$1 cmdline=$2 pattern=$3 delay=$4 drives=() d pid waited=0
-    shift 4
+# qemu_start NAME "CMDLINE" DISK...: starts QEMU in the background (PID in
+# QEMU_PID), console into $WORK/NAME.log (CONSOLE).
+qemu_start() {
+    local name=$1 cmdline=$2 drives=() d
+    shift 2
     for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
     CONSOLE="$WORK/$name.log"
     rm -f "$CONSOLE"
     qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 \
         -nodefaults -display none -no-reboot \
         -serial "file:$CONSOLE" \
-        -kernel "$KERNEL" -initrd "$INITRD" \
-        -append "console=ttyS0 panic=-1 printk.devkmsg=on $cmdline" \
+        -kernel "${VM_KERNEL:-$KERNEL}" -initrd "${VM_INITRD:-$INITRD}" \
+        -append "$VM_KERNEL_CMDLINE $cmdline" \
         "${drives[@]}" &
-    pid=$!
+    QEMU_PID=$!
+}
+
+# The serial console ends lines with CR LF.
+console_tidy() {
+    [ -f "$CONSOLE" ] && sed -i 's/\r$//' "$CONSOLE"
+    return 0
+}
+
+# run_vm NAME "CMDLINE" DISK...: boots the guest and waits for it to power
+# off by itself. Fails if it does not within QEMU_TIMEOUT seconds, or if the
+# guest did not get to the end of its work.
+run_vm() {
+    local waited=0
+    qemu_start "$@"
+    while kill -0 "$QEMU_PID" 2>/dev/null; do
+        if [ $waited -ge "$QEMU_TIMEOUT" ]; then
+            kill -9 "$QEMU_PID" 2>/dev/null
+            wait "$QEMU_PID" 2>/dev/null
+            console_tidy
+            log "--- console of $1 ---"; tail -n 40 "$CONSOLE" >&2
+            die "$1: the guest did not power off within $QEMU_TIMEOUT s"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    wait "$QEMU_PID" || { console_tidy; tail -n 40 "$CONSOLE" >&2; die "QEMU for $1 failed"; }
+    console_tidy
+    VM_SECONDS=$waited
+    grep -qE -- "$VM_DONE_PATTERN" "$CONSOLE" || { tail -n 40 "$CONSOLE" >&2; die "$1: the guest did not finish its work"; }
+}
+
+# run_vm_cut NAME "CMDLINE" PATTERN SECONDS DISK...: boots the guest and
+# pulls the plug (SIGKILL) SECONDS after PATTERN shows on the console.
+run_vm_cut() {
+    local name=$1 cmdline=$2 pattern=$3 delay=$4 waited=0
+    shift 4
+    qemu_start "$name" "$cmdline" "$@"
     until grep -q -- "$pattern" "$CONSOLE" 2>/dev/null; do
         sleep 1
         waited=$((waited + 1))
-        if [ $waited -ge "$QEMU_TIMEOUT" ] || ! kill -0 $pid 2>/dev/null; then
-            kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+        if [ $waited -ge "$QEMU_TIMEOUT" ] || ! kill -0 "$QEMU_PID" 2>/dev/null; then
+            kill -9 "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null
+            console_tidy
             tail -n 40 "$CONSOLE" >&2
             die "$name: /$pattern/ never showed"
         fi
     done
     sleep "$delay"
-    kill -9 $pid
-    wait $pid 2>/dev/null || true
-    sed -i 's/\r$//' "$CONSOLE"
+    kill -9 "$QEMU_PID"
+    wait "$QEMU_PID" 2>/dev/null || true
+    console_tidy
 }
 
 # Assertions on the last console.

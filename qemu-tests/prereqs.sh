@@ -4,7 +4,8 @@
 set -eu
 
 packages="qemu-system-x86 busybox-static e2fsprogs kmod cpio gzip fdisk file
-musl-tools clang-14 libclang1-14 libdevmapper-dev pkg-config shellcheck"
+musl-tools clang-14 libclang1-14 libdevmapper-dev pkg-config shellcheck
+make mmdebstrap lvm2 util-linux"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

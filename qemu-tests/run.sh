@@ -8,6 +8,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 # shellcheck source=qemu-tests/scenarios.sh
 . "$here/scenarios.sh"
+# shellcheck source=qemu-tests/debian.sh
+. "$here/debian.sh"
+# shellcheck source=qemu-tests/scenarios-debian.sh
+. "$here/scenarios-debian.sh"
 set +e
 
 mkdir -p "$WORK"
@@ -24,6 +28,21 @@ for name in "${all[@]}"; do
 done
 [ ${#selected[@]} -gt 0 ] || { log "no scenario matches: $*"; echo "0 passed, 1 failed"; exit 1; }
 
+# The Debian scenarios share one images disk, built once per run.
+if printf '%s\n' "${selected[@]}" | grep -q '^debian_'; then
+    start=$(date +%s)
+    if ! ( set -euo pipefail; build_debian_images initramfs-tools; declare -p DEB_KERNEL DEB_INITRD DEB_IMAGES DEB_IMAGES_SHA > "$WORK/debian-env" ) > "$WORK/debian-build.out" 2>&1; then
+        tail -n 30 "$WORK/debian-build.out"
+        echo "FAIL building the Debian test images"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    # shellcheck source=/dev/null
+    . "$WORK/debian-env"
+    log "Debian test images built in $(( $(date +%s) - start )) s"
+fi
+rm -f "$WORK/debian-measures"
+
 passed=0 failed=0 failures=()
 for name in "${selected[@]}"; do
     start=$(date +%s)
@@ -37,6 +56,7 @@ for name in "${selected[@]}"; do
         sed 's/^/    /' "$WORK/$name.out" | tail -n 30
     fi
 done
+[ -f "$WORK/debian-measures" ] && sed 's/^/measured: /' "$WORK/debian-measures"
 [ $failed = 0 ] || log "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [ $failed = 0 ]

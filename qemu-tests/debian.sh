@@ -1,0 +1,170 @@
+#!/bin/bash
+# A real Debian bookworm system as the origin: built with mmdebstrap,
+# cowroot installed into it as a user would (its .deb, whose trigger
+# regenerates the initramfs), then turned into an image file on an
+# "images" disk. Sourced after lib.sh.
+# shellcheck disable=SC2034  # variables are used by the sourcing scripts
+
+DEBIAN_SUITE=bookworm
+DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,lvm2,e2fsprogs,kmod,busybox"
+ROOT_UUID=5eedc0de-0000-4000-8000-00000000c0de
+DEBIAN_TIMEOUT=${DEBIAN_TIMEOUT:-400}
+
+# The Debian mirror this machine's apt uses (never written into the repo).
+debian_mirror() {
+    local uri
+    uri=$(awk '
+        /^URIs:/ { uris = $2 }
+        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == suite) ok = 1 }
+        /^$/ { if (ok && uris != "") { print uris; exit } ok = 0; uris = "" }
+        END { if (ok && uris != "") print uris }
+    ' suite="$DEBIAN_SUITE" /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+        uri=$(awk -v suite="$DEBIAN_SUITE" '$1 == "deb" && $3 == suite { print $2; exit }' /etc/apt/sources.list)
+    fi
+    [ -n "$uri" ] || die "no $DEBIAN_SUITE mirror in the apt sources"
+    printf '%s\n' "$uri"
+}
+
+# Runs a command inside the root tree with /proc, /sys and /dev, in a
+# private mount namespace so nothing stays mounted on the host.
+chroot_run() {
+    local root=$1
+    shift
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    unshare --mount --fork -- sh -ec '
+        root=$1; shift
+        mount -t proc proc "$root/proc"
+        mount -t sysfs sys "$root/sys"
+        mount --rbind /dev "$root/dev"
+        exec chroot "$root" "$@"
+    ' sh "$root" "$@"
+}
+
+# The package set as mmdebstrap left it, cached by its inputs.
+ensure_debian_base() {
+    local key
+    key=$(printf '%s\n' "$DEBIAN_SUITE" "$DEBIAN_PACKAGES" | sha256sum | cut -c1-16)
+    DEBIAN_BASE="$CACHE/debian-base-$key.tar"
+    [ -f "$DEBIAN_BASE" ] && return 0
+    log "building the Debian $DEBIAN_SUITE test root (mmdebstrap, about 90 s)"
+    mkdir -p "$CACHE"
+    mmdebstrap --quiet --variant=minbase --include="$DEBIAN_PACKAGES" \
+        "$DEBIAN_SUITE" "$DEBIAN_BASE.tmp" "$(debian_mirror)" \
+        || die "mmdebstrap failed"
+    mv "$DEBIAN_BASE.tmp" "$DEBIAN_BASE"
+}
+
+# What the test root runs at the end of every boot: report to the serial
+# console, then power off.
+write_test_service() {
+    local root=$1
+    mkdir -p "$root/usr/local/sbin" "$root/etc/systemd/system/multi-user.target.wants"
+    cat > "$root/usr/local/sbin/cowroot-test-report" <<SCRIPT
+#!/bin/sh
+say() { echo "COWTEST \$*" > /dev/ttyS0; }
+udevadm settle -t 30
+say "root \$(findmnt -no SOURCE /) \$(findmnt -no OPTIONS / | cut -d, -f1)"
+say "by-uuid \$(readlink -f /dev/disk/by-uuid/$ROOT_UUID) mapper \$(readlink -f \$(findmnt -no SOURCE /))"
+marker=/var/lib/cowroot-test/marker
+if [ -f \$marker ]; then say "marker present: \$(cat \$marker)"; else say "marker absent"; fi
+if mkdir -p /var/lib/cowroot-test 2>/dev/null && echo "written at boot \$(cat /proc/sys/kernel/random/boot_id)" > \$marker 2>/dev/null && sync; then
+    say "marker written"
+else
+    say "root is read-only"
+fi
+say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
+say "failed units: \$(systemctl list-units --failed --plain --no-legend | awk '{print \$1}' | tr '\n' ' ')"
+say "poweroff at \$(cut -d' ' -f1 /proc/uptime)"
+systemctl --no-block poweroff
+SCRIPT
+    chmod 0755 "$root/usr/local/sbin/cowroot-test-report"
+    cat > "$root/etc/systemd/system/cowroot-test.service" <<'UNIT'
+[Unit]
+Description=cowroot test report
+After=local-fs.target systemd-remount-fs.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/cowroot-test-report
+[Install]
+WantedBy=multi-user.target
+UNIT
+    ln -sf ../cowroot-test.service "$root/etc/systemd/system/multi-user.target.wants/cowroot-test.service"
+}
+
+# Builds the images disk holding the Debian root as /root.img. KIND names
+# the initramfs generator (initramfs-tools). Sets DEB_KERNEL, DEB_INITRD,
+# DEB_IMAGES and DEB_IMAGES_SHA.
+build_debian_images() {
+    local kind=$1 root deb
+    ensure_debian_base
+    (cd "$REPO" && make --quiet deb >/dev/null) || die "make deb failed"
+    deb=$(find "$REPO/target" -maxdepth 1 -name 'cowroot_*_amd64.deb' | head -n 1)
+    root="$WORK/debian-$kind"
+    rm -rf "$root" "$root.out"
+    mkdir -p "$root" "$root.out"
+    tar -xf "$DEBIAN_BASE" -C "$root"
+
+    echo cowroot-test > "$root/etc/hostname"
+    echo "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
+    # Under -cpu max a Debian root may stall ~80 s loading kvm_amd.
+    printf 'blacklist kvm\nblacklist kvm_amd\nblacklist kvm_intel\n' > "$root/etc/modprobe.d/cowroot-test.conf"
+    # A small initramfs builds in seconds; cowroot's hook adds what it needs.
+    echo "MODULES=list" > "$root/etc/initramfs-tools/conf.d/cowroot-test"
+    printf 'virtio_pci\nvirtio_blk\next4\n' >> "$root/etc/initramfs-tools/modules"
+    write_test_service "$root"
+
+    # Install as a user would; the trigger regenerates the initramfs.
+    cp "$deb" "$root/tmp/cowroot.deb"
+    chroot_run "$root" dpkg -i /tmp/cowroot.deb > "$WORK/debian-$kind-install.log" 2>&1 \
+        || { cat "$WORK/debian-$kind-install.log" >&2; die "installing the package failed"; }
+    grep -q "update-initramfs" "$WORK/debian-$kind-install.log" || die "installing did not regenerate the initramfs"
+    chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents"
+    for want in usr/sbin/cowroot scripts/local-top/cowroot usr/lib/udev/rules.d/57-cowroot.rules dm-thin-pool.ko loop.ko; do
+        grep -q "$want" "$root.out/contents" || die "the initramfs lacks $want"
+    done
+    # Removing the package leaves an initramfs without cowroot (a system
+    # that boots root= as before); then install it again.
+    chroot_run "$root" dpkg -r cowroot > "$WORK/debian-$kind-remove.log" 2>&1 || die "removing the package failed"
+    chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents-removed"
+    if grep -q cowroot "$root.out/contents-removed"; then die "the initramfs still holds cowroot after removal"; fi
+    chroot_run "$root" dpkg -i /tmp/cowroot.deb >> "$WORK/debian-$kind-install.log" 2>&1 || die "reinstalling failed"
+    rm -f "$root/tmp/cowroot.deb"
+
+    DEB_KERNEL=$(find "$root/boot" -name 'vmlinuz-*' | head -n 1)
+    DEB_INITRD=$(find "$root/boot" -name 'initrd.img-*' | head -n 1)
+    cp "$DEB_KERNEL" "$DEB_INITRD" "$root.out/"
+    DEB_KERNEL="$root.out/$(basename "$DEB_KERNEL")"
+    DEB_INITRD="$root.out/$(basename "$DEB_INITRD")"
+
+    mkdir -p "$root.out/images"
+    mkfs.ext4 -q -F -U "$ROOT_UUID" -L debroot -d "$root" "$root.out/images/root.img" 1600M
+    rm -rf "$root"
+    DEB_IMAGES="$root.out/images.img"
+    rm -f "$DEB_IMAGES"
+    mkfs.ext4 -q -F -L images -d "$root.out/images" "$DEB_IMAGES" 2G
+    rm -rf "$root.out/images"
+    DEB_IMAGES_SHA=$(sha "$DEB_IMAGES")
+}
+
+# Boots the Debian image with the user's keys and waits for it to power off.
+run_debian() {
+    local name=$1 cmdline=$2
+    shift 2
+    VM_KERNEL=$DEB_KERNEL VM_INITRD=$DEB_INITRD QEMU_TIMEOUT=$DEBIAN_TIMEOUT \
+        VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" VM_DONE_PATTERN="${VM_DONE_PATTERN_DEBIAN:-COWTEST poweroff at}" \
+        run_vm "$name" "$cmdline" "$@"
+}
+
+# Seconds from the test service's poweroff to the kernel powering down.
+shutdown_seconds() {
+    local start end
+    start=$(sed -n 's/^COWTEST poweroff at \([0-9.]*\).*/\1/p' "$CONSOLE" | tail -n 1)
+    end=$(sed -n 's/^\[ *\([0-9.]*\)\] reboot: Power down.*/\1/p' "$CONSOLE" | tail -n 1)
+    if [ -z "$start" ] || [ -z "$end" ]; then echo "unknown"; return 0; fi
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'
+}
+
+debian_images_unchanged() {
+    same "$(sha "$DEB_IMAGES")" "$DEB_IMAGES_SHA" "the Debian images disk changed"
+}
