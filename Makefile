@@ -27,6 +27,7 @@ install:
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
 	install -D -m 0755 initramfs-tools/scripts/local-top/cowroot $(DESTDIR)/usr/share/initramfs-tools/scripts/local-top/cowroot
 	install -D -m 0644 udev/57-cowroot.rules $(DESTDIR)/usr/lib/udev/rules.d/57-cowroot.rules
+	install -D -m 0644 systemd/run-cowroot-host.mount.conf $(DESTDIR)/usr/lib/systemd/system/run-cowroot-host.mount.d/cowroot.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/cowroot/README.md
 
 # A Debian package of the same files; its trigger regenerates the

@@ -49,7 +49,7 @@ ensure_debian_base() {
     [ -f "$DEBIAN_BASE" ] && return 0
     log "building the Debian $DEBIAN_SUITE test root (mmdebstrap, about 90 s)"
     mkdir -p "$CACHE"
-    mmdebstrap --quiet --variant=minbase --include="$DEBIAN_PACKAGES" \
+    mmdebstrap --quiet --format=tar --variant=minbase --include="$DEBIAN_PACKAGES" \
         "$DEBIAN_SUITE" "$DEBIAN_BASE.tmp" "$(debian_mirror)" \
         || die "mmdebstrap failed"
     mv "$DEBIAN_BASE.tmp" "$DEBIAN_BASE"
@@ -108,9 +108,9 @@ build_debian_images() {
     echo cowroot-test > "$root/etc/hostname"
     echo "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
     # Under -cpu max a Debian root may stall ~80 s loading kvm_amd.
-    printf 'blacklist kvm\nblacklist kvm_amd\nblacklist kvm_intel\n' > "$root/etc/modprobe.d/cowroot-test.conf"
+    printf 'blacklist kvm\nblacklist kvm_amd\nblacklist kvm_intel\n' > "$root/etc/modprobe.d/test-vm-no-kvm.conf"
     # A small initramfs builds in seconds; cowroot's hook adds what it needs.
-    echo "MODULES=list" > "$root/etc/initramfs-tools/conf.d/cowroot-test"
+    echo "MODULES=list" > "$root/etc/initramfs-tools/conf.d/test-vm-small"
     printf 'virtio_pci\nvirtio_blk\next4\n' >> "$root/etc/initramfs-tools/modules"
     write_test_service "$root"
 
@@ -127,7 +127,11 @@ build_debian_images() {
     # that boots root= as before); then install it again.
     chroot_run "$root" dpkg -r cowroot > "$WORK/debian-$kind-remove.log" 2>&1 || die "removing the package failed"
     chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents-removed"
-    if grep -q cowroot "$root.out/contents-removed"; then die "the initramfs still holds cowroot after removal"; fi
+    if grep -qE 'usr/sbin/cowroot|local-top/cowroot|57-cowroot' "$root.out/contents-removed"; then
+        die "the initramfs still holds cowroot after removal"
+    fi
+    grep -q 'Processing triggers for initramfs-tools' "$WORK/debian-$kind-remove.log" \
+        || die "removing did not regenerate the initramfs"
     chroot_run "$root" dpkg -i /tmp/cowroot.deb >> "$WORK/debian-$kind-install.log" 2>&1 || die "reinstalling failed"
     rm -f "$root/tmp/cowroot.deb"
 

@@ -127,6 +127,33 @@ fn percent(used: u64, total: u64) -> f64 {
     }
 }
 
+/// Loads the kernel modules cowroot needs with modprobe, when the
+/// initramfs has it and they are not loaded yet: nothing loads device-mapper
+/// or loop on its own. Failures are left to the steps that need the module,
+/// which say what is missing.
+fn load_modules(cfg: &Config) {
+    let mut wanted = vec![("dm-thin-pool", "dm_thin_pool")];
+    if matches!(cfg.source, Source::File(_)) {
+        wanted.push(("loop", "loop"));
+    }
+    let Some(modprobe) = ["/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        return;
+    };
+    for (module, sys_name) in wanted {
+        if std::path::Path::new(&format!("/sys/module/{sys_name}")).exists() {
+            continue;
+        }
+        match std::process::Command::new(modprobe).args(["-q", module]).status() {
+            Ok(status) if status.success() => log::debug!("loaded {module}"),
+            Ok(status) => log::debug!("modprobe {module}: {status}"),
+            Err(e) => log::debug!("modprobe {module}: {e}"),
+        }
+    }
+}
+
 /// Is our root device already there (the agent ran earlier in this boot)?
 fn already_active(sys: &mut RealSystem, cfg: &Config) -> Result<bool> {
     let root = cfg.name.dm_name(Role::Thin);
@@ -162,6 +189,9 @@ pub fn boot(cmdline_text: &str, mode: BootMode) -> Result<Outcome> {
     }
     cfg.check_supported()?;
     let started = Instant::now();
+    if mode != BootMode::DryRun {
+        load_modules(&cfg);
+    }
     let root = cfg.name.mapper_path(Role::Thin);
     if mode != BootMode::DryRun {
         let mut sys = RealSystem::new(Duration::from_secs(cfg.timeout_secs));
