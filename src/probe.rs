@@ -142,11 +142,10 @@ fn matches(dev: &BlockDev, spec: &DevSpec) -> bool {
 /// an error if several devices match (cowroot never guesses).
 pub fn resolve(spec: &DevSpec, key: &str) -> Result<Option<String>> {
     if let DevSpec::Path(path) = spec {
-        let Ok(real) = fs::canonicalize(path) else {
-            return Ok(None);
-        };
-        return match fs::metadata(&real) {
-            Ok(m) if m.file_type().is_block_device() => Ok(Some(real.to_string_lossy().into_owned())),
+        // Keep the name the user gave (a udev link such as
+        // /dev/mapper/vg-lv reads better than /dev/dm-0); stat follows it.
+        return match fs::metadata(path) {
+            Ok(m) if m.file_type().is_block_device() => Ok(Some(path.clone())),
             Ok(_) => Err(Error::config(key, format!("{path} exists but is not a block device"))),
             Err(_) => Ok(None),
         };
