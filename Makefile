@@ -19,8 +19,9 @@ test:
 	./test.sh
 
 # Installs what `make build` built: the binary, the initramfs-tools hook
-# and script, and the udev rule (into the real root: udev replays events
-# after switch-root).
+# and script, the dracut module (and a dracut.conf.d snippet to copy into
+# /etc/dracut.conf.d to enable it), the udev rule (into the real root too:
+# udev replays events after switch-root) and a systemd drop-in.
 install:
 	@test -x $(BIN) || { echo "build first: make build"; exit 1; }
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
@@ -28,6 +29,12 @@ install:
 	install -D -m 0755 initramfs-tools/scripts/local-top/cowroot $(DESTDIR)/usr/share/initramfs-tools/scripts/local-top/cowroot
 	install -D -m 0644 udev/57-cowroot.rules $(DESTDIR)/usr/lib/udev/rules.d/57-cowroot.rules
 	install -D -m 0644 systemd/run-cowroot-host.mount.conf $(DESTDIR)/usr/lib/systemd/system/run-cowroot-host.mount.d/cowroot.conf
+	install -D -m 0755 dracut/90cowroot/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/module-setup.sh
+	install -D -m 0755 dracut/90cowroot/cowroot-cmdline.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-cmdline.sh
+	install -D -m 0755 dracut/90cowroot/cowroot-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-setup.sh
+	install -D -m 0755 dracut/90cowroot/cowroot-generator.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-generator.sh
+	install -D -m 0644 dracut/90cowroot/cowroot.service $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot.service
+	install -D -m 0644 dracut/cowroot.conf $(DESTDIR)/usr/share/cowroot/dracut.conf.d/90-cowroot.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/cowroot/README.md
 
 # A Debian package of the same files; its trigger regenerates the

@@ -6,7 +6,7 @@
 # shellcheck disable=SC2034  # variables are used by the sourcing scripts
 
 DEBIAN_SUITE=bookworm
-DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,lvm2,e2fsprogs,kmod,busybox"
+DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,dracut-core,lvm2,e2fsprogs,kmod,busybox"
 ROOT_UUID=5eedc0de-0000-4000-8000-00000000c0de
 DEBIAN_TIMEOUT=${DEBIAN_TIMEOUT:-400}
 
@@ -63,7 +63,10 @@ write_test_service() {
     cat > "$root/usr/local/sbin/cowroot-test-report" <<SCRIPT
 #!/bin/sh
 say() { echo "COWTEST \$*" > /dev/ttyS0; }
+up() { cut -d' ' -f1 /proc/uptime; }
+t0=\$(up)
 udevadm settle -t 30
+t1=\$(up)
 say "root \$(findmnt -no SOURCE /) \$(findmnt -no OPTIONS / | cut -d, -f1)"
 say "by-uuid \$(readlink -f /dev/disk/by-uuid/$ROOT_UUID) mapper \$(readlink -f \$(findmnt -no SOURCE /))"
 marker=/var/lib/cowroot-test/marker
@@ -73,9 +76,12 @@ if mkdir -p /var/lib/cowroot-test 2>/dev/null && echo "written at boot \$(cat /p
 else
     say "root is read-only"
 fi
+t2=\$(up)
 say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
+t3=\$(up)
 say "failed units: \$(systemctl list-units --failed --plain --no-legend | awk '{print \$1}' | tr '\n' ' ')"
-say "poweroff at \$(cut -d' ' -f1 /proc/uptime)"
+say "times: started \$t0 settled \$t1 marker \$t2 status \$t3 units \$(up)"
+say "poweroff at \$(up)"
 systemctl --no-block poweroff
 SCRIPT
     chmod 0755 "$root/usr/local/sbin/cowroot-test-report"
@@ -134,12 +140,15 @@ build_debian_images() {
         || die "removing did not regenerate the initramfs"
     chroot_run "$root" dpkg -i /tmp/cowroot.deb >> "$WORK/debian-$kind-install.log" 2>&1 || die "reinstalling failed"
     rm -f "$root/tmp/cowroot.deb"
+    build_dracut_images "$root"
 
     DEB_KERNEL=$(find "$root/boot" -name 'vmlinuz-*' | head -n 1)
     DEB_INITRD=$(find "$root/boot" -name 'initrd.img-*' | head -n 1)
-    cp "$DEB_KERNEL" "$DEB_INITRD" "$root.out/"
+    cp "$DEB_KERNEL" "$DEB_INITRD" "$root/boot/dracut-nosystemd.img" "$root/boot/dracut-systemd.img" "$root.out/"
     DEB_KERNEL="$root.out/$(basename "$DEB_KERNEL")"
     DEB_INITRD="$root.out/$(basename "$DEB_INITRD")"
+    DRACUT_INITRD_NOSYSTEMD="$root.out/dracut-nosystemd.img"
+    DRACUT_INITRD_SYSTEMD="$root.out/dracut-systemd.img"
 
     mkdir -p "$root.out/images"
     mkfs.ext4 -q -F -U "$ROOT_UUID" -L debroot -d "$root" "$root.out/images/root.img" 1600M
@@ -151,11 +160,41 @@ build_debian_images() {
     DEB_IMAGES_SHA=$(sha "$DEB_IMAGES")
 }
 
+# Two dracut images of the same root, built inside it with Debian's
+# dracut-core: one without systemd in the initramfs, one with it. The first
+# enables cowroot the way the README says (the dracut.conf.d snippet), the
+# second with --add.
+build_dracut_images() {
+    local root=$1 kver contents
+    kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | head -n 1)
+    [ -n "$kver" ] || die "no kernel modules in the test root"
+    # Only the drivers this VM needs: a generic image takes minutes.
+    local common=(--force --no-hostonly --no-hostonly-cmdline --add-drivers "virtio_pci virtio_blk ext4")
+    cp "$root/usr/share/cowroot/dracut.conf.d/90-cowroot.conf" "$root/etc/dracut.conf.d/90-cowroot.conf"
+    chroot_run "$root" dracut "${common[@]}" --omit "systemd systemd-initrd dracut-systemd" \
+        /boot/dracut-nosystemd.img "$kver" > "$WORK/dracut-nosystemd.log" 2>&1 \
+        || { tail -n 20 "$WORK/dracut-nosystemd.log" >&2; die "dracut (without systemd) failed"; }
+    rm "$root/etc/dracut.conf.d/90-cowroot.conf"
+    chroot_run "$root" dracut "${common[@]}" --add "cowroot systemd" \
+        /boot/dracut-systemd.img "$kver" > "$WORK/dracut-systemd.log" 2>&1 \
+        || { tail -n 20 "$WORK/dracut-systemd.log" >&2; die "dracut (with systemd) failed"; }
+    for kind in nosystemd systemd; do
+        contents=$(chroot_run "$root" lsinitrd "/boot/dracut-$kind.img")
+        for want in usr/sbin/cowroot sbin/cowroot-setup cowroot-cmdline.sh 57-cowroot.rules dm-thin-pool.ko; do
+            grep -q "$want" <<< "$contents" || die "the dracut $kind image lacks $want"
+        done
+    done
+    contents=$(chroot_run "$root" lsinitrd /boot/dracut-systemd.img)
+    grep -q 'cowroot-generator' <<< "$contents" || die "the dracut systemd image lacks the generator"
+    contents=$(chroot_run "$root" lsinitrd /boot/dracut-nosystemd.img)
+    if grep -q 'systemd-udevd.service' <<< "$contents"; then die "the no-systemd dracut image holds systemd"; fi
+}
+
 # Boots the Debian image with the user's keys and waits for it to power off.
 run_debian() {
     local name=$1 cmdline=$2
     shift 2
-    VM_KERNEL=$DEB_KERNEL VM_INITRD=$DEB_INITRD QEMU_TIMEOUT=$DEBIAN_TIMEOUT \
+    VM_KERNEL=$DEB_KERNEL VM_INITRD=${DEB_BOOT_INITRD:-$DEB_INITRD} QEMU_TIMEOUT=$DEBIAN_TIMEOUT \
         VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" VM_DONE_PATTERN="${VM_DONE_PATTERN_DEBIAN:-COWTEST poweroff at}" \
         run_vm "$name" "$cmdline" "$@"
 }
@@ -163,7 +202,7 @@ run_debian() {
 # Seconds from the test service's poweroff to the kernel powering down.
 shutdown_seconds() {
     local start end
-    start=$(sed -n 's/^COWTEST poweroff at \([0-9.]*\).*/\1/p' "$CONSOLE" | tail -n 1)
+    start=$(sed -n 's/.*COWTEST poweroff at \([0-9.]*\).*/\1/p' "$CONSOLE" | tail -n 1)
     end=$(sed -n 's/^\[ *\([0-9.]*\)\] reboot: Power down.*/\1/p' "$CONSOLE" | tail -n 1)
     if [ -z "$start" ] || [ -z "$end" ]; then echo "unknown"; return 0; fi
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'

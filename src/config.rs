@@ -350,6 +350,26 @@ impl Config {
     }
 }
 
+/// The root device initramfs hooks should wait for: `None` without
+/// `cowroot=`. A command line cowroot cannot use still names a root device
+/// (`cowroot.name` if valid, else the default), so the boot waits for it
+/// and the setup's failure, with its message and onfail policy, is what
+/// the user sees.
+pub fn root_device_name(params: &[Param]) -> Option<DeviceName> {
+    if let Ok(Some(cfg)) = Config::from_params(params) {
+        return Some(cfg.name);
+    }
+    params.iter().any(|p| p.key == "cowroot").then(|| {
+        params
+            .iter()
+            .rev()
+            .find(|p| p.key == "cowroot.name")
+            .and_then(|p| p.value.as_deref())
+            .and_then(|v| DeviceName::parse(v).ok())
+            .unwrap_or_default()
+    })
+}
+
 /// The `cowroot.onfail` policy, read on its own so that a failure caused by
 /// some other bad key still gets the policy the user asked for; anything
 /// unreadable means `shell`, the safe choice.
@@ -466,6 +486,16 @@ mod tests {
             }
             assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
         }
+    }
+
+    #[test]
+    fn root_device_is_named_even_when_setup_will_fail() {
+        let name = |line: &str| root_device_name(&split(line)).map(|n| n.to_string());
+        assert_eq!(name("root=/dev/sda1 ro"), None);
+        assert_eq!(name("cowroot=/dev/vdb cowpool=/dev/vdc"), Some("cowroot".into()));
+        assert_eq!(name("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.name=kiosk"), Some("kiosk".into()));
+        assert_eq!(name("cowroot=/dev/vdb cowroot.name=kiosk cowroot.timeout=x"), Some("kiosk".into()));
+        assert_eq!(name("cowroot=/dev/vdb cowroot.name=a/b"), Some("cowroot".into()));
     }
 
     #[test]

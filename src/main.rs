@@ -4,7 +4,7 @@ use cowroot::boot::{self, BootMode, Outcome};
 use cowroot::error::Error;
 use cowroot::layout::DEFAULT_BLOCK_BYTES;
 use cowroot::names::DeviceName;
-use cowroot::{cmdline, config, format, klog, status, units};
+use cowroot::{cmdline, config, format, klog, names, status, units};
 use log::LevelFilter;
 use std::process::ExitCode;
 
@@ -24,6 +24,8 @@ usage:
                                              prepare a pool device or file
   cowroot status [--json] [--name NAME]      show origin, pool, use and health
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
+  cowroot root [--unit]                      print the root device (or its systemd unit) when
+                                             cowroot= is present (for initramfs hooks)
   cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot --version
@@ -121,6 +123,14 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
                     }
                 }
                 Outcome::DryRun(plan) => print!("{plan}"),
+            }
+            Ok(())
+        }
+        "root" => {
+            let unit = args.flag("--unit");
+            args.done()?;
+            if let Some(name) = config::root_device_name(&cmdline::split(&read_cmdline().unwrap_or_default())) {
+                println!("{}", if unit { name.device_unit() } else { name.mapper_path(names::Role::Thin) });
             }
             Ok(())
         }

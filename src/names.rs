@@ -95,6 +95,21 @@ impl DeviceName {
     pub fn mapper_path(&self, role: Role) -> String {
         format!("/dev/mapper/{}", self.dm_name(role))
     }
+
+    /// The systemd device unit of the root device (`systemd-escape --path
+    /// --suffix=device /dev/mapper/NAME`), for generators.
+    pub fn device_unit(&self) -> String {
+        let mut escaped = String::from("dev-mapper-");
+        for (i, b) in self.0.bytes().enumerate() {
+            match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b':' => escaped.push(b as char),
+                b'.' if i > 0 => escaped.push('.'),
+                other => escaped.push_str(&format!("\\x{other:02x}")),
+            }
+        }
+        escaped.push_str(".device");
+        escaped
+    }
 }
 
 impl Default for DeviceName {
@@ -136,5 +151,8 @@ mod tests {
         assert_eq!(name.dm_name(Role::Pool), "cowroot-pool");
         assert_eq!(name.dm_uuid(Role::Thin), "COWROOT-thin-cowroot");
         assert_eq!(name.mapper_path(Role::Thin), "/dev/mapper/cowroot");
+        assert_eq!(name.device_unit(), "dev-mapper-cowroot.device");
+        let odd = DeviceName::parse("my-root.v2+x").unwrap();
+        assert_eq!(odd.device_unit(), "dev-mapper-my\\x2droot.v2\\x2bx.device");
     }
 }

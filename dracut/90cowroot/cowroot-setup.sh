@@ -1,0 +1,30 @@
+#!/bin/sh
+# Sets up the copy-on-write root (from the initqueue, or cowroot.service
+# with systemd) and follows cowroot.onfail when that fails. Safe to run
+# again: cowroot does nothing when the root device exists already. No
+# command-line value is ever read here; the binary prints only what it made.
+
+# shellcheck source=/dev/null
+type emergency_shell > /dev/null 2>&1 || . /lib/dracut-lib.sh
+
+if /usr/sbin/cowroot boot; then
+    exit 0
+fi
+
+case "$(/usr/sbin/cowroot onfail)" in
+    halt)
+        warn "cowroot: setting up the copy-on-write root failed; powering off (cowroot.onfail=halt)"
+        /usr/sbin/cowroot poweroff
+        ;;
+    ro)
+        if /usr/sbin/cowroot boot --read-only-origin; then
+            warn "cowroot: setup failed; booting the origin read-only (cowroot.onfail=ro)"
+            exit 0
+        fi
+        emergency_shell -n cowroot "cowroot: setup failed and the origin cannot be booted read-only either (see the messages above). Check the devices named by cowroot= and cowroot.dev="
+        ;;
+    *)
+        emergency_shell -n cowroot "cowroot: setting up the copy-on-write root failed (see the message above). Check the devices named by cowroot=, cowroot.dev= and cowpool=; boot with cowroot.debug=1 for details, or with cowroot.reset=1 if the image was replaced."
+        ;;
+esac
+exit 1

@@ -1,0 +1,48 @@
+#!/bin/bash
+# shellcheck disable=SC2154  # moddir, systemdsystemunitdir, ... come from dracut
+# dracut module for cowroot: copy-on-write root filesystems.
+# Works with and without systemd in the initramfs.
+
+# called by dracut
+check() {
+    require_binaries cowroot || return 1
+    # A host-only image includes cowroot when this host boots with it.
+    if [[ $hostonly ]] && grep -qE '(^|[[:space:]])cowroot=' /proc/cmdline 2> /dev/null; then
+        return 0
+    fi
+    # Otherwise only when asked for: add_dracutmodules+=" cowroot "
+    # (see cowroot.conf) or dracut --add cowroot.
+    return 255
+}
+
+# called by dracut
+depends() {
+    local deps="dm rootfs-block"
+    # A VG/LV pool (cowpool= without a leading slash or tag) needs lvm.
+    if grep -qE '(^|[[:space:]])cowpool=[^/=[:space:]]+/' /proc/cmdline 2> /dev/null; then
+        deps="$deps lvm"
+    fi
+    echo "$deps"
+    return 0
+}
+
+# called by dracut
+installkernel() {
+    # dm-thin-pool pulls in dm-mod, dm-bufio, dm-bio-prison,
+    # dm-persistent-data and libcrc32c; then loop and the filesystems an
+    # image host may use.
+    hostonly='' instmods crc32c_generic dm-thin-pool loop ext4 xfs btrfs vfat exfat squashfs erofs isofs udf ntfs3
+}
+
+# called by dracut
+install() {
+    inst_binary /usr/sbin/cowroot
+    inst_hook cmdline 20 "$moddir/cowroot-cmdline.sh"
+    inst_script "$moddir/cowroot-setup.sh" /sbin/cowroot-setup
+    inst_rules 57-cowroot.rules
+    if dracut_module_included "systemd"; then
+        inst_simple "$moddir/cowroot.service" "$systemdsystemunitdir/cowroot.service"
+        inst_script "$moddir/cowroot-generator.sh" "$systemdutildir/system-generators/cowroot-generator"
+    fi
+    dracut_need_initqueue
+}
