@@ -18,12 +18,11 @@ demo:
 test:
 	./test.sh
 
-# Installs what `make build` built: the binary, the initramfs-tools hook
+# Installs (building first if needed): the binary, the initramfs-tools hook
 # and script, the dracut module (and a dracut.conf.d snippet to copy into
 # /etc/dracut.conf.d to enable it), the udev rule (into the real root too:
 # udev replays events after switch-root) and a systemd drop-in.
-install:
-	@test -x $(BIN) || { echo "build first: make build"; exit 1; }
+install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
 	install -D -m 0755 initramfs-tools/scripts/local-top/cowroot $(DESTDIR)/usr/share/initramfs-tools/scripts/local-top/cowroot
@@ -34,8 +33,12 @@ install:
 	install -D -m 0755 dracut/90cowroot/cowroot-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-setup.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-generator.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-generator.sh
 	install -D -m 0644 dracut/90cowroot/cowroot.service $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot.service
+	install -D -m 0644 dracut/90cowroot/fsck-read-only-origin.conf $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/fsck-read-only-origin.conf
 	install -D -m 0644 dracut/cowroot.conf $(DESTDIR)/usr/share/cowroot/dracut.conf.d/90-cowroot.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/cowroot/README.md
+
+$(BIN):
+	cargo build --release --target $(TARGET)
 
 # A Debian package of the same files; its trigger regenerates the
 # initramfs on install and on removal.

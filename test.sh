@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-shellcheck -x qemu-tests/*.sh qemu-tests/guest/init demo.sh test.sh .ci/run
+shellcheck -x qemu-tests/*.sh qemu-tests/guest/init demo.sh test.sh .ci/run \
+    initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot dracut/90cowroot/*.sh
 
 echo "== unit tests"
 cargo test --quiet

@@ -16,6 +16,9 @@ use crate::units::Bytes;
 use devicemapper::{DevId, DmFlags, DmName, DmOptions};
 use std::time::{Duration, Instant};
 
+/// Exists while the root is the read-only origin (`cowroot.onfail=ro`).
+pub const READ_ONLY_MARKER: &str = "/run/cowroot/read-only-origin";
+
 /// What `cowroot boot` is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootMode {
@@ -280,6 +283,10 @@ fn attach_origin(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, RealSy
 /// `cowroot.onfail=ro`: the origin itself as /dev/mapper/NAME, read-only at
 /// every layer (read-only loop or BLKROSET, and a read-only dm table).
 fn read_only_origin(cfg: &Config, devices: &Devices) -> Result<Outcome> {
+    // fsck cannot open a read-only device for writing and would fail the
+    // boot; initramfs integrations skip the root fsck while this exists.
+    std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
+    std::fs::write(READ_ONLY_MARKER, b"").map_err(|e| Error::io("write", READ_ONLY_MARKER, e))?;
     let mut sys = RealSystem::new(Duration::from_secs(cfg.timeout_secs));
     let mut exec = Executor::new(&mut sys, &cfg.name);
     let result = attach_origin(cfg, devices, &mut exec).and_then(|(_, origin_dev)| {
@@ -289,7 +296,10 @@ fn read_only_origin(cfg: &Config, devices: &Devices) -> Result<Outcome> {
     });
     match result {
         Ok(()) => exec.commit(),
-        Err(cause) => return Err(exec.rollback(cause)),
+        Err(cause) => {
+            let _ = std::fs::remove_file(READ_ONLY_MARKER);
+            return Err(exec.rollback(cause));
+        }
     }
     let root = cfg.name.mapper_path(Role::ReadOnly);
     let summary = format!("{root} is the origin {}, read-only; no changes are kept", origin_label(cfg, devices));

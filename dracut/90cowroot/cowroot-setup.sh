@@ -17,10 +17,16 @@ case "$(/usr/sbin/cowroot onfail)" in
         /usr/sbin/cowroot poweroff
         ;;
     ro)
+        # fsck cannot check a read-only device; without systemd, dracut
+        # skips it with rd.skipfsck (with systemd, a drop-in does, keyed on
+        # /run/cowroot/read-only-origin).
+        mkdir -p /etc/cmdline.d
+        echo rd.skipfsck > /etc/cmdline.d/90-cowroot-ro.conf
         if /usr/sbin/cowroot boot --read-only-origin; then
             warn "cowroot: setup failed; booting the origin read-only (cowroot.onfail=ro)"
             exit 0
         fi
+        rm -f /etc/cmdline.d/90-cowroot-ro.conf
         emergency_shell -n cowroot "cowroot: setup failed and the origin cannot be booted read-only either (see the messages above). Check the devices named by cowroot= and cowroot.dev="
         ;;
     *)

@@ -43,6 +43,7 @@ install() {
     if dracut_module_included "systemd"; then
         inst_simple "$moddir/cowroot.service" "$systemdsystemunitdir/cowroot.service"
         inst_script "$moddir/cowroot-generator.sh" "$systemdutildir/system-generators/cowroot-generator"
+        inst_simple "$moddir/fsck-read-only-origin.conf" "$systemdsystemunitdir/systemd-fsck@.service.d/cowroot.conf"
     fi
     dracut_need_initqueue
 }
