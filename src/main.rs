@@ -110,14 +110,8 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             };
             match boot::boot(&text, mode)? {
                 Outcome::NothingToDo => log::debug!("no cowroot= on the command line; nothing to do"),
-                Outcome::AlreadyActive { root, message } => {
-                    log::info!("{message}");
-                    if print_root {
-                        println!("{root}");
-                    }
-                }
-                Outcome::Ready { root, summary } => {
-                    log::info!("{summary}");
+                Outcome::AlreadyActive { root, message: line } | Outcome::Ready { root, summary: line } => {
+                    log::info!("{line}");
                     if print_root {
                         println!("{root}");
                     }
