@@ -125,14 +125,17 @@ build_debian_images() {
     chroot_run "$root" dpkg -i /tmp/cowroot.deb > "$WORK/debian-$kind-install.log" 2>&1 \
         || { cat "$WORK/debian-$kind-install.log" >&2; die "installing the package failed"; }
     grep -q "update-initramfs" "$WORK/debian-$kind-install.log" || die "installing did not regenerate the initramfs"
-    chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents"
+    chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents" || die "lsinitramfs failed"
     for want in usr/sbin/cowroot scripts/local-top/cowroot usr/lib/udev/rules.d/57-cowroot.rules dm-thin-pool.ko loop.ko; do
         grep -q "$want" "$root.out/contents" || die "the initramfs lacks $want"
     done
     # Removing the package leaves an initramfs without cowroot (a system
     # that boots root= as before); then install it again.
     chroot_run "$root" dpkg -r cowroot > "$WORK/debian-$kind-remove.log" 2>&1 || die "removing the package failed"
-    chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents-removed"
+    chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents-removed" \
+        || die "lsinitramfs after removal failed"
+    # An empty listing would pass the check below: it must be a real one.
+    grep -qx 'scripts/local' "$root.out/contents-removed" || die "the initramfs listing after removal is empty or broken"
     if grep -qE 'usr/sbin/cowroot|local-top/cowroot|57-cowroot' "$root.out/contents-removed"; then
         die "the initramfs still holds cowroot after removal"
     fi
@@ -151,11 +154,12 @@ build_debian_images() {
     DRACUT_INITRD_SYSTEMD="$root.out/dracut-systemd.img"
 
     mkdir -p "$root.out/images"
-    mkfs.ext4 -q -F -U "$ROOT_UUID" -L debroot -d "$root" "$root.out/images/root.img" 1600M
+    mkfs.ext4 -q -F -U "$ROOT_UUID" -L debroot -d "$root" "$root.out/images/root.img" 1600M \
+        || die "mkfs.ext4 of the Debian root image failed"
     rm -rf "$root"
     DEB_IMAGES="$root.out/images.img"
     rm -f "$DEB_IMAGES"
-    mkfs.ext4 -q -F -L images -d "$root.out/images" "$DEB_IMAGES" 2G
+    mkfs.ext4 -q -F -L images -d "$root.out/images" "$DEB_IMAGES" 2G || die "mkfs.ext4 of the images disk failed"
     rm -rf "$root.out/images"
     DEB_IMAGES_SHA=$(sha "$DEB_IMAGES")
 }

@@ -10,6 +10,8 @@ CACHE=${COWROOT_TEST_CACHE:-/var/cache/cowroot-tests}
 WORK=${COWROOT_TEST_WORK:-/tmp/cowroot-tests}
 BIN="$REPO/target/x86_64-unknown-linux-musl/release/cowroot"
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-240}
+# Two guests run side by side on these 2-core machines: give each one core.
+QEMU_SMP=${QEMU_SMP:-2}
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -44,9 +46,9 @@ ensure_kernel() {
         mkdir -p "$KROOT"
         (cd "$CACHE/debs" && rm -f "$dep"_*.deb && apt-get download "$dep" >/dev/null 2>&1) \
             || die "apt-get download $dep failed"
-        dpkg-deb -x "$CACHE/debs/$dep"_*.deb "$KROOT"
-        depmod -b "$KROOT" "$KVER"
-        touch "$KROOT/.complete"
+        dpkg-deb -x "$CACHE/debs/$dep"_*.deb "$KROOT" || die "unpacking $dep failed"
+        depmod -b "$KROOT" "$KVER" || die "depmod for $KVER failed"
+        touch "$KROOT/.complete" || die "cannot write $KROOT"
     fi
     KERNEL="$KROOT/boot/vmlinuz-$KVER"
     [ -f "$KERNEL" ] || die "no kernel image in $KROOT"
@@ -66,17 +68,17 @@ build_initramfs() {
     local root="$WORK/initramfs" m
     rm -rf "$root"
     mkdir -p "$root/bin" "$root/sbin" "$root/lib/modules"
-    cp /bin/busybox "$root/bin/busybox"
+    cp /bin/busybox "$root/bin/busybox" || die "no /bin/busybox (install busybox-static)"
     file -L "$root/bin/busybox" | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
-    cp "$BIN" "$root/sbin/cowroot"
-    cp "$REPO/qemu-tests/guest/init" "$root/init"
-    module_order > "$root/modules.list"
+    cp "$BIN" "$root/sbin/cowroot" || die "no binary at $BIN"
+    cp "$REPO/qemu-tests/guest/init" "$root/init" || die "no guest init"
+    module_order > "$root/modules.list" || die "cannot list the guest modules"
     while read -r m; do
         mkdir -p "$root/lib/modules/$(dirname "$m")"
-        cp "$KROOT/lib/modules/$m" "$root/lib/modules/$m"
+        cp "$KROOT/lib/modules/$m" "$root/lib/modules/$m" || die "cannot copy module $m"
     done < "$root/modules.list"
     INITRD="$WORK/initramfs.cpio.gz"
-    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD" || die "cannot pack the initramfs"
 }
 
 # An ext4 origin image whose /origin-id says which one it is.
@@ -123,7 +125,7 @@ qemu_start() {
     for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
     CONSOLE="$WORK/$name.log"
     rm -f "$CONSOLE"
-    qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 \
+    qemu-system-x86_64 -accel tcg -cpu max -smp "$QEMU_SMP" -m 1024 \
         -nodefaults -display none -no-reboot \
         -serial "file:$CONSOLE" \
         -kernel "${VM_KERNEL:-$KERNEL}" -initrd "${VM_INITRD:-$INITRD}" \
