@@ -57,7 +57,7 @@ ensure_kernel() {
 # Module paths (relative to lib/modules/VER/) in load order, without repeats.
 module_order() {
     local m
-    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool loop ext4; do
+    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool loop ext4 xfs btrfs; do
         modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" \
             || die "module $m not found for $KVER"
     done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" | awk '!seen[$0]++'
@@ -72,6 +72,7 @@ build_initramfs() {
     file -L "$root/bin/busybox" | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
     cp "$BIN" "$root/sbin/cowroot" || die "no binary at $BIN"
     cp "$REPO/qemu-tests/guest/init" "$root/init" || die "no guest init"
+    cp "$REPO/qemu-tests/guest/fixture.sh" "$root/fixture.sh" || die "no guest fixture.sh"
     module_order > "$root/modules.list" || die "cannot list the guest modules"
     while read -r m; do
         mkdir -p "$root/lib/modules/$(dirname "$m")"

@@ -12,6 +12,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/debian.sh"
 # shellcheck source=qemu-tests/scenarios-debian.sh
 . "$here/scenarios-debian.sh"
+# shellcheck source=qemu-tests/scenarios-hostfs.sh
+. "$here/scenarios-hostfs.sh"
 set +e
 
 mkdir -p "$WORK"
