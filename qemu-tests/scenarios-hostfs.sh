@@ -85,7 +85,7 @@ hostfs_verify() {
     ext4-orphan)
         out=$(hostfs_ext4_orphan "$disk")
         if [ -z "$out" ] || [ "$out" = 0 ]; then die "$name: dumpe2fs shows no orphan inode"; fi
-        hostfs_ext4_features "$disk" | grep -qw needs_recovery && die "$name: the journal needs recovery too"
+        if hostfs_ext4_features "$disk" | grep -qw needs_recovery; then die "$name: the journal needs recovery too"; fi
         ;;
     ext4-journal)
         hostfs_ext4_features "$disk" | grep -qw needs_recovery || die "$name: needs_recovery is not set"
@@ -105,7 +105,7 @@ hostfs_verify() {
         ;;
     xfs-clean)
         xfs_repair -n "$disk" > "$WORK/xfs-repair.out" 2>&1 || { cat "$WORK/xfs-repair.out" >&2; die "$name: xfs_repair -n found problems"; }
-        grep -q 'metadata changes in a log' "$WORK/xfs-repair.out" && die "$name: the log is dirty"
+        if grep -q 'metadata changes in a log' "$WORK/xfs-repair.out"; then die "$name: the log is dirty"; fi
         ;;
     btrfs-clean)
         out=$(hostfs_btrfs_log_root "$disk")
