@@ -69,8 +69,8 @@ hostfs_describe() {
         echo "journal: $(debugfs -R logdump "$disk" 2>/dev/null | grep -c 'commit block') commit blocks to replay"
         ;;
     xfs-*)
-        echo "xfs_repair -n: $(xfs_repair -n "$disk" 2>&1 | grep -iE 'log|error|alert' | head -n 2 | tr '\n' ' ')"
-        echo "xfs_logprint -t: $(xfs_logprint -t "$disk" 2>&1 | grep -iE 'head|tail|dirty|unmount' | head -n 3 | tr '\n' ' ')"
+        echo "xfs_repair -n: $(xfs_repair -n "$disk" 2>&1 | grep -iE 'log|error|alert' | sed -n 1,2p | tr '\n' ' ')"
+        echo "xfs_logprint -t: $(xfs_logprint -t "$disk" 2>&1 | grep -iE 'head|tail|dirty|unmount' | sed -n 1,3p | tr '\n' ' ')"
         ;;
     btrfs-*)
         echo "log_root: $(hostfs_btrfs_log_root "$disk")"
