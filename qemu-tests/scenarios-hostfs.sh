@@ -19,7 +19,7 @@ HOSTFS_KEYS="cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb"
 hostfs_fixture_key() {
     {
         cat "$REPO/qemu-tests/guest/fixture.sh"
-        declare -f make_origin make_images_disk hostfs_images hostfs_verify hostfs_build
+        declare -f make_origin make_images_disk hostfs_images hostfs_build
         echo "$KVER"
         # sed, not head: a writer cut off by SIGPIPE fails the pipeline.
         mkfs.ext4 -V 2>&1 | sed -n 1p
@@ -57,6 +57,18 @@ hostfs_images() {
 
 hostfs_ext4_features() { dumpe2fs -h "$1" 2>/dev/null | sed -n 's/^Filesystem features: *//p'; }
 hostfs_ext4_orphan() { dumpe2fs -h "$1" 2>/dev/null | sed -n 's/^First orphan inode: *//p'; }
+hostfs_xfs_log_state() { xfs_logprint -t "$1" 2>&1 | sed -n 's/^ *\(log tail: .*\)/\1/p'; }
+# xfs_repair -n on a dirty log: "ALERT: The filesystem has valuable metadata
+# changes in a log which is being ignored because the -n option was used".
+hostfs_xfs_repair_alert() {
+    local out
+    out=$(xfs_repair -n "$1" 2>&1 || true)
+    if [[ $out == *"metadata changes in a log"* ]]; then
+        echo "metadata changes in the log"
+    else
+        echo "no log to replay"
+    fi
+}
 hostfs_btrfs_log_root() { btrfs inspect-internal dump-super "$1" | awk '$1 == "log_root" { print $2 }'; }
 
 # What a host disk's filesystem says about its own state, for the record.
@@ -69,8 +81,8 @@ hostfs_describe() {
         echo "journal: $(debugfs -R logdump "$disk" 2>/dev/null | grep -c 'commit block') commit blocks to replay"
         ;;
     xfs-*)
-        echo "xfs_repair -n: $(xfs_repair -n "$disk" 2>&1 | grep -iE 'log|error|alert' | sed -n 1,2p | tr '\n' ' ')"
-        echo "xfs_logprint -t: $(xfs_logprint -t "$disk" 2>&1 | grep -iE 'head|tail|dirty|unmount' | sed -n 1,3p | tr '\n' ' ')"
+        echo "xfs_logprint -t: $(hostfs_xfs_log_state "$disk")"
+        echo "xfs_repair -n: $(hostfs_xfs_repair_alert "$disk")"
         ;;
     btrfs-*)
         echo "log_root: $(hostfs_btrfs_log_root "$disk")"
@@ -86,27 +98,24 @@ hostfs_verify() {
     ext4-orphan)
         out=$(hostfs_ext4_orphan "$disk")
         if [ -z "$out" ] || [ "$out" = 0 ]; then die "$name: dumpe2fs shows no orphan inode"; fi
-        if hostfs_ext4_features "$disk" | grep -qw needs_recovery; then die "$name: the journal needs recovery too"; fi
+        if [[ " $(hostfs_ext4_features "$disk") " == *" needs_recovery "* ]]; then die "$name: the journal needs recovery too"; fi
         ;;
     ext4-journal)
-        hostfs_ext4_features "$disk" | grep -qw needs_recovery || die "$name: needs_recovery is not set"
+        [[ " $(hostfs_ext4_features "$disk") " == *" needs_recovery "* ]] || die "$name: needs_recovery is not set"
         out=$(debugfs -R logdump "$disk" 2>/dev/null | grep -c 'commit block' || true)
         [ "$out" -gt 0 ] || die "$name: no committed transaction in the journal"
         ;;
     xfs-dirty)
-        # -n with a dirty log: "ALERT: The filesystem has valuable metadata
-        # changes in a log which is being ignored ...".
-        xfs_repair -n "$disk" > "$WORK/xfs-repair.out" 2>&1 || true
-        grep -q 'metadata changes in a log' "$WORK/xfs-repair.out" \
-            || { cat "$WORK/xfs-repair.out" >&2; die "$name: xfs_repair -n sees no log to replay"; }
+        [[ $(hostfs_xfs_log_state "$disk") == *"<DIRTY>"* ]] || die "$name: xfs_logprint shows no dirty log"
+        [ "$(hostfs_xfs_repair_alert "$disk")" = "metadata changes in the log" ] || die "$name: xfs_repair -n sees nothing to replay"
         ;;
     btrfs-log)
         out=$(hostfs_btrfs_log_root "$disk")
         if [ -z "$out" ] || [ "$out" = 0 ]; then die "$name: log_root is '$out'"; fi
         ;;
     xfs-clean)
-        xfs_repair -n "$disk" > "$WORK/xfs-repair.out" 2>&1 || { cat "$WORK/xfs-repair.out" >&2; die "$name: xfs_repair -n found problems"; }
-        if grep -q 'metadata changes in a log' "$WORK/xfs-repair.out"; then die "$name: the log is dirty"; fi
+        [[ $(hostfs_xfs_log_state "$disk") == *"<CLEAN>"* ]] || die "$name: xfs_logprint shows no clean log"
+        xfs_repair -n "$disk" >/dev/null 2>&1 || die "$name: xfs_repair -n found problems"
         ;;
     btrfs-clean)
         out=$(hostfs_btrfs_log_root "$disk")
@@ -135,7 +144,8 @@ hostfs_build() {
     esac
 }
 
-# hostfs_fixture NAME: sets FIXTURE to the cached fixture, building it once.
+# hostfs_fixture NAME: sets FIXTURE to the cached fixture, building it once;
+# its state is checked again on every use.
 hostfs_fixture() {
     local name=$1 key dir build
     key=$(hostfs_fixture_key)
@@ -149,12 +159,12 @@ hostfs_fixture() {
         mkdir -p "$build"
         hostfs_build "$name" "$build/images.img"
         hostfs_verify "$name" "$build/images.img"
-        hostfs_describe "$name" "$build/images.img" > "$dir/$name.state"
         cp --sparse=always "$build/images.img" "$FIXTURE.$$"
         mv "$FIXTURE.$$" "$FIXTURE"
         rm -rf "$build"
     fi
-    log "fixture $name: $(tr '\n' ';' < "$dir/$name.state")"
+    hostfs_verify "$name" "$FIXTURE"
+    log "fixture $name: $(hostfs_describe "$name" "$FIXTURE" | tr '\n' ';')"
 }
 
 # ---- checks -----------------------------------------------------------------
