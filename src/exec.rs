@@ -121,7 +121,7 @@ impl<'a, S: System> Executor<'a, S> {
                 self.sys.mount_ro(device, HOST_MOUNT, fstype.as_deref())?;
                 self.undo.push(Undo::Unmount(HOST_MOUNT.to_string()));
             }
-            Step::ProtectOrigin { device } => {
+            Step::SetReadOnly { device } => {
                 if !self.sys.set_read_only(device, true)? {
                     self.undo.push(Undo::SetWritable(device.clone()));
                 }
@@ -350,6 +350,7 @@ mod tests {
         assert_eq!(
             rec.calls,
             [
+                "setro /dev/vdb true",
                 "mount /dev/vdb /run/cowroot/host None",
                 "losetup /run/cowroot/host/img/root.img",
                 "header /dev/vdc slot0 seq1 format=true",
@@ -399,6 +400,7 @@ mod tests {
                     let word = |i: usize| c.split(' ').nth(i).unwrap().to_string();
                     match c.split(' ').next().unwrap() {
                         "mount" => Some("umount /run/cowroot/host".to_string()),
+                        "setro" => Some(format!("setro {} false", word(1))),
                         "losetup" => Some("detach /dev/loop0".to_string()),
                         "create" => Some(format!("remove {}", word(1))),
                         "mknod" => Some(format!("rmnode {}", word(1))),
@@ -427,7 +429,7 @@ mod tests {
             assert!(matches!(err, Error::PoolDegraded { .. }), "{line}: {err}");
             assert!(err.to_string().contains("cowroot format --force /dev/vdc"), "{err}");
             assert!(!rec.calls.iter().any(|c| c.starts_with("message")), "{line}");
-            assert_eq!(rec.calls.last().map(String::as_str), Some("umount /run/cowroot/host"));
+            assert_eq!(rec.calls.last().map(String::as_str), Some("setro /dev/vdb false"));
         }
     }
 
@@ -469,6 +471,7 @@ mod tests {
             "remove cowroot-pool_tmeta".to_string(),
             "detach /dev/loop0".to_string(),
             "umount /run/cowroot/host".to_string(),
+            "setro /dev/vdb false".to_string(),
         ]));
     }
 }

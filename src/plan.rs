@@ -34,8 +34,12 @@ pub enum Step {
         device: String,
         fstype: Option<String>,
     },
-    /// Sets a device origin read-only at the block layer (BLKROSET).
-    ProtectOrigin {
+    /// Sets a device read-only at the block layer (BLKROSET), before
+    /// anything mounts or reads it: the image host and a device origin.
+    /// A read-only mount alone still writes (journal replay, ext4 orphan
+    /// cleanup, btrfs log replay); a read-only device makes the kernel skip
+    /// or refuse all of that.
+    SetReadOnly {
         device: String,
     },
     AttachLoop {
@@ -176,10 +180,11 @@ pub struct PoolPlan {
 /// Mounting the image host and attaching the image (if the origin is a file).
 pub fn plan_origin(cfg: &Config, host_device: Option<&str>, origin_device: Option<&str>) -> Vec<Step> {
     if let (Source::Device(_), Some(device)) = (&cfg.source, origin_device) {
-        return vec![Step::ProtectOrigin { device: device.to_string() }];
+        return vec![Step::SetReadOnly { device: device.to_string() }];
     }
     match (&cfg.source, host_device) {
         (Source::File(path), Some(device)) => vec![
+            Step::SetReadOnly { device: device.to_string() },
             Step::MountHost { device: device.to_string(), fstype: cfg.host_fstype.clone() },
             Step::AttachLoop { file: format!("{HOST_MOUNT}{path}") },
         ],
@@ -407,7 +412,7 @@ pub fn render(name: &DeviceName, steps: &[Step]) -> String {
                 name.dm_uuid(*role),
                 dev(d)
             ),
-            Step::ProtectOrigin { device } => writeln!(out, "blockdev --setro {}", sh_quote(device)),
+            Step::SetReadOnly { device } => writeln!(out, "blockdev --setro {}", sh_quote(device)),
             Step::CreateReadOnly { len, origin } => writeln!(
                 out,
                 "dmsetup create {} --readonly --uuid {} --table \"0 {} linear {} 0\"",
@@ -692,6 +697,7 @@ mod tests {
         steps.extend(plan_pool(&c, &facts(PoolState::Blank), &o, Some(layout()), [5; 16]).unwrap().steps);
         let text = render(&c.name, &steps);
         let want = [
+            "blockdev --setro /dev/vdb",
             "mkdir -p /run/cowroot/host && mount -o ro /dev/vdb /run/cowroot/host",
             "LOOP=$(losetup -r -f --show /run/cowroot/host/images/root.img)",
             "dmsetup create cowroot-pool_tmeta --uuid COWROOT-tmeta-cowroot --table '0 ",

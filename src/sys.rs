@@ -106,12 +106,27 @@ impl System for RealSystem {
         };
         let mut last = String::from("no filesystem type recognised");
         for t in &candidates {
-            // XFS replays its log unless told not to, even read-only.
-            let data = (t == "xfs").then_some("norecovery");
+            // The device is read-only at the block layer by now, so ext4
+            // skips orphan cleanup and XFS refuses a log that needs
+            // replaying (EROFS) instead of mounting it inconsistent, as
+            // `norecovery` would. btrfs would fail on a log tree ("log
+            // replay required on RO media"); its log only holds fsyncs
+            // since the last commit, so it is ignored, as `-o ro` on
+            // read-only media does elsewhere.
+            let data = (t == "btrfs").then_some("nologreplay");
             match mount(Some(device), dir, Some(t.as_str()), flags, data) {
                 Ok(()) => {
                     log::debug!("mounted {device} ({t}) read-only on {dir}");
                     return Ok(());
+                }
+                Err(nix::errno::Errno::EROFS) if t == "xfs" => {
+                    return Err(Error::io(
+                        "mount read-only",
+                        device,
+                        "its XFS log needs recovery, and replaying it would write to the device; \
+                         mount it read-write once on another system (or check it with xfs_repair there), \
+                         then boot again",
+                    ));
                 }
                 Err(e) => last = format!("{t}: {e}"),
             }
