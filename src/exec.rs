@@ -386,6 +386,7 @@ mod tests {
                 "message cowroot-pool create_thin 1 missing_ok=false",
                 "message cowroot-pool set_transaction_id 0 1 missing_ok=false",
                 "header /dev/vdc slot0 seq3 format=false",
+                "header /dev/vdc slot1 seq4 format=false",
                 "create cowroot COWROOT-thin-cowroot 0 131072 thin 254:2 1 7:0 private=false",
                 "mknod cowroot 254:3",
             ]

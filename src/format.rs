@@ -49,6 +49,9 @@ pub fn format<S: System>(sys: &mut S, device: &str, block: BlockSize, force: boo
     let layout = plan_layout(device, size, block)?;
     let header = new_header(size, &layout, crate::sys::random_uuid());
     sys.write_header(device, 0, &header, true)?;
+    // Both copies, so damage to either one leaves a readable header.
+    let mirror = header.next().map_err(|m| Error::Inconsistent(m.into()))?;
+    sys.write_header(device, 1, &mirror, false)?;
     Ok(format!(
         "formatted {device} as a cowroot pool: {} in all, metadata {}, data {} in {} blocks",
         Bytes(size.0),

@@ -34,6 +34,8 @@ usage:
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot --version
 
+  -v, --verbose    log every step (as cowroot.debug=1 does at boot)
+
 Command-line keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset=
 cowroot.name= cowroot.timeout= cowroot.onfail= cowroot.debug= (see the README).
 ";
@@ -120,7 +122,7 @@ fn device_name(args: &mut Args) -> Result<DeviceName, Error> {
     }
 }
 
-fn run(command: &str, mut args: Args) -> Result<(), Error> {
+fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
     match command {
         "boot" => {
             let dry_run = args.flag("--dry-run");
@@ -137,7 +139,7 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
                 (false, true) => BootMode::ReadOnlyOrigin,
                 (false, false) => BootMode::Normal,
             };
-            klog::init(!dry_run, LevelFilter::Info);
+            klog::init(!dry_run, level);
             let text = match given {
                 Some(text) => text,
                 None => read_cmdline()?,
@@ -179,7 +181,7 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             Ok(())
         }
         "format" => {
-            klog::init(false, LevelFilter::Info);
+            klog::init(false, level);
             let force = args.flag("--force");
             let block = match args.value("--block-size")? {
                 Some(text) => BlockSize::Exact(
@@ -200,7 +202,7 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             Ok(())
         }
         "status" => {
-            klog::init(false, LevelFilter::Info);
+            klog::init(false, level);
             let json = args.flag("--json");
             let name = device_name(&mut args)?;
             args.done()?;
@@ -214,7 +216,7 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             Ok(())
         }
         "reset" => {
-            klog::init(false, LevelFilter::Info);
+            klog::init(false, level);
             let cancel = args.flag("--cancel");
             let name = device_name(&mut args)?;
             args.done()?;
@@ -247,8 +249,9 @@ fn main() -> ExitCode {
         println!("cowroot {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    let level = if args.flag("-v") | args.flag("--verbose") { LevelFilter::Debug } else { LevelFilter::Info };
     let (command, _) = args.remove(0);
-    match run(&command, args) {
+    match run(&command, args, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let usage = matches!(err, Error::Usage(_));

@@ -428,6 +428,12 @@ pub fn plan_thins(
         }
     }
 
+    if state.header.seq != activation.header.header.seq {
+        // At rest both copies say the same: then damage to either one,
+        // the newest included, loses nothing. (Mid-operation the older copy
+        // is the state before it, which a power cut may roll back to.)
+        state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
+    }
     let len = match origin.size {
         Some(size) => round_up(size.sectors(), pool_block.max(origin.logical_block)),
         None => Sectors(0),
@@ -567,6 +573,7 @@ mod tests {
                 "create_thin 1",
                 "set_transaction_id 0 1",
                 "header0:switch to new thin:seq3:txn1",
+                "header1:mirror to the other copy:seq4:txn1",
                 "thin 1",
             ]
         );
@@ -593,13 +600,14 @@ mod tests {
                 "linear:Meta",
                 "linear:Data",
                 "pool",
-                "header1:reserve thin id:seq4:txn1",
+                "header0:reserve thin id:seq5:txn1",
                 "create_thin 2",
                 "set_transaction_id 1 2",
-                "header0:switch to new thin:seq5:txn2",
+                "header1:switch to new thin:seq6:txn2",
                 "delete 1",
                 "set_transaction_id 2 3",
-                "header1:done:seq6:txn3",
+                "header0:done:seq7:txn3",
+                "header1:mirror to the other copy:seq8:txn3",
                 "thin 2",
             ]
         );
@@ -683,6 +691,26 @@ mod tests {
             let (state2, txn2, _) = replay_cut(&steps(&next), steps(&next).len(), &state, &thins);
             assert_eq!(next.1.header.header.garbage_thin, 0, "cut {cut}");
             plan(&cfg(""), state2, &origin(1), Some(txn2)).unwrap_or_else(|e| panic!("cut {cut}, second boot: {e}"));
+        }
+    }
+
+    #[test]
+    fn at_rest_either_copy_alone_boots_the_same() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let reset = plan(&cfg("cowroot.reset=1"), after(&first), &origin(1), None).unwrap();
+        for p in [&first, &reset] {
+            let writes: Vec<PoolHeader> = steps(p)
+                .into_iter()
+                .filter_map(|s| if let Step::WriteHeader { header, .. } = s { Some(header) } else { None })
+                .collect();
+            let (last, before) = (&writes[writes.len() - 1], &writes[writes.len() - 2]);
+            // Only the newest copy survives, or only the one before it.
+            for survivor in [last, before] {
+                let state = PoolState::Ours { slot: 0, header: survivor.clone(), damaged: None };
+                let next = plan(&cfg(""), state, &origin(1), Some(survivor.transaction)).unwrap();
+                assert_eq!(next.1.mode, Mode::Kept);
+                assert_eq!(next.1.header.header.active_thin, last.active_thin);
+            }
         }
     }
 

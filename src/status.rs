@@ -259,6 +259,9 @@ pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) ->
     }
     let slot = crate::header::slot_for_next_write(Some(live.slot));
     sys.write_header(&live.pool_device, slot, &header, false)?;
+    // Then the other copy too, so both say the same at rest.
+    let mirror = header.next().map_err(|m| Error::Inconsistent(format!("{}: {m}", live.pool_device)))?;
+    sys.write_header(&live.pool_device, 1 - slot, &mirror, false)?;
     Ok(if cancel {
         format!("the next boot keeps the changes of generation {}", header.generation)
     } else {
