@@ -123,7 +123,16 @@ VM_DONE_PATTERN='^COWTEST done'
 qemu_start() {
     local name=$1 cmdline=$2 drives=() d
     shift 2
-    for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
+    local n=0
+    for d in "$@"; do
+        n=$((n + 1))
+        case "$d" in
+        # FILE@4k: a disk with 4096-byte logical sectors (4Kn).
+        *@4k) drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n"
+                -device "virtio-blk-pci,drive=d$n,logical_block_size=4096,physical_block_size=4096") ;;
+        *) drives+=(-drive "file=$d,format=raw,if=virtio") ;;
+        esac
+    done
     CONSOLE="$WORK/$name.log"
     rm -f "$CONSOLE"
     qemu-system-x86_64 -accel tcg -cpu max -smp "$QEMU_SMP" -m 1024 \

@@ -193,7 +193,9 @@ scenario_dry_run_prints_commands_and_touches_nothing() {
     expect 'COWTEST plan: # cowroot dry run: nothing was changed. This boot would format the blank pool'
     expect "COWTEST plan: mkdir -p /run/cowroot/host && mount -o ro /dev/vda /run/cowroot/host"
     expect "COWTEST plan: LOOP=\\\$\\(losetup -r -f --show /run/cowroot/host/root.img\\)"
-    expect "COWTEST plan: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table '0 [0-9]+ thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 128 0 1 error_if_no_space'"
+    expect 'COWTEST plan: blockdev --setro /dev/vda$'
+    expect 'COWTEST plan: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table "0 [0-9]+ thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 128 0 1 error_if_no_space"'
+    expect "COWTEST plan: dmsetup message cowroot-pool 0 'set_transaction_id 0 1'"
     expect "COWTEST plan: dmsetup message cowroot-pool 0 'create_thin 1'"
     # shellcheck disable=SC2016  # $LOOP is literal output
     expect 'COWTEST plan: dmsetup create cowroot --uuid COWROOT-thin-cowroot --table "0 .* thin /dev/mapper/cowroot-pool 1 \$LOOP"'
@@ -218,8 +220,14 @@ scenario_status_json_in_guest() {
 
 scenario_format_refuses_signatures_unless_forced() {
     fresh_disks format
-    mkfs.ext4 -q -F -L precious "$D/pool.img"
     local pool_sha
+    # Data cowroot has no name for (ZFS, JFS, anything): refused as well.
+    head -c 4096 /dev/urandom | dd of="$D/pool.img" bs=1 seek=300000 conv=notrunc status=none
+    pool_sha=$(sha "$D/pool.img")
+    run_vm format-0 "root=/dev/vda cowtest=format" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST format: cowroot: cowpool: /dev/vdb holds data cowroot does not recognise \(the first non-zero byte is at offset 30'
+    same "$(sha "$D/pool.img")" "$pool_sha" "format without --force changed unrecognised data"
+    mkfs.ext4 -q -F -L precious "$D/pool.img"
     pool_sha=$(sha "$D/pool.img")
     run_vm format-1 "root=/dev/vda cowtest=format" "$D/images.img" "$D/pool.img"
     expect 'COWTEST format: cowroot: cowpool: /dev/vdb holds an ext2/3/4 filesystem; refusing'
@@ -252,5 +260,138 @@ scenario_power_cut_keeps_synced_data_and_a_bootable_pool() {
         fi
         expect '"needs_check":false,"health":"ok"'
     done
+    origin_unchanged
+}
+
+# Flips one byte of the pool file at OFFSET.
+flip_byte() {
+    local file=$1 offset=$2 byte
+    byte=$(od -An -tu1 -j "$offset" -N1 "$file" | tr -d ' ')
+    printf '%b' "\\$(printf '%03o' $(( (byte ^ 0x5a) & 255 )))" | dd of="$file" bs=1 seek="$offset" conv=notrunc status=none
+}
+
+scenario_damaged_header_copy_is_used_and_repaired() {
+    fresh_disks damaged
+    run_vm damaged-1 "$FILE_KEYS cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST wrote marker'
+    # Damage copy 0 (at rest both copies say the same).
+    flip_byte "$D/pool.img" 100
+    "$BIN" inspect "$D/pool.img" | grep -q 'copy 0 (byte 0): unreadable: checksum mismatch' \
+        || die "the host-side inspect does not see the damage"
+    run_vm damaged-2 "$FILE_KEYS cowtest=boot,check,status" "$D/images.img" "$D/pool.img"
+    expect 'ready: .* generation 1 \(kept\)'
+    expect 'header copy 0 is damaged \(checksum mismatch\); rewriting it'
+    expect 'COWTEST marker present: kept-change'
+    expect 'COWTEST status-text: header:     both copies good'
+    "$BIN" inspect "$D/pool.img" | grep -q 'verdict: a cowroot pool; copy . is the newest' \
+        || die "the boot did not repair copy 0"
+    # Damaged while the system runs: status says so, the next header
+    # write (here `cowroot reset --cancel`) repairs it.
+    run_vm damaged-3 "$FILE_KEYS cowtest=boot,damage1,status,cancelreset,status,check" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST status-text: header:     COPY 1 DAMAGED \(checksum mismatch\)'
+    expect '"damaged_header_copy":\{"copy":1,"fault":"checksum mismatch"\}'
+    expect 'COWTEST reset --cancel: the next boot keeps the changes of generation 1'
+    expect '"damaged_header_copy":null'
+    expect 'COWTEST marker present: kept-change'
+    # Both copies damaged: refused with what to do, the device untouched.
+    flip_byte "$D/pool.img" 100
+    flip_byte "$D/pool.img" $((65536 + 100))
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm damaged-4 "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'both copies of the cowroot header on /dev/vdb are damaged \(copy 0: checksum mismatch, copy 1: checksum mismatch\)'
+    # shellcheck disable=SC2016  # backquotes are literal output
+    expect 'save the device first \(`dd if=/dev/vdb of=FILE bs=1M`\)'
+    expect 'COWTEST dm: 0 devices'
+    same "$(sha "$D/pool.img")" "$pool_sha" "a pool with two damaged header copies was written"
+    origin_unchanged
+}
+
+scenario_restored_header_does_not_match_its_metadata() {
+    fresh_disks restored
+    run_vm restored-1 "$FILE_KEYS cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    dd if="$D/pool.img" of="$D/header-gen1" bs=1M count=1 status=none
+    run_vm restored-2 "$FILE_KEYS cowroot.reset=1 cowtest=boot" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(reset\)'
+    # Put the first generation's header back over the newer metadata.
+    dd if="$D/header-gen1" of="$D/pool.img" bs=1M count=1 conv=notrunc status=none
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm restored-3 "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'the cowroot header on /dev/vdb belongs to thin-pool metadata transaction 1, but the metadata on the device is at transaction 3'
+    expect 'COWTEST dm: 0 devices'
+    same "$(sha "$D/pool.img")" "$pool_sha" "a mismatched pool was written"
+    origin_unchanged
+}
+
+scenario_non_utf8_command_line() {
+    fresh_disks utf8
+    local bad=$'\xff\xfe' lone=$'\xc3'
+    run_vm utf8-1 "$FILE_KEYS splash=$bad cowtest=boot,root,badutf8,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'ready: .* generation 1 \(formatted\)'
+    expect 'COWTEST root device: /dev/mapper/cowroot rc=0'
+    expect 'COWTEST badutf8 ours rc=1 cowroot: cowroot: the value holds bytes that are not UTF-8'
+    expect 'COWTEST badutf8 theirs rc=0'
+    expect 'COWTEST wrote marker'
+    # Without cowroot=, such a byte is nothing to cowroot.
+    run_vm utf8-2 "root=/dev/vda quiet=$lone cowtest=boot,root,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'COWTEST root device:  rc=0'
+    expect 'COWTEST dm: 0 devices'
+    origin_unchanged
+}
+
+scenario_4kn_pool_with_an_origin_of_2k_multiple_size() {
+    D="$WORK/4kn"
+    rm -rf "$D"
+    mkdir -p "$D"
+    make_origin "$D/root.img" "origin-iso"
+    # An image whose size is a multiple of 2 KiB but not of 4 KiB, as ISO
+    # 9660 images are.
+    truncate -s $(( (64 << 20) + 2048 )) "$D/root.img"
+    make_images_disk "$D/images.img" "$D/root.img"
+    blank_disk "$D/pool.img" 256M
+    IMAGES_SHA=$(sha "$D/images.img")
+    run_vm 4kn "$FILE_KEYS cowtest=boot,write,check" "$D/images.img" "$D/pool.img@4k"
+    expect 'COWTEST boot rc=0'
+    expect 'ready: origin /root.img on /dev/vda \(64.0 MiB\), pool /dev/vdb, generation 1 \(formatted\)'
+    expect 'COWTEST marker present: kept-change'
+    origin_unchanged
+}
+
+scenario_data_at_the_pool_end_is_not_blank() {
+    fresh_disks enddata
+    # An md 1.0 superblock sits 8 KiB from the end: the first MiB is zero.
+    local size sb
+    size=$(stat -c %s "$D/pool.img")
+    sb=$(( ((size / 512 - 16) / 8 * 8) * 512 ))
+    printf '\374\116\053\251' | dd of="$D/pool.img" bs=1 seek="$sb" conv=notrunc status=none
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm enddata "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'cowpool: /dev/vdb holds an MD RAID member \(superblock at the end\); refusing'
+    expect 'COWTEST dm: 0 devices'
+    same "$(sha "$D/pool.img")" "$pool_sha" "a pool with data at its end was formatted"
+    origin_unchanged
+}
+
+scenario_debug_lines_do_not_crowd_out_the_summary() {
+    fresh_disks debuglog
+    # The kernel's default: /dev/kmsg writes rate-limited (no
+    # printk.devkmsg=on as the other scenarios have).
+    VM_KERNEL_CMDLINE="console=ttyS0 panic=-1" \
+        run_vm debuglog "$FILE_KEYS cowroot.debug=1 cowtest=boot,bootlog" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'cowroot: /dev/mapper/cowroot ready: '
+    expect 'cowroot: [0-9]+ more debug lines in /run/cowroot/boot.log'
+    expect 'cowroot: [0-9]+ ms: dmsetup create cowroot-pool --uuid'
+    local lines
+    lines=$(sed -n 's/.*COWTEST boot.log lines: \([0-9]*\).*/\1/p' "$CONSOLE")
+    [ "${lines:-0}" -ge 15 ] || die "the boot log holds ${lines:-no} lines"
+    reject 'output lines suppressed'
     origin_unchanged
 }

@@ -4,11 +4,16 @@
 //! start of a value and at the end of a word), there are no other escapes,
 //! and `--` ends the kernel's own parameters.
 
-/// One `key` or `key=value` word.
+/// One `key` or `key=value` word. The kernel passes bytes, not text: a
+/// word that is not valid UTF-8 is kept (lossily converted) and flagged, so
+/// that it changes nothing unless it is one of cowroot's own keys, which
+/// then refuse it by name (invariant 7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
     pub key: String,
     pub value: Option<String>,
+    /// False when the word held bytes that are not UTF-8.
+    pub utf8: bool,
 }
 
 /// The kernel's `isspace`: ASCII white space including \v and \f, and
@@ -19,7 +24,11 @@ fn is_space(b: u8) -> bool {
 
 /// Splits a command line into parameters, in order, duplicates kept.
 pub fn split(cmdline: &str) -> Vec<Param> {
-    let bytes = cmdline.as_bytes();
+    split_bytes(cmdline.as_bytes())
+}
+
+/// Splits raw command-line bytes (as `/proc/cmdline` holds them).
+pub fn split_bytes(bytes: &[u8]) -> Vec<Param> {
     let mut params = Vec::new();
     let mut pos = 0;
     loop {
@@ -89,7 +98,8 @@ fn next_arg(bytes: &[u8], start: usize) -> (Param, usize) {
     }
     let key_end = if equals != 0 { begin + equals } else { word_end.max(begin) };
     let text = |a: usize, b: usize| String::from_utf8_lossy(&bytes[a..b]).into_owned();
-    let param = Param { key: text(begin, key_end), value: value.map(|(a, b)| text(a, b)) };
+    let utf8 = std::str::from_utf8(&bytes[begin..word_end.max(begin)]).is_ok();
+    let param = Param { key: text(begin, key_end), value: value.map(|(a, b)| text(a, b)), utf8 };
     let next = if end < bytes.len() { end + 1 } else { end };
     (param, next)
 }
@@ -99,7 +109,7 @@ mod tests {
     use super::*;
 
     fn p(key: &str, value: Option<&str>) -> Param {
-        Param { key: key.into(), value: value.map(Into::into) }
+        Param { key: key.into(), value: value.map(Into::into), utf8: !value.unwrap_or("").contains('\u{FFFD}') }
     }
 
     #[test]
@@ -152,5 +162,15 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(&split(line), want, "cmdline {line:?}");
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_flagged_per_word() {
+        let params = split_bytes(b"quiet x=\xff\xfe cowroot=/a\xc3.img cowpool=/dev/vdb\n");
+        assert_eq!(params.len(), 4);
+        assert!(params[0].utf8 && params[3].utf8);
+        assert!(!params[1].utf8 && !params[2].utf8);
+        assert_eq!(params[2].key, "cowroot");
+        assert_eq!(params[3], p("cowpool", Some("/dev/vdb")));
     }
 }

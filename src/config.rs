@@ -240,6 +240,13 @@ impl Config {
             if !KEYS.contains(&key) {
                 return Err(Error::config(key, format!("unknown key; cowroot knows {}", KEYS.join(", "))));
             }
+            if !param.utf8 {
+                return Err(Error::config(
+                    key,
+                    "the value holds bytes that are not UTF-8 (a mistyped or mis-encoded boot entry?); \
+                     write it in plain ASCII or UTF-8",
+                ));
+            }
             latest.retain(|(k, _)| *k != key);
             latest.push((key, param.value.as_deref()));
         }
@@ -486,6 +493,22 @@ mod tests {
             }
             assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_only_matter_in_our_keys() {
+        let bytes = |b: &[u8]| Config::from_params(&crate::cmdline::split_bytes(b));
+        let cfg = bytes(b"root=/dev/\xff quiet=\xc3 cowroot=/dev/vdb cowpool=/dev/vdc").unwrap().unwrap();
+        assert_eq!(cfg.source, Source::Device(DevSpec::Path("/dev/vdb".into())));
+        assert_eq!(bytes(b"root=/dev/\xff\xfe ro"), Ok(None));
+        for line in [&b"cowroot=/dev/vd\xffb cowpool=/dev/vdc"[..], b"cowroot=/dev/vdb cowpool=/dev/\xe9"] {
+            let err = bytes(line).unwrap_err();
+            assert!(err.to_string().contains("not UTF-8"), "{err}");
+        }
+        // The root device is still named, so the initramfs waits for it and
+        // fails closed instead of mounting root=.
+        let params = crate::cmdline::split_bytes(b"cowroot=/dev/vd\xffb cowpool=/dev/vdc");
+        assert_eq!(root_device_name(&params).map(|n| n.to_string()), Some("cowroot".into()));
     }
 
     #[test]

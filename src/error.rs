@@ -21,6 +21,14 @@ pub enum Error {
     PoolTooSmall { device: String, bytes: u64, need: u64 },
     /// The kernel refuses to use the pool's metadata as it is.
     PoolDegraded { device: String, state: String },
+    /// The thin-pool's metadata area is full: the kernel made it read-only.
+    MetadataFull { device: String },
+    /// Neither header copy can be read, though both are cowroot's.
+    HeaderDamaged { device: String, faults: [String; 2] },
+    /// The header was written by a newer cowroot.
+    NewerPool { device: String, version: u32 },
+    /// The header and the thin-pool metadata do not belong together.
+    HeaderMismatch { device: String, header: u64, metadata: u64 },
     /// The origin differs from the one the kept changes were made on.
     OriginChanged { origin: String, detail: String },
     /// The pool header and what the kernel reports disagree.
@@ -82,6 +90,40 @@ impl fmt::Display for Error {
                 "cowpool: the thin pool on {device} is {state}: the kernel found its metadata \
                  damaged. Check it with thin_check (thin-provisioning-tools) on the metadata \
                  region, or discard everything kept with `cowroot format --force {device}`"
+            ),
+            Error::MetadataFull { device } => write!(
+                f,
+                "cowpool: the thin-pool metadata on {device} is full, so the kernel switched the \
+                 pool to read-only; the kept changes are intact but nothing can be added. Boot \
+                 with cowroot.reset=1 cannot help here (it needs to write metadata): copy the \
+                 changes off with the pool read-only, or start over with `cowroot format --force \
+                 {device}` after saving what you need; a larger pool gets more metadata"
+            ),
+            Error::HeaderDamaged { device, faults } => write!(
+                f,
+                "cowpool: both copies of the cowroot header on {device} are damaged (copy 0: {}, \
+                 copy 1: {}); cowroot cannot tell where the pool's metadata and data are, so it \
+                 leaves the device alone. The kept changes are most likely still there: save the \
+                 device first (`dd if={device} of=FILE bs=1M`), look at the copies with `cowroot \
+                 inspect {device}`, and only if the changes may be lost, start over with \
+                 `cowroot format --force {device}`",
+                faults[0], faults[1]
+            ),
+            Error::NewerPool { device, version } => write!(
+                f,
+                "cowpool: {device} holds a cowroot pool with header version {version}, written \
+                 by a newer cowroot; this cowroot ({}) knows versions up to {}. Boot with an \
+                 initramfs that has the newer cowroot; nothing was changed",
+                env!("CARGO_PKG_VERSION"),
+                crate::header::VERSION
+            ),
+            Error::HeaderMismatch { device, header, metadata } => write!(
+                f,
+                "cowpool: the cowroot header on {device} belongs to thin-pool metadata \
+                 transaction {header}, but the metadata on the device is at transaction \
+                 {metadata}: the header was restored from an older copy or came from another \
+                 pool. Nothing was changed. Put back the header and metadata that belong \
+                 together, or start over with `cowroot format --force {device}`"
             ),
             Error::Inconsistent(m) => write!(f, "pool is inconsistent: {m}"),
             Error::Io { op, target, errno } => write!(f, "{op} {target}: {errno}"),

@@ -1,12 +1,14 @@
 //! Carrying out a plan through a small `System` trait, undoing everything on
 //! failure in reverse order. The real `System` lives in `sys`; tests use a
-//! recording fake to check the order of actions and of rollback.
+//! recording fake to check the order of actions and of rollback. Every
+//! effect cowroot has on devices goes through `System`.
 
 use crate::error::{Error, Result};
 use crate::header::PoolHeader;
 use crate::names::{DeviceName, Role};
 use crate::plan::{DevRef, Step, HOST_MOUNT};
-use crate::table::{DevNum, Linear, PoolStatus, Thin, ThinPool};
+use crate::render::render_step;
+use crate::table::{DevNum, PoolStatus};
 use crate::units::Sectors;
 
 /// One device-mapper device to create and activate.
@@ -23,7 +25,23 @@ pub struct DmSpec {
     pub read_only: bool,
 }
 
-/// The effects the boot agent needs.
+/// A live dm device's first table (or status) line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmLine {
+    pub len: Sectors,
+    pub target: String,
+    pub params: String,
+}
+
+/// What the kernel says of a dm device that exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmInfo {
+    pub uuid: String,
+    /// A table is loaded and live.
+    pub active: bool,
+}
+
+/// The effects of cowroot.
 pub trait System {
     fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()>;
     fn unmount(&mut self, dir: &str) -> Result<()>;
@@ -34,18 +52,28 @@ pub trait System {
     /// Sets a block device read-only (or back); returns whether it was
     /// read-only before.
     fn set_read_only(&mut self, device: &str, read_only: bool) -> Result<bool>;
-    /// The kernel's status line of a thin-pool.
-    fn pool_status(&mut self, name: &str) -> Result<PoolStatus>;
+    /// The device's logical block size in bytes.
+    fn logical_block_size(&mut self, device: &str) -> Result<u32>;
     /// `format` first zeroes the header region and the first metadata block.
     fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()>;
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum>;
     fn dm_remove(&mut self, name: &str) -> Result<()>;
+    /// `None` when no dm device has that name.
+    fn dm_info(&mut self, name: &str) -> Result<Option<DmInfo>>;
+    /// The live table (`status` false) or status (`status` true) line.
+    fn dm_line(&mut self, name: &str, status: bool) -> Result<DmLine>;
     /// Sends a message to a thin-pool; `missing_ok` tolerates "no such thin".
     fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()>;
     /// Makes `/dev/mapper/NAME` exist (or waits for udev to make it);
     /// returns whether cowroot created the node itself.
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool>;
     fn remove_node(&mut self, name: &str) -> Result<()>;
+
+    /// The kernel's status line of a thin-pool, parsed.
+    fn pool_status(&mut self, name: &str) -> Result<PoolStatus> {
+        let line = self.dm_line(name, true)?;
+        line.params.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(format!("{name}: {}", e.0)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,21 +142,43 @@ impl<'a, S: System> Executor<'a, S> {
         Ok(())
     }
 
+    /// A pool in read-only or failed mode, or flagged needs_check, refuses
+    /// the messages that follow: stop with what it means.
+    fn check_pool(&mut self, device: &str) -> Result<()> {
+        let status = self.sys.pool_status(&self.name.dm_name(Role::Pool))?;
+        if status.mode == "ro" && status.metadata_full() {
+            return Err(Error::MetadataFull { device: device.to_string() });
+        }
+        if status.needs_check || !matches!(status.mode.as_str(), "rw" | "out_of_data_space") {
+            let state =
+                if status.needs_check { "flagged needs_check".to_string() } else { format!("in {} mode", status.mode) };
+            return Err(Error::PoolDegraded { device: device.to_string(), state });
+        }
+        Ok(())
+    }
+
     fn step(&mut self, step: &Step) -> Result<()> {
-        let pool = self.name.dm_name(Role::Pool);
+        if let Some(table) = step.dm_table(|d| self.resolve(d)) {
+            let table = table?;
+            self.create(table.role, table.target.kind(), table.len, table.target.to_string())?;
+            if let Step::CreatePool { device, .. } = step {
+                self.check_pool(device)?;
+            }
+            return Ok(());
+        }
+        if let Some(message) = step.pool_message() {
+            let missing_ok = matches!(step, Step::DeleteThinId { missing_ok: true, .. });
+            return self.sys.dm_message(&self.name.dm_name(Role::Pool), &message, missing_ok);
+        }
         match step {
             Step::MountHost { device, fstype } => {
                 self.sys.mount_ro(device, HOST_MOUNT, fstype.as_deref())?;
                 self.undo.push(Undo::Unmount(HOST_MOUNT.to_string()));
             }
-            Step::ProtectOrigin { device } => {
+            Step::SetReadOnly { device } => {
                 if !self.sys.set_read_only(device, true)? {
                     self.undo.push(Undo::SetWritable(device.clone()));
                 }
-            }
-            Step::CreateReadOnly { len, origin } => {
-                let params = Linear { dev: self.resolve(origin)?, offset: Sectors(0) }.to_string();
-                self.create(Role::ReadOnly, "linear", *len, params)?;
             }
             Step::AttachLoop { file } => {
                 let path = self.sys.attach_loop(file)?;
@@ -138,45 +188,7 @@ impl<'a, S: System> Executor<'a, S> {
             Step::WriteHeader { device, slot, header, zero_meta, .. } => {
                 self.sys.write_header(device, *slot, header, *zero_meta)?;
             }
-            Step::CreateLinear { role, dev, offset, len } => {
-                let params = Linear { dev: self.resolve(dev)?, offset: *offset }.to_string();
-                self.create(*role, "linear", *len, params)?;
-            }
-            Step::CreatePool { len, block_sectors, device } => {
-                let params = ThinPool {
-                    meta: self.resolve(&DevRef::Dm(Role::Meta))?,
-                    data: self.resolve(&DevRef::Dm(Role::Data))?,
-                    block_sectors: *block_sectors,
-                    low_water_blocks: 0,
-                    error_if_no_space: true,
-                }
-                .to_string();
-                self.create(Role::Pool, "thin-pool", *len, params)?;
-                // A pool in read-only or failed mode, or flagged
-                // needs_check, refuses the messages that follow.
-                let status = self.sys.pool_status(&pool)?;
-                if status.needs_check || !matches!(status.mode.as_str(), "rw" | "out_of_data_space") {
-                    let state = if status.needs_check {
-                        "flagged needs_check".to_string()
-                    } else {
-                        format!("in {} mode", status.mode)
-                    };
-                    return Err(Error::PoolDegraded { device: device.clone(), state });
-                }
-            }
-            Step::CreateThinId { id } => self.sys.dm_message(&pool, &format!("create_thin {id}"), false)?,
-            Step::DeleteThinId { id, missing_ok } => {
-                self.sys.dm_message(&pool, &format!("delete {id}"), *missing_ok)?
-            }
-            Step::CreateThin { id, len, origin } => {
-                let params = Thin {
-                    pool: self.resolve(&DevRef::Dm(Role::Pool))?,
-                    id: *id,
-                    external_origin: Some(self.resolve(origin)?),
-                }
-                .to_string();
-                self.create(Role::Thin, "thin", *len, params)?;
-            }
+            other => return Err(Error::Inconsistent(format!("no effect for {other:?}"))),
         }
         Ok(())
     }
@@ -187,7 +199,7 @@ impl<'a, S: System> Executor<'a, S> {
         for step in steps {
             let started = std::time::Instant::now();
             self.step(step)?;
-            log::debug!("{} ms: {step:?}", started.elapsed().as_millis());
+            log::debug!("{} ms: {}", started.elapsed().as_millis(), render_step(self.name, step));
         }
         Ok(())
     }
@@ -197,7 +209,6 @@ impl<'a, S: System> Executor<'a, S> {
     pub fn rollback(&mut self, cause: Error) -> Error {
         let mut failures = Vec::new();
         while let Some(undo) = self.undo.pop() {
-            log::debug!("undo: {undo:?}");
             let result = match &undo {
                 Undo::Unmount(dir) => self.sys.unmount(dir),
                 Undo::DetachLoop(path) => self.sys.detach_loop(path),
@@ -281,9 +292,16 @@ pub mod fake {
             self.record(format!("setro {device} {read_only}"))?;
             Ok(false)
         }
-        fn pool_status(&mut self, name: &str) -> Result<PoolStatus> {
-            self.record(format!("status {name}"))?;
-            self.pool_status_line.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))
+        fn logical_block_size(&mut self, _device: &str) -> Result<u32> {
+            Ok(512)
+        }
+        fn dm_info(&mut self, name: &str) -> Result<Option<DmInfo>> {
+            self.record(format!("info {name}"))?;
+            Ok(None)
+        }
+        fn dm_line(&mut self, name: &str, status: bool) -> Result<DmLine> {
+            self.record(format!("{} {name}", if status { "status" } else { "table" }))?;
+            Ok(DmLine { len: Sectors(1024), target: "thin-pool".into(), params: self.pool_status_line.clone() })
         }
         fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
             self.record(format!("header {device} slot{slot} seq{} format={format}", header.seq))
@@ -319,8 +337,9 @@ mod tests {
     use crate::cmdline::split;
     use crate::config::Config;
     use crate::header::OriginId;
-    use crate::layout::plan_layout;
-    use crate::plan::{plan_origin, plan_pool, OriginFacts, PoolFacts, PoolState};
+    use crate::layout::BlockSize;
+    use crate::plan::{plan_activation, plan_origin, plan_thins, OriginFacts};
+    use crate::pool::{PoolFacts, PoolState};
     use crate::units::Bytes;
 
     fn steps() -> (Config, Vec<Step>) {
@@ -333,9 +352,11 @@ mod tests {
             device: DevRef::Loop,
             size: Some(Bytes(1 << 26)),
             id: Some(OriginId { size_bytes: 1 << 26, digest: [1; 32] }),
+            logical_block: 512,
         };
-        let layout = plan_layout("/dev/vdc", pool.size, 65536).unwrap();
-        steps.extend(plan_pool(&cfg, &pool, &origin, Some(layout), [1; 16]).unwrap().steps);
+        let activation = plan_activation(&pool, BlockSize::Exact(65536), [1; 16]).unwrap();
+        steps.extend(activation.steps.clone());
+        steps.extend(plan_thins(&cfg, &activation, 0, 512, &origin).unwrap().steps);
         (cfg, steps)
     }
 
@@ -350,6 +371,7 @@ mod tests {
         assert_eq!(
             rec.calls,
             [
+                "setro /dev/vdb true",
                 "mount /dev/vdb /run/cowroot/host None",
                 "losetup /run/cowroot/host/img/root.img",
                 "header /dev/vdc slot0 seq1 format=true",
@@ -362,7 +384,9 @@ mod tests {
                 "status cowroot-pool",
                 "header /dev/vdc slot1 seq2 format=false",
                 "message cowroot-pool create_thin 1 missing_ok=false",
+                "message cowroot-pool set_transaction_id 0 1 missing_ok=false",
                 "header /dev/vdc slot0 seq3 format=false",
+                "header /dev/vdc slot1 seq4 format=false",
                 "create cowroot COWROOT-thin-cowroot 0 131072 thin 254:2 1 7:0 private=false",
                 "mknod cowroot 254:3",
             ]
@@ -399,6 +423,7 @@ mod tests {
                     let word = |i: usize| c.split(' ').nth(i).unwrap().to_string();
                     match c.split(' ').next().unwrap() {
                         "mount" => Some("umount /run/cowroot/host".to_string()),
+                        "setro" => Some(format!("setro {} false", word(1))),
                         "losetup" => Some("detach /dev/loop0".to_string()),
                         "create" => Some(format!("remove {}", word(1))),
                         "mknod" => Some(format!("rmnode {}", word(1))),
@@ -427,7 +452,7 @@ mod tests {
             assert!(matches!(err, Error::PoolDegraded { .. }), "{line}: {err}");
             assert!(err.to_string().contains("cowroot format --force /dev/vdc"), "{err}");
             assert!(!rec.calls.iter().any(|c| c.starts_with("message")), "{line}");
-            assert_eq!(rec.calls.last().map(String::as_str), Some("umount /run/cowroot/host"));
+            assert_eq!(rec.calls.last().map(String::as_str), Some("setro /dev/vdb false"));
         }
     }
 
@@ -469,6 +494,7 @@ mod tests {
             "remove cowroot-pool_tmeta".to_string(),
             "detach /dev/loop0".to_string(),
             "umount /run/cowroot/host".to_string(),
+            "setro /dev/vdb false".to_string(),
         ]));
     }
 }

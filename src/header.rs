@@ -6,9 +6,14 @@
 //! wins on read (invariant 3).
 
 use crate::units::Sectors;
+use std::fmt;
 
 pub const MAGIC: &[u8; 8] = b"COWROOT1";
-pub const VERSION: u32 = 1;
+/// The version this cowroot writes. Version 1 (cowroot 0.1) had no
+/// transaction binding; it is read as transaction 0 (0.1 never set one) and
+/// upgraded in place by the next header write. A newer version is refused.
+pub const VERSION: u32 = 2;
+const OLDEST_VERSION: u32 = 1;
 /// The whole reserved region at the start of the pool device.
 pub const RESERVED_BYTES: u64 = 1 << 20;
 /// One copy occupies one 4 KiB block (written whole, with O_DIRECT-sized I/O).
@@ -16,12 +21,16 @@ pub const SLOT_BYTES: usize = 4096;
 /// Byte offsets of the two copies (different 64 KiB-aligned regions).
 pub const SLOT_OFFSETS: [u64; 2] = [0, 64 * 1024];
 /// Encoded length covered by the checksum (the CRC sits right after it).
+/// Versions 1 and 2 share it; version 2 uses 8 more bytes of it.
 const BODY_LEN: usize = 252;
 /// Bytes of a slot that a header uses; the rest of the slot is zero.
 pub const ENCODED_LEN: usize = BODY_LEN + 4;
+/// dm-thin device ids are 24-bit numbers.
+pub const MAX_THIN_ID: u32 = (1 << 24) - 1;
 
 /// Set when `cowroot reset` asked the next boot to discard changes.
 pub const FLAG_RESET_NEXT_BOOT: u32 = 1;
+const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT;
 
 /// Where the thin-pool's metadata and data live on the pool device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +48,9 @@ pub struct OriginId {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolHeader {
+    /// The version the copy was read as (a new or changed header is
+    /// always written as `VERSION`).
+    pub version: u32,
     pub seq: u64,
     pub pool_uuid: [u8; 16],
     /// Size of the pool device when it was formatted.
@@ -50,21 +62,41 @@ pub struct PoolHeader {
     /// The thin device the machine boots from; 0 before first boot.
     pub active_thin: u32,
     /// A thin id that may exist and must be deleted (left by an interrupted
-    /// reset); 0 for none.
+    /// reset); 0 for none. While it is set, the pool's metadata may be one
+    /// transaction ahead of `transaction`.
     pub garbage_thin: u32,
     /// The id the next reset creates.
     pub next_thin: u32,
     /// Counts resets: generation N is the N-th fresh thin device.
     pub generation: u64,
     pub origin: Option<OriginId>,
+    /// The thin-pool metadata's transaction id this header goes with: it
+    /// binds the header to its metadata, as LVM binds its own metadata, so
+    /// a restored or copied header is caught instead of acted upon.
+    pub transaction: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotFault {
+    /// All zero: never written, or wiped.
+    Empty,
     NoMagic,
     BadChecksum,
-    UnknownVersion(u32),
+    /// A valid copy written by a newer cowroot.
+    NewerVersion(u32),
     Invalid(&'static str),
+}
+
+impl fmt::Display for SlotFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SlotFault::Empty => write!(f, "all zero"),
+            SlotFault::NoMagic => write!(f, "no cowroot magic"),
+            SlotFault::BadChecksum => write!(f, "checksum mismatch"),
+            SlotFault::NewerVersion(v) => write!(f, "version {v}, newer than this cowroot's {VERSION}"),
+            SlotFault::Invalid(what) => write!(f, "checksum valid but {what} impossible"),
+        }
+    }
 }
 
 /// CRC32C (Castagnoli), as used by ext4, btrfs and dm-persistent-data.
@@ -131,6 +163,7 @@ impl Reader<'_> {
 }
 
 impl PoolHeader {
+    /// Encodes as the current `VERSION`.
     pub fn encode(&self) -> [u8; SLOT_BYTES] {
         let mut buf = [0u8; SLOT_BYTES];
         let mut w = Writer { buf: &mut buf, pos: 0 };
@@ -151,20 +184,12 @@ impl PoolHeader {
         w.u32(self.next_thin);
         w.u32(0);
         w.u64(self.generation);
-        match &self.origin {
-            Some(origin) => {
-                w.u32(1);
-                w.u32(0);
-                w.u64(origin.size_bytes);
-                w.put(&origin.digest);
-            }
-            None => {
-                w.u32(0);
-                w.u32(0);
-                w.u64(0);
-                w.put(&[0u8; 32]);
-            }
-        }
+        let origin = self.origin.unwrap_or(OriginId { size_bytes: 0, digest: [0; 32] });
+        w.u32(self.origin.is_some().into());
+        w.u32(0);
+        w.u64(origin.size_bytes);
+        w.put(&origin.digest);
+        w.u64(self.transaction);
         debug_assert!(w.pos <= BODY_LEN);
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..BODY_LEN + 4].copy_from_slice(&crc.to_le_bytes());
@@ -172,19 +197,28 @@ impl PoolHeader {
     }
 
     pub fn decode(slot: &[u8]) -> Result<PoolHeader, SlotFault> {
-        if slot.len() < BODY_LEN + 4 || &slot[..8] != MAGIC {
+        if slot.len() < ENCODED_LEN || slot[..ENCODED_LEN].iter().all(|&b| b == 0) {
+            return Err(SlotFault::Empty);
+        }
+        if &slot[..8] != MAGIC {
             return Err(SlotFault::NoMagic);
         }
-        let stored = u32::from_le_bytes(slot[BODY_LEN..BODY_LEN + 4].try_into().unwrap_or([0; 4]));
-        if crc32c(&slot[..BODY_LEN]) != stored {
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&slot[BODY_LEN..ENCODED_LEN]);
+        if crc32c(&slot[..BODY_LEN]) != u32::from_le_bytes(crc) {
             return Err(SlotFault::BadChecksum);
         }
         let mut r = Reader { buf: slot, pos: 8 };
         let version = r.u32();
-        if version != VERSION {
-            return Err(SlotFault::UnknownVersion(version));
+        if version > VERSION {
+            return Err(SlotFault::NewerVersion(version));
         }
-        let _body_len = r.u32();
+        if version < OLDEST_VERSION {
+            return Err(SlotFault::Invalid("version"));
+        }
+        if r.u32() as usize != BODY_LEN {
+            return Err(SlotFault::Invalid("body length"));
+        }
         let seq = r.u64();
         let pool_uuid = r.take::<16>();
         let device_sectors = Sectors(r.u64());
@@ -195,14 +229,23 @@ impl PoolHeader {
         let active_thin = r.u32();
         let garbage_thin = r.u32();
         let next_thin = r.u32();
-        let _pad = r.u32();
+        let pad1 = r.u32();
         let generation = r.u64();
         let has_origin = r.u32();
-        let _pad = r.u32();
+        let pad2 = r.u32();
         let size_bytes = r.u64();
         let digest = r.take::<32>();
-        let origin = (has_origin == 1).then_some(OriginId { size_bytes, digest });
+        let transaction = if version >= 2 { r.u64() } else { 0 };
+        if pad1 != 0 || pad2 != 0 || slot[r.pos..BODY_LEN].iter().any(|&b| b != 0) {
+            return Err(SlotFault::Invalid("reserved bytes"));
+        }
+        let origin = match has_origin {
+            0 if size_bytes == 0 && digest == [0; 32] => None,
+            1 => Some(OriginId { size_bytes, digest }),
+            _ => return Err(SlotFault::Invalid("origin record")),
+        };
         let header = PoolHeader {
+            version,
             seq,
             pool_uuid,
             device_sectors,
@@ -215,15 +258,23 @@ impl PoolHeader {
             next_thin,
             generation,
             origin,
+            transaction,
         };
         header.validate().map_err(SlotFault::Invalid)?;
         Ok(header)
     }
 
     /// Checks that a header that passed its checksum also makes sense, so a
-    /// bug or a hand edit cannot point the pool at the header region.
+    /// bug, a hand edit or a crafted device cannot point the pool at the
+    /// header region, skip the origin check or wrap a counter.
     fn validate(&self) -> Result<(), &'static str> {
         let reserved = RESERVED_BYTES / 512;
+        if self.seq == 0 || self.seq == u64::MAX {
+            return Err("sequence number");
+        }
+        if self.flags & !KNOWN_FLAGS != 0 {
+            return Err("flags");
+        }
         if !(128..=2_097_152).contains(&self.block_sectors) || !self.block_sectors.is_multiple_of(128) {
             return Err("block size");
         }
@@ -239,25 +290,75 @@ impl PoolHeader {
         if data_end > self.device_sectors.0 || self.device_sectors.0 > u64::MAX / 1024 {
             return Err("extents past the device end");
         }
-        if self.next_thin == 0 || self.active_thin >= self.next_thin {
+        let ids_ok = self.next_thin != 0
+            && self.next_thin <= MAX_THIN_ID + 1
+            && self.active_thin < self.next_thin
+            && self.garbage_thin < self.next_thin
+            && (self.garbage_thin == 0 || self.garbage_thin != self.active_thin);
+        if !ids_ok {
             return Err("thin ids");
+        }
+        // A thin in use always has the identity of the origin it was made
+        // on: without one, a crafted pool could boot its changes over any
+        // image.
+        if self.active_thin != 0 && self.origin.is_none() {
+            return Err("active thin without an origin record");
+        }
+        if self.generation == u64::MAX || self.transaction == u64::MAX {
+            return Err("counters");
         }
         Ok(())
     }
+
+    /// The same header, as the next write will store it: one higher `seq`.
+    pub fn next(&self) -> Result<PoolHeader, &'static str> {
+        let mut next = self.clone();
+        next.seq = self.seq.checked_add(1).filter(|&s| s != u64::MAX).ok_or("sequence number exhausted")?;
+        next.version = VERSION;
+        Ok(next)
+    }
 }
 
-/// The newest valid copy, and which slot it came from.
-pub fn newest(slots: [&[u8]; 2]) -> Option<(usize, PoolHeader)> {
-    let decoded = slots.map(PoolHeader::decode);
-    let mut best: Option<(usize, PoolHeader)> = None;
-    for (index, result) in decoded.into_iter().enumerate() {
-        if let Ok(header) = result {
-            if best.as_ref().is_none_or(|(_, b)| header.seq > b.seq) {
-                best = Some((index, header));
+/// Both copies as read: each decoded, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copies(pub [Result<PoolHeader, SlotFault>; 2]);
+
+impl Copies {
+    pub fn read(slots: [&[u8]; 2]) -> Copies {
+        Copies(slots.map(PoolHeader::decode))
+    }
+
+    /// The newest valid copy, and which slot it came from.
+    pub fn newest(&self) -> Option<(usize, &PoolHeader)> {
+        let mut best: Option<(usize, &PoolHeader)> = None;
+        for (index, result) in self.0.iter().enumerate() {
+            if let Ok(header) = result {
+                if best.is_none_or(|(_, b)| header.seq > b.seq) {
+                    best = Some((index, header));
+                }
             }
         }
+        best
     }
-    best
+
+    /// A slot that should hold a copy but does not: damaged, torn, or
+    /// wiped. An empty second slot of a pool written only once is normal.
+    pub fn damaged(&self) -> Option<(usize, SlotFault)> {
+        let (newest_slot, newest) = self.newest()?;
+        let other = 1 - newest_slot;
+        match &self.0[other] {
+            Ok(_) => None,
+            Err(SlotFault::Empty) if newest.seq < 2 => None,
+            Err(fault) => Some((other, fault.clone())),
+        }
+    }
+
+    pub fn newer_version(&self) -> Option<u32> {
+        self.0.iter().find_map(|c| match c {
+            Err(SlotFault::NewerVersion(v)) => Some(*v),
+            _ => None,
+        })
+    }
 }
 
 /// Which slot the next write goes to: never the one holding the newest copy.
@@ -271,6 +372,7 @@ pub fn slot_for_next_write(current_slot: Option<usize>) -> usize {
 #[cfg(test)]
 pub(crate) fn sample() -> PoolHeader {
     PoolHeader {
+        version: VERSION,
         seq: 7,
         pool_uuid: [9; 16],
         device_sectors: Sectors(1 << 20),
@@ -283,6 +385,7 @@ pub(crate) fn sample() -> PoolHeader {
         next_thin: 2,
         generation: 1,
         origin: Some(OriginId { size_bytes: 4096, digest: [3; 32] }),
+        transaction: 3,
     }
 }
 
@@ -306,15 +409,96 @@ mod tests {
         assert_eq!(PoolHeader::decode(&bare.encode()), Ok(bare));
     }
 
+    /// A copy as cowroot 0.1 wrote it: version 1, no transaction field.
+    fn version_1(header: &PoolHeader) -> [u8; SLOT_BYTES] {
+        let mut buf = header.encode();
+        buf[8..12].copy_from_slice(&1u32.to_le_bytes());
+        buf[160..168].fill(0);
+        let crc = crc32c(&buf[..BODY_LEN]);
+        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    #[test]
+    fn version_1_copies_read_as_transaction_0_and_upgrade_on_write() {
+        let mut old = sample();
+        old.transaction = 0;
+        let read = PoolHeader::decode(&version_1(&old)).unwrap();
+        assert_eq!((read.version, read.transaction), (1, 0));
+        let next = read.next().unwrap();
+        assert_eq!((next.version, next.seq), (VERSION, old.seq + 1));
+        let written = PoolHeader::decode(&next.encode()).unwrap();
+        assert_eq!(written.version, VERSION);
+        // A version-1 copy with bytes in the later field is not one 0.1 wrote.
+        let mut odd = version_1(&old);
+        odd[165] = 1;
+        let crc = crc32c(&odd[..BODY_LEN]);
+        odd[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(PoolHeader::decode(&odd), Err(SlotFault::Invalid("reserved bytes")));
+    }
+
+    #[test]
+    fn newer_versions_are_recognised_not_misread() {
+        let mut buf = sample().encode();
+        buf[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c(&buf[..BODY_LEN]);
+        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::NewerVersion(3)));
+        let copies = Copies::read([&buf, &sample().encode()]);
+        assert_eq!(copies.newer_version(), Some(3));
+    }
+
+    /// Re-encodes with a valid checksum after `edit` changed the bytes.
+    fn crafted(edit: impl FnOnce(&mut [u8; SLOT_BYTES])) -> Result<PoolHeader, SlotFault> {
+        let mut buf = sample().encode();
+        edit(&mut buf);
+        let crc = crc32c(&buf[..BODY_LEN]);
+        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        PoolHeader::decode(&buf)
+    }
+
+    #[test]
+    fn checksum_valid_but_absurd_headers_are_refused() {
+        let set32 = |at: usize, v: u32| move |b: &mut [u8; SLOT_BYTES]| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let set64 = |at: usize, v: u64| move |b: &mut [u8; SLOT_BYTES]| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        // has_origin other than 0/1.
+        assert_eq!(crafted(set32(112, 2)), Err(SlotFault::Invalid("origin record")));
+        // An active thin without an origin record.
+        let no_origin = crafted(|b| {
+            b[112..116].fill(0);
+            b[120..160].fill(0);
+        });
+        assert_eq!(no_origin, Err(SlotFault::Invalid("active thin without an origin record")));
+        // Thin ids past dm-thin's 24 bits, garbage at or past next.
+        assert_eq!(crafted(set32(96, 1 << 25)), Err(SlotFault::Invalid("thin ids")));
+        assert_eq!(crafted(set32(92, 2)), Err(SlotFault::Invalid("thin ids")));
+        assert_eq!(crafted(set32(92, 1)), Err(SlotFault::Invalid("thin ids")));
+        // seq that would wrap, or zero.
+        assert_eq!(crafted(set64(16, u64::MAX)), Err(SlotFault::Invalid("sequence number")));
+        assert_eq!(crafted(set64(16, 0)), Err(SlotFault::Invalid("sequence number")));
+        // Unknown flags and padding.
+        assert_eq!(crafted(set32(52, 6)), Err(SlotFault::Invalid("flags")));
+        assert_eq!(crafted(set32(100, 1)), Err(SlotFault::Invalid("reserved bytes")));
+        assert_eq!(crafted(|b| b[200] = 1), Err(SlotFault::Invalid("reserved bytes")));
+        // A header at its last usable seq can be read but not advanced.
+        let mut last = sample();
+        last.seq = u64::MAX - 1;
+        assert!(PoolHeader::decode(&last.encode()).is_ok());
+        assert!(last.next().is_err());
+    }
+
     #[test]
     fn corrupted_copies_are_rejected() {
         let good = sample().encode();
-        assert_eq!(PoolHeader::decode(&[0u8; SLOT_BYTES]), Err(SlotFault::NoMagic));
+        assert_eq!(PoolHeader::decode(&[0u8; SLOT_BYTES]), Err(SlotFault::Empty));
         for flip in [8, 16, 100, 200, BODY_LEN] {
             let mut bad = good;
             bad[flip] ^= 0x40;
             assert_eq!(PoolHeader::decode(&bad), Err(SlotFault::BadChecksum), "byte {flip}");
         }
+        let mut bad = good;
+        bad[0] ^= 1;
+        assert_eq!(PoolHeader::decode(&bad), Err(SlotFault::NoMagic));
         // Bytes after the checksum are not part of the header.
         let mut tail = good;
         tail[SLOT_BYTES - 1] = 1;
@@ -332,21 +516,30 @@ mod tests {
     }
 
     #[test]
-    fn newest_valid_copy_wins() {
+    fn newest_valid_copy_wins_and_a_damaged_one_is_named() {
         let older = sample();
         let mut newer = sample();
         newer.seq = 8;
         newer.generation = 2;
         let (a, b) = (older.encode(), newer.encode());
-        assert_eq!(newest([&a, &b]), Some((1, newer.clone())));
-        assert_eq!(newest([&b, &a]), Some((0, newer.clone())));
+        assert_eq!(Copies::read([&a, &b]).newest(), Some((1, &newer)));
+        assert_eq!(Copies::read([&b, &a]).newest(), Some((0, &newer)));
+        assert_eq!(Copies::read([&b, &a]).damaged(), None);
         // A torn write of the newer copy (second half still old bytes)
-        // leaves the older copy in charge.
+        // leaves the older copy in charge, and the torn one is named.
         let mut torn = b;
         torn[SLOT_BYTES / 2..].copy_from_slice(&a[SLOT_BYTES / 2..]);
         torn[40..60].copy_from_slice(&[0xff; 20]);
-        assert_eq!(newest([&a, &torn]), Some((0, older)));
-        assert_eq!(newest([&[0u8; SLOT_BYTES], &[0u8; SLOT_BYTES]]), None);
+        let copies = Copies::read([&a, &torn]);
+        assert_eq!(copies.newest(), Some((0, &older)));
+        assert_eq!(copies.damaged(), Some((1, SlotFault::BadChecksum)));
+        // A zeroed copy next to a header that was written twice or more.
+        let zero = [0u8; SLOT_BYTES];
+        assert_eq!(Copies::read([&zero, &b]).damaged(), Some((0, SlotFault::Empty)));
+        let mut first = sample();
+        first.seq = 1;
+        assert_eq!(Copies::read([&first.encode(), &zero]).damaged(), None);
+        assert_eq!(Copies::read([&zero, &zero]).newest(), None);
         assert_eq!(slot_for_next_write(Some(1)), 0);
         assert_eq!(slot_for_next_write(Some(0)), 1);
         assert_eq!(slot_for_next_write(None), 0);

@@ -2,10 +2,13 @@
 
 use cowroot::boot::{self, BootMode, Outcome};
 use cowroot::error::Error;
-use cowroot::layout::DEFAULT_BLOCK_BYTES;
+use cowroot::layout::BlockSize;
 use cowroot::names::DeviceName;
-use cowroot::{cmdline, config, format, klog, names, status, units};
+use cowroot::sys::RealSystem;
+use cowroot::{cmdline, config, format, inspect, klog, names, status, units};
 use log::LevelFilter;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::process::ExitCode;
 
 /// Exit codes: 0 done (or nothing to do), 1 failed, 2 bad usage.
@@ -24,41 +27,68 @@ usage:
                                              prepare a pool device or file
   cowroot status [--json] [--name NAME]      show origin, pool, use and health
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
+  cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
   cowroot root [--unit]                      print the root device (or its systemd unit) when
                                              cowroot= is present (for initramfs hooks)
   cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot --version
 
+  -v, --verbose    log every step (as cowroot.debug=1 does at boot)
+
 Command-line keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset=
 cowroot.name= cowroot.timeout= cowroot.onfail= cowroot.debug= (see the README).
 ";
 
+/// The arguments, as bytes: `--cmdline` takes any bytes the kernel could
+/// pass; everything else is text (converted lossily, then validated).
 struct Args {
     words: Vec<String>,
+    raw: Vec<Vec<u8>>,
 }
 
 impl Args {
-    fn flag(&mut self, name: &str) -> bool {
-        let before = self.words.len();
-        self.words.retain(|w| w != name);
-        self.words.len() != before
+    fn new(os: Vec<OsString>) -> Args {
+        let raw: Vec<Vec<u8>> = os.into_iter().map(OsStringExt::into_vec).collect();
+        let words = raw.iter().map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+        Args { words, raw }
     }
 
-    fn value(&mut self, name: &str) -> Result<Option<String>, Error> {
+    fn remove(&mut self, i: usize) -> (String, Vec<u8>) {
+        (self.words.remove(i), self.raw.remove(i))
+    }
+
+    /// A value taken as raw bytes (`--cmdline`).
+    fn raw_value(&mut self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let prefix = format!("{name}=");
+        if let Some(i) = self.words.iter().position(|w| w.starts_with(&prefix)) {
+            let (_, raw) = self.remove(i);
+            return Ok(Some(raw[prefix.len()..].to_vec()));
+        }
         let Some(i) = self.words.iter().position(|w| w == name) else {
-            if let Some(i) = self.words.iter().position(|w| w.starts_with(&format!("{name}="))) {
-                let word = self.words.remove(i);
-                return Ok(Some(word[name.len() + 1..].to_string()));
-            }
             return Ok(None);
         };
         if i + 1 >= self.words.len() {
             return Err(Error::Usage(format!("{name} needs a value")));
         }
-        let value = self.words.remove(i + 1);
-        self.words.remove(i);
-        Ok(Some(value))
+        let (_, raw) = self.remove(i + 1);
+        self.remove(i);
+        Ok(Some(raw))
+    }
+
+    fn flag(&mut self, name: &str) -> bool {
+        let Some(i) = self.words.iter().position(|w| w == name) else {
+            return false;
+        };
+        self.remove(i);
+        while let Some(i) = self.words.iter().position(|w| w == name) {
+            self.remove(i);
+        }
+        true
+    }
+
+    fn value(&mut self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self.raw_value(name)?.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
     }
 
     fn done(self) -> Result<Vec<String>, Error> {
@@ -69,8 +99,14 @@ impl Args {
     }
 }
 
-fn read_cmdline() -> Result<String, Error> {
-    std::fs::read_to_string("/proc/cmdline").map_err(|e| Error::io("read", "/proc/cmdline", e))
+/// The kernel command line as bytes: it need not be UTF-8, and a byte that
+/// is not must not stop a boot that does not use cowroot (invariant 7).
+fn read_cmdline() -> Result<Vec<u8>, Error> {
+    std::fs::read("/proc/cmdline").map_err(|e| Error::io("read", "/proc/cmdline", e))
+}
+
+fn cmdline_params() -> Result<Vec<cmdline::Param>, Error> {
+    Ok(cmdline::split_bytes(&read_cmdline()?))
 }
 
 /// `--name` wins, then `cowroot.name=` of the running system.
@@ -78,7 +114,7 @@ fn device_name(args: &mut Args) -> Result<DeviceName, Error> {
     if let Some(name) = args.value("--name")? {
         return DeviceName::parse(&name);
     }
-    let params = cmdline::split(&read_cmdline().unwrap_or_default());
+    let params = cmdline_params()?;
     let given = params.iter().rev().find(|p| p.key == "cowroot.name").and_then(|p| p.value.clone());
     match given {
         Some(name) => DeviceName::parse(&name),
@@ -86,13 +122,13 @@ fn device_name(args: &mut Args) -> Result<DeviceName, Error> {
     }
 }
 
-fn run(command: &str, mut args: Args) -> Result<(), Error> {
+fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
     match command {
         "boot" => {
             let dry_run = args.flag("--dry-run");
             let read_only = args.flag("--read-only-origin");
             let print_root = args.flag("--print-root");
-            let given = args.value("--cmdline")?;
+            let given = args.raw_value("--cmdline")?;
             let rest = args.done()?;
             if !rest.is_empty() {
                 return Err(Error::Usage(format!("unexpected argument {}", rest[0])));
@@ -103,12 +139,13 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
                 (false, true) => BootMode::ReadOnlyOrigin,
                 (false, false) => BootMode::Normal,
             };
-            klog::init(!dry_run, LevelFilter::Info);
+            klog::init(!dry_run, level);
             let text = match given {
                 Some(text) => text,
                 None => read_cmdline()?,
             };
-            match boot::boot(&text, mode)? {
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(config::DEFAULT_TIMEOUT_SECS));
+            match boot::boot(&mut sys, &text, mode)? {
                 Outcome::NothingToDo => log::debug!("no cowroot= on the command line; nothing to do"),
                 Outcome::AlreadyActive { root, message: line } | Outcome::Ready { root, summary: line } => {
                     log::info!("{line}");
@@ -123,14 +160,16 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
         "root" => {
             let unit = args.flag("--unit");
             args.done()?;
-            if let Some(name) = config::root_device_name(&cmdline::split(&read_cmdline().unwrap_or_default())) {
+            // An unreadable command line is an error, never "no cowroot=":
+            // the hooks would then mount root=, the origin, writable.
+            if let Some(name) = config::root_device_name(&cmdline_params()?) {
                 println!("{}", if unit { name.device_unit() } else { name.mapper_path(names::Role::Thin) });
             }
             Ok(())
         }
         "onfail" => {
             args.done()?;
-            let policy = config::onfail_policy(&cmdline::split(&read_cmdline().unwrap_or_default()));
+            let policy = config::onfail_policy(&cmdline_params().unwrap_or_default());
             println!("{policy}");
             Ok(())
         }
@@ -142,29 +181,33 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             Ok(())
         }
         "format" => {
-            klog::init(false, LevelFilter::Info);
+            klog::init(false, level);
             let force = args.flag("--force");
             let block = match args.value("--block-size")? {
-                Some(text) => {
+                Some(text) => BlockSize::Exact(
                     units::parse_size(&text)
                         .ok_or_else(|| Error::Usage(format!("--block-size: bad size {text:?}; use e.g. 64K")))?
-                        .0
-                }
-                None => DEFAULT_BLOCK_BYTES,
+                        .0,
+                ),
+                None => BlockSize::Auto,
             };
             let rest = args.done()?;
             let [device] = rest.as_slice() else {
                 return Err(Error::Usage("usage: cowroot format DEVICE [--block-size SIZE] [--force]".into()));
             };
-            println!("{}", format::format(device, block, force)?);
+            println!(
+                "{}",
+                format::format(&mut RealSystem::new(std::time::Duration::from_secs(1)), device, block, force)?
+            );
             Ok(())
         }
         "status" => {
-            klog::init(false, LevelFilter::Info);
+            klog::init(false, level);
             let json = args.flag("--json");
             let name = device_name(&mut args)?;
             args.done()?;
-            let info = status::gather(&name, &read_cmdline().unwrap_or_default())?;
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
+            let info = status::gather(&mut sys, &name, &read_cmdline().unwrap_or_default())?;
             if json {
                 println!("{}", info.render_json());
             } else {
@@ -173,11 +216,22 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
             Ok(())
         }
         "reset" => {
-            klog::init(false, LevelFilter::Info);
+            klog::init(false, level);
             let cancel = args.flag("--cancel");
             let name = device_name(&mut args)?;
             args.done()?;
-            println!("{}", status::request_reset(&name, cancel)?);
+            println!(
+                "{}",
+                status::request_reset(&mut RealSystem::new(std::time::Duration::from_secs(1)), &name, cancel)?
+            );
+            Ok(())
+        }
+        "inspect" => {
+            let rest = args.done()?;
+            let [device] = rest.as_slice() else {
+                return Err(Error::Usage("usage: cowroot inspect DEVICE".into()));
+            };
+            print!("{}", inspect::inspect(device)?);
             Ok(())
         }
         other => Err(Error::Usage(format!("unknown command {other:?}\n{HELP}"))),
@@ -185,17 +239,19 @@ fn run(command: &str, mut args: Args) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    let mut words: Vec<String> = std::env::args().skip(1).collect();
-    if words.is_empty() || words.iter().any(|w| w == "--help" || w == "-h") {
+    // args_os: std::env::args() panics on an argument that is not UTF-8.
+    let mut args = Args::new(std::env::args_os().skip(1).collect());
+    if args.words.is_empty() || args.words.iter().any(|w| w == "--help" || w == "-h") {
         print!("{HELP}");
-        return if words.is_empty() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
+        return if args.words.is_empty() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
     }
-    if words[0] == "--version" {
+    if args.words[0] == "--version" {
         println!("cowroot {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let command = words.remove(0);
-    match run(&command, Args { words }) {
+    let level = if args.flag("-v") | args.flag("--verbose") { LevelFilter::Debug } else { LevelFilter::Info };
+    let (command, _) = args.remove(0);
+    match run(&command, args, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let usage = matches!(err, Error::Usage(_));

@@ -1,17 +1,22 @@
-//! The boot plan: config + probed facts in, an ordered list of steps out.
-//! Pure, so every path (first boot, reuse, reset, changed origin, crash
-//! leftovers) is unit-tested, and `--dry-run` is simply the plan printed as
-//! the commands a person would type.
+//! The boot plan: config + probed facts in, ordered steps out. Pure, so
+//! every path (first boot, reuse, reset, changed origin, crash leftovers,
+//! a damaged header copy) is unit-tested, and `--dry-run` is the plan
+//! printed (`render`).
+//!
+//! A boot plans in two phases: `plan_activation` brings the thin pool up
+//! (formatting a blank device, repairing a damaged header copy); then
+//! `plan_thins`, given the metadata's transaction id as the kernel reports
+//! it, handles the thin devices.
 
 use crate::config::{Config, DevSpec, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::short_digest;
-use crate::header::{self, OriginId, PoolHeader, FLAG_RESET_NEXT_BOOT};
-use crate::layout::Layout;
-use crate::names::{DeviceName, Role};
-use crate::signature;
+use crate::header::{self, OriginId, PoolHeader, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID};
+use crate::layout::{plan_layout, BlockSize, Layout};
+use crate::names::Role;
+use crate::pool::{PoolFacts, PoolState};
+use crate::table::{Linear, Target, Thin, ThinPool};
 use crate::units::{Bytes, Sectors};
-use std::fmt::Write as _;
 
 /// Where the image host filesystem is mounted (under /run, so it survives
 /// switch-root and stays visible to the booted system).
@@ -30,13 +35,17 @@ pub enum DevRef {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Sets a device read-only at the block layer (BLKROSET), before
+    /// anything mounts or reads it: the image host and a device origin.
+    /// A read-only mount alone still writes (journal replay, ext4 orphan
+    /// cleanup, btrfs log replay); a read-only device makes the kernel skip
+    /// or refuse all of that.
+    SetReadOnly {
+        device: String,
+    },
     MountHost {
         device: String,
         fstype: Option<String>,
-    },
-    /// Sets a device origin read-only at the block layer (BLKROSET).
-    ProtectOrigin {
-        device: String,
     },
     AttachLoop {
         file: String,
@@ -71,6 +80,12 @@ pub enum Step {
         id: u32,
         missing_ok: bool,
     },
+    /// Moves the metadata's transaction id on, binding it to the header.
+    SetTransactionId {
+        from: u64,
+        to: u64,
+    },
+    /// `len` 0: as long as the origin (known only once it is attached).
     CreateThin {
         id: u32,
         len: Sectors,
@@ -83,55 +98,73 @@ pub enum Step {
     },
 }
 
-/// What the pool device holds, as probed.
+/// A dm device a step creates: which layer, how long, and its table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolState {
-    /// The first MiB is all zeros: cowroot may format it.
-    Blank,
-    Ours {
-        slot: usize,
-        header: PoolHeader,
-    },
-    Foreign(&'static str),
-    /// Not zero, not ours, nothing recognised: still refused at boot.
-    Unrecognised,
+pub struct DmTable<D> {
+    pub role: Role,
+    pub len: Sectors,
+    pub target: Target<D>,
 }
 
-/// Classifies a pool device from its first MiB. A valid header counts only
-/// if nothing else is there: cowroot zeroes the whole region when it
-/// formats, so other data next to a header means the device was reused
-/// (repartitioned, mkfs'd) and the header is a leftover.
-pub fn classify_pool(start: &[u8]) -> PoolState {
-    let slot = |i: usize| {
-        let offset = header::SLOT_OFFSETS[i] as usize;
-        start.get(offset..offset + header::SLOT_BYTES).unwrap_or(&[])
-    };
-    // Everything but the encoded bodies of valid copies must be zero.
-    let mut rest = start.to_vec();
-    for (i, offset) in header::SLOT_OFFSETS.iter().enumerate() {
-        if PoolHeader::decode(slot(i)).is_ok() {
-            let offset = *offset as usize;
-            rest[offset..offset + header::ENCODED_LEN].fill(0);
+impl Step {
+    /// The table of the device this step creates, with devices resolved by
+    /// `dev`; `None` for steps that create no dm device. The executor and
+    /// the dry run both print tables from here, so they cannot drift.
+    pub fn dm_table<D, E>(
+        &self,
+        mut dev: impl FnMut(&DevRef) -> std::result::Result<D, E>,
+    ) -> Option<std::result::Result<DmTable<D>, E>> {
+        let mut table = || -> std::result::Result<DmTable<D>, E> {
+            Ok(match self {
+                Step::CreateLinear { role, dev: d, offset, len } => {
+                    DmTable { role: *role, len: *len, target: Target::Linear(Linear { dev: dev(d)?, offset: *offset }) }
+                }
+                Step::CreateReadOnly { len, origin } => DmTable {
+                    role: Role::ReadOnly,
+                    len: *len,
+                    target: Target::Linear(Linear { dev: dev(origin)?, offset: Sectors(0) }),
+                },
+                Step::CreatePool { len, block_sectors, .. } => DmTable {
+                    role: Role::Pool,
+                    len: *len,
+                    target: Target::ThinPool(ThinPool {
+                        meta: dev(&DevRef::Dm(Role::Meta))?,
+                        data: dev(&DevRef::Dm(Role::Data))?,
+                        block_sectors: *block_sectors,
+                        low_water_blocks: 0,
+                        error_if_no_space: true,
+                    }),
+                },
+                Step::CreateThin { id, len, origin } => DmTable {
+                    role: Role::Thin,
+                    len: *len,
+                    target: Target::Thin(Thin {
+                        pool: dev(&DevRef::Dm(Role::Pool))?,
+                        id: *id,
+                        external_origin: Some(dev(origin)?),
+                    }),
+                },
+                _ => unreachable!("checked below"),
+            })
+        };
+        match self {
+            Step::CreateLinear { .. }
+            | Step::CreateReadOnly { .. }
+            | Step::CreatePool { .. }
+            | Step::CreateThin { .. } => Some(table()),
+            _ => None,
         }
     }
-    let found = signature::detect(&rest);
-    match header::newest([slot(0), slot(1)]) {
-        Some((slot, header)) if signature::all_zero(&rest) => PoolState::Ours { slot, header },
-        Some(_) => PoolState::Foreign(found.unwrap_or("data next to a stale cowroot header")),
-        None if signature::all_zero(start) => PoolState::Blank,
-        None => match signature::detect(start) {
-            Some("a cowroot pool") => PoolState::Foreign("a damaged cowroot header (no valid copy)"),
-            Some(found) => PoolState::Foreign(found),
-            None => PoolState::Unrecognised,
-        },
-    }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolFacts {
-    pub device: String,
-    pub size: Bytes,
-    pub state: PoolState,
+    /// The message a step sends to the thin-pool, if it sends one.
+    pub fn pool_message(&self) -> Option<String> {
+        match self {
+            Step::CreateThinId { id } => Some(format!("create_thin {id}")),
+            Step::DeleteThinId { id, .. } => Some(format!("delete {id}")),
+            Step::SetTransactionId { from, to } => Some(format!("set_transaction_id {from} {to}")),
+            _ => None,
+        }
+    }
 }
 
 /// The origin as probed; in a dry run of an image file nothing is known.
@@ -140,6 +173,8 @@ pub struct OriginFacts {
     pub device: DevRef,
     pub size: Option<Bytes>,
     pub id: Option<OriginId>,
+    /// Logical block size of the origin device (512 when unknown).
+    pub logical_block: u32,
 }
 
 /// What this boot does with the kept changes.
@@ -164,22 +199,15 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolPlan {
-    pub steps: Vec<Step>,
-    pub mode: Mode,
-    /// The header as it stands after the plan ran, and the slot it is in.
-    pub header: PoolHeader,
-    pub header_slot: Option<usize>,
-}
-
-/// Mounting the image host and attaching the image (if the origin is a file).
+/// Mounting the image host and attaching the image (if the origin is a
+/// file), or protecting a device origin; each device read-only first.
 pub fn plan_origin(cfg: &Config, host_device: Option<&str>, origin_device: Option<&str>) -> Vec<Step> {
     if let (Source::Device(_), Some(device)) = (&cfg.source, origin_device) {
-        return vec![Step::ProtectOrigin { device: device.to_string() }];
+        return vec![Step::SetReadOnly { device: device.to_string() }];
     }
     match (&cfg.source, host_device) {
         (Source::File(path), Some(device)) => vec![
+            Step::SetReadOnly { device: device.to_string() },
             Step::MountHost { device: device.to_string(), fstype: cfg.host_fstype.clone() },
             Step::AttachLoop { file: format!("{HOST_MOUNT}{path}") },
         ],
@@ -190,6 +218,7 @@ pub fn plan_origin(cfg: &Config, host_device: Option<&str>, origin_device: Optio
 /// A fresh header for a device of `size` laid out as `layout`.
 pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHeader {
     PoolHeader {
+        version: header::VERSION,
         seq: 1,
         pool_uuid,
         device_sectors: size.sectors(),
@@ -202,78 +231,95 @@ pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHead
         next_thin: 1,
         generation: 0,
         origin: None,
+        transaction: 0,
     }
 }
 
-/// Appends header writes, alternating slots and counting `seq` up.
-struct HeaderWriter<'a> {
-    device: &'a str,
-    slot: Option<usize>,
-    header: PoolHeader,
+/// The header as the plan leaves it so far: appends header writes,
+/// alternating slots and counting `seq` up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderState {
+    pub device: String,
+    /// The slot holding the newest copy; `None` before the first write.
+    pub slot: Option<usize>,
+    pub header: PoolHeader,
 }
 
-impl HeaderWriter<'_> {
+impl HeaderState {
     fn write(
         &mut self,
         steps: &mut Vec<Step>,
         zero_meta: bool,
         why: &'static str,
         change: impl FnOnce(&mut PoolHeader),
-    ) {
-        change(&mut self.header);
+    ) -> Result<()> {
+        let mut next = match self.slot {
+            Some(_) => self.header.next().map_err(|m| self.exhausted(m))?,
+            None => self.header.clone(),
+        };
+        change(&mut next);
         let slot = header::slot_for_next_write(self.slot);
-        if self.slot.is_some() {
-            self.header.seq += 1;
-        }
         self.slot = Some(slot);
+        self.header = next;
         steps.push(Step::WriteHeader {
-            device: self.device.to_string(),
+            device: self.device.clone(),
             slot,
             header: self.header.clone(),
             zero_meta,
             why,
         });
+        Ok(())
+    }
+
+    fn exhausted(&self, what: &str) -> Error {
+        Error::Inconsistent(format!(
+            "{}: {what}; save what you need and start over with `cowroot format --force {}`",
+            self.device, self.device
+        ))
     }
 }
 
-/// Plans the pool side. `format_layout` is the layout to format a blank
-/// device with (computed by the caller from its size and block size), and
-/// `pool_uuid` the random id to give a newly formatted pool.
-pub fn plan_pool(
-    cfg: &Config,
-    pool: &PoolFacts,
-    origin: &OriginFacts,
-    format_layout: Option<Layout>,
-    pool_uuid: [u8; 16],
-) -> Result<PoolPlan> {
+/// Phase one: what brings the pool up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    pub steps: Vec<Step>,
+    pub formatted: bool,
+    pub header: HeaderState,
+}
+
+/// Plans bringing up the pool. A blank device is formatted with `block`
+/// sized blocks and `pool_uuid` as its id.
+pub fn plan_activation(pool: &PoolFacts, block: BlockSize, pool_uuid: [u8; 16]) -> Result<Activation> {
+    if let Some(refusal) = pool.refusal() {
+        return Err(refusal);
+    }
     let mut steps = Vec::new();
-    let mut mode = None;
-    let (slot, header) = match &pool.state {
-        PoolState::Foreign(found) => {
-            return Err(Error::ForeignPool { device: pool.device.clone(), found: found.to_string() })
+    let device = pool.device.clone();
+    let (mut state, formatted, damaged) = match &pool.state {
+        PoolState::Ours { slot, header, damaged } => {
+            (HeaderState { device, slot: Some(*slot), header: header.clone() }, false, damaged.clone())
         }
-        PoolState::Unrecognised => return Err(Error::NotAPool { device: pool.device.clone() }),
-        PoolState::Ours { slot, header } => (Some(*slot), header.clone()),
-        PoolState::Blank => {
-            let layout = format_layout.ok_or_else(|| Error::NotAPool { device: pool.device.clone() })?;
-            mode = Some(Mode::Formatted);
-            (None, new_header(pool.size, &layout, pool_uuid))
+        _ => {
+            let layout = plan_layout(&device, pool.size, block)?;
+            (HeaderState { device, slot: None, header: new_header(pool.size, &layout, pool_uuid) }, true, None)
         }
     };
-    if header.device_sectors > pool.size.sectors() {
+    if state.header.device_sectors > pool.size.sectors() {
         return Err(Error::Inconsistent(format!(
             "{} was {} sectors when formatted but is {} now; it was shrunk or replaced",
             pool.device,
-            header.device_sectors,
+            state.header.device_sectors,
             pool.size.sectors()
         )));
     }
-    let mut writer = HeaderWriter { device: &pool.device, slot, header };
-    if mode == Some(Mode::Formatted) {
-        writer.write(&mut steps, true, "format", |_| {});
+    if formatted {
+        state.write(&mut steps, true, "format", |_| {})?;
     }
-
-    let h = &writer.header;
+    if let Some((slot, fault)) = damaged {
+        log::warn!("{}: header copy {slot} is damaged ({fault}); rewriting it from the other copy", pool.device);
+        state.write(&mut steps, false, "repair the damaged copy", |_| {})?;
+    }
+    let h = &state.header;
     steps.push(Step::CreateLinear {
         role: Role::Meta,
         dev: DevRef::Path(pool.device.clone()),
@@ -287,61 +333,145 @@ pub fn plan_pool(
         len: h.data.len,
     });
     steps.push(Step::CreatePool { len: h.data.len, block_sectors: h.block_sectors, device: pool.device.clone() });
+    Ok(Activation { steps, formatted, header: state })
+}
 
-    // A reset interrupted by power loss can leave one thin id behind.
-    let garbage = h.garbage_thin;
-    if garbage != 0 && garbage != h.active_thin {
+/// Phase two: the thin devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThinPlan {
+    pub steps: Vec<Step>,
+    pub mode: Mode,
+    /// The header as it stands after the plan ran, and its slot.
+    pub header: HeaderState,
+}
+
+/// Plans the thin devices once the pool is up, given the metadata's
+/// transaction id (`metadata_transaction`, from the pool's status) and the
+/// logical block size of the pool device (`pool_block`).
+pub fn plan_thins(
+    cfg: &Config,
+    activation: &Activation,
+    metadata_transaction: u64,
+    pool_block: u32,
+    origin: &OriginFacts,
+) -> Result<ThinPlan> {
+    let mut steps = Vec::new();
+    let mut state = activation.header.clone();
+    let mut txn = bind_transaction(&state, metadata_transaction)?;
+    let next_txn = |t: u64| t.checked_add(1).ok_or_else(|| state_exhausted(&activation.header.device));
+
+    // A reset interrupted by power loss can leave one thin id behind; the
+    // metadata may have moved one transaction on before the header did.
+    let garbage = state.header.garbage_thin;
+    if garbage != 0 {
+        let to = next_txn(txn)?;
         steps.push(Step::DeleteThinId { id: garbage, missing_ok: true });
-        writer.write(&mut steps, false, "forget leftover thin", |h| h.garbage_thin = 0);
+        steps.push(Step::SetTransactionId { from: txn, to });
+        txn = to;
+        state.write(&mut steps, false, "forget leftover thin", |h| {
+            h.garbage_thin = 0;
+            h.transaction = to;
+        })?;
     }
 
-    let reset_requested = cfg.reset || writer.header.flags & FLAG_RESET_NEXT_BOOT != 0;
-    let old = writer.header.active_thin;
+    let reset_requested = cfg.reset || state.header.flags & FLAG_RESET_NEXT_BOOT != 0;
+    let old = state.header.active_thin;
     let mode = if old == 0 {
-        mode.unwrap_or(Mode::FirstUse)
+        if activation.formatted {
+            Mode::Formatted
+        } else {
+            Mode::FirstUse
+        }
     } else if reset_requested {
         Mode::Reset
     } else {
-        check_origin(cfg, &writer.header, origin)?;
+        check_origin(cfg, &state.header, origin)?;
         Mode::Kept
     };
 
     if mode != Mode::Kept {
         // New thin first, header second, old thin last: power lost between
-        // any two steps leaves a header that names a thin that exists.
-        let new = writer.header.next_thin;
-        writer.write(&mut steps, false, "reserve thin id", |h| {
+        // any two steps leaves a header that names a thin that exists, and
+        // metadata at most one transaction ahead of the header.
+        let new = state.header.next_thin;
+        if new > MAX_THIN_ID {
+            return Err(state.exhausted("all 2^24 thin ids have been used"));
+        }
+        let generation =
+            state.header.generation.checked_add(1).ok_or_else(|| state_exhausted(&activation.header.device))?;
+        state.write(&mut steps, false, "reserve thin id", |h| {
             h.next_thin = new + 1;
             h.garbage_thin = new;
-        });
+        })?;
+        let switched = next_txn(txn)?;
         steps.push(Step::CreateThinId { id: new });
-        writer.write(&mut steps, false, "switch to new thin", |h| {
+        steps.push(Step::SetTransactionId { from: txn, to: switched });
+        txn = switched;
+        state.write(&mut steps, false, "switch to new thin", |h| {
             h.active_thin = new;
             h.garbage_thin = old;
-            h.generation += 1;
+            h.generation = generation;
             h.flags &= !FLAG_RESET_NEXT_BOOT;
+            h.transaction = switched;
             if origin.id.is_some() {
                 h.origin = origin.id;
             }
-        });
+        })?;
         if old != 0 {
+            let done = next_txn(txn)?;
             steps.push(Step::DeleteThinId { id: old, missing_ok: true });
-            writer.write(&mut steps, false, "done", |h| h.garbage_thin = 0);
+            steps.push(Step::SetTransactionId { from: txn, to: done });
+            state.write(&mut steps, false, "done", |h| {
+                h.garbage_thin = 0;
+                h.transaction = done;
+            })?;
         }
     }
 
+    if state.header.seq != activation.header.header.seq {
+        // At rest both copies say the same: then damage to either one,
+        // the newest included, loses nothing. (Mid-operation the older copy
+        // is the state before it, which a power cut may roll back to.)
+        state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
+    }
     let len = match origin.size {
-        Some(size) => size.sectors(),
+        Some(size) => round_up(size.sectors(), pool_block.max(origin.logical_block)),
         None => Sectors(0),
     };
-    steps.push(Step::CreateThin { id: writer.header.active_thin, len, origin: origin.device.clone() });
-    Ok(PoolPlan { steps, mode, header: writer.header, header_slot: writer.slot })
+    steps.push(Step::CreateThin { id: state.header.active_thin, len, origin: origin.device.clone() });
+    Ok(ThinPlan { steps, mode, header: state })
+}
+
+fn state_exhausted(device: &str) -> Error {
+    Error::Inconsistent(format!(
+        "{device}: a counter of the pool header is exhausted; save what you need and start over with \
+         `cowroot format --force {device}`"
+    ))
+}
+
+/// The transaction the plan starts from: the header's, or one more while
+/// an operation was in flight (the metadata committed, the header not yet).
+fn bind_transaction(state: &HeaderState, metadata: u64) -> Result<u64> {
+    let h = &state.header;
+    let in_flight = h.garbage_thin != 0 && Some(metadata) == h.transaction.checked_add(1);
+    if metadata == h.transaction || in_flight {
+        Ok(metadata)
+    } else {
+        Err(Error::HeaderMismatch { device: state.device.clone(), header: h.transaction, metadata })
+    }
+}
+
+/// A thin device must be a whole number of the pool's and the origin's
+/// logical blocks; blocks past the origin's end read as zeros.
+fn round_up(len: Sectors, block_bytes: u32) -> Sectors {
+    let per = (block_bytes as u64 / 512).max(1);
+    Sectors(len.0.div_ceil(per) * per)
 }
 
 fn check_origin(cfg: &Config, header: &PoolHeader, origin: &OriginFacts) -> Result<()> {
     let (Some(recorded), Some(now)) = (&header.origin, &origin.id) else {
-        // Unknown in a dry run of an image file; a pool formatted by an old
-        // version never has a thin without an origin record.
+        // Unknown only in a dry run of an image file (a header with an
+        // active thin always has an origin record).
         return Ok(());
     };
     if recorded == now {
@@ -359,92 +489,6 @@ fn check_origin(cfg: &Config, header: &PoolHeader, origin: &OriginFacts) -> Resu
     Err(Error::OriginChanged { origin: cfg.source.to_string(), detail })
 }
 
-/// Quotes a value for a POSIX shell, so a printed plan is safe to paste.
-pub fn sh_quote(value: &str) -> String {
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._+-:=@,".contains(&b)) {
-        return value.to_string();
-    }
-    format!("'{}'", value.replace('\'', "'\\''"))
-}
-
-/// Renders steps as the shell commands a person would type (for
-/// `--dry-run`); header writes have no command and show as comments.
-pub fn render(name: &DeviceName, steps: &[Step]) -> String {
-    let mut out = String::new();
-    let dev = |d: &DevRef| match d {
-        DevRef::Path(p) => sh_quote(p),
-        DevRef::Loop => "$LOOP".to_string(),
-        DevRef::Dm(role) => name.mapper_path(*role),
-    };
-    let pool = name.dm_name(Role::Pool);
-    for step in steps {
-        let _ = match step {
-            Step::MountHost { device, fstype } => writeln!(
-                out,
-                "mkdir -p {HOST_MOUNT} && mount -o ro{} {} {HOST_MOUNT}",
-                fstype.as_ref().map(|t| format!(" -t {t}")).unwrap_or_default(),
-                sh_quote(device)
-            ),
-            Step::AttachLoop { file } => writeln!(out, "LOOP=$(losetup -r -f --show {})", sh_quote(file)),
-            Step::WriteHeader { slot, header, zero_meta, why, .. } => {
-                if *zero_meta {
-                    let _ = writeln!(
-                        out,
-                        "# zero the first metadata block at sector {} (the kernel formats fresh metadata)",
-                        header.meta.start
-                    );
-                }
-                writeln!(
-                    out,
-                    "# write header copy {slot} (seq {}, {why}): active thin {}, generation {}",
-                    header.seq, header.active_thin, header.generation
-                )
-            }
-            Step::CreateLinear { role, dev: d, offset, len } => writeln!(
-                out,
-                "dmsetup create {} --uuid {} --table '0 {len} linear {} {offset}'",
-                name.dm_name(*role),
-                name.dm_uuid(*role),
-                dev(d)
-            ),
-            Step::ProtectOrigin { device } => writeln!(out, "blockdev --setro {}", sh_quote(device)),
-            Step::CreateReadOnly { len, origin } => writeln!(
-                out,
-                "dmsetup create {} --readonly --uuid {} --table \"0 {} linear {} 0\"",
-                name.dm_name(Role::ReadOnly),
-                name.dm_uuid(Role::ReadOnly),
-                if len.0 == 0 { "$(blockdev --getsz $LOOP)".to_string() } else { len.to_string() },
-                dev(origin)
-            ),
-            Step::CreatePool { len, block_sectors, .. } => writeln!(
-                out,
-                "dmsetup create {pool} --uuid {} --table '0 {len} thin-pool {} {} {block_sectors} 0 1 error_if_no_space'",
-                name.dm_uuid(Role::Pool),
-                name.mapper_path(Role::Meta),
-                name.mapper_path(Role::Data)
-            ),
-            Step::CreateThinId { id } => writeln!(out, "dmsetup message {pool} 0 'create_thin {id}'"),
-            Step::DeleteThinId { id, missing_ok } => writeln!(
-                out,
-                "dmsetup message {pool} 0 'delete {id}'{}",
-                if *missing_ok { " || true" } else { "" }
-            ),
-            Step::CreateThin { id, len, origin } => {
-                let len = if len.0 == 0 { "$(blockdev --getsz $LOOP)".to_string() } else { len.to_string() };
-                writeln!(
-                    out,
-                    "dmsetup create {} --uuid {} --table \"0 {len} thin {} {id} {}\"",
-                    name.dm_name(Role::Thin),
-                    name.dm_uuid(Role::Thin),
-                    name.mapper_path(Role::Pool),
-                    dev(origin)
-                )
-            }
-        };
-    }
-    out
-}
-
 /// The origin device reference for a config once resolved.
 pub fn origin_ref(source: &Source, resolved_device: Option<&str>) -> DevRef {
     match (source, resolved_device) {
@@ -458,7 +502,7 @@ pub fn origin_ref(source: &Source, resolved_device: Option<&str>) -> DevRef {
 mod tests {
     use super::*;
     use crate::cmdline::split;
-    use crate::layout::plan_layout;
+    use crate::header::SlotFault;
 
     fn cfg(extra: &str) -> Config {
         Config::from_params(&split(&format!("cowroot=/images/root.img cowroot.dev=LABEL=img cowpool=/dev/vdc {extra}")))
@@ -468,15 +512,12 @@ mod tests {
 
     const POOL_SIZE: Bytes = Bytes(256 << 20);
 
-    fn layout() -> Layout {
-        plan_layout("/dev/vdc", POOL_SIZE, 64 * 1024).unwrap()
-    }
-
     fn origin(id_byte: u8) -> OriginFacts {
         OriginFacts {
             device: DevRef::Loop,
             size: Some(Bytes(64 << 20)),
             id: Some(OriginId { size_bytes: 64 << 20, digest: [id_byte; 32] }),
+            logical_block: 512,
         }
     }
 
@@ -484,224 +525,254 @@ mod tests {
         PoolFacts { device: "/dev/vdc".into(), size: POOL_SIZE, state }
     }
 
-    /// Runs a plan's header writes to get the state the next boot sees.
-    fn after(plan: &PoolPlan) -> PoolState {
-        PoolState::Ours { slot: plan.header_slot.expect("a header exists"), header: plan.header.clone() }
+    /// Both phases, with the metadata at `txn` (the header's when `None`).
+    fn plan(cfg: &Config, state: PoolState, origin: &OriginFacts, txn: Option<u64>) -> Result<(Activation, ThinPlan)> {
+        let act = plan_activation(&facts(state), BlockSize::Exact(64 * 1024), [5; 16])?;
+        let txn = txn.unwrap_or(act.header.header.transaction);
+        let thins = plan_thins(cfg, &act, txn, 512, origin)?;
+        Ok((act, thins))
     }
 
-    fn kinds(plan: &PoolPlan) -> Vec<String> {
-        plan.steps
+    fn steps(p: &(Activation, ThinPlan)) -> Vec<Step> {
+        p.0.steps.iter().chain(&p.1.steps).cloned().collect()
+    }
+
+    /// The state the next boot sees after a plan ran to its end.
+    fn after(p: &(Activation, ThinPlan)) -> PoolState {
+        let h = &p.1.header;
+        PoolState::Ours { slot: h.slot.expect("a header exists"), header: h.header.clone(), damaged: None }
+    }
+
+    fn kinds(steps: &[Step]) -> Vec<String> {
+        steps
             .iter()
             .map(|s| match s {
-                Step::WriteHeader { slot, header, why, .. } => format!("header{slot}:{why}:seq{}", header.seq),
+                Step::WriteHeader { slot, header, why, .. } => {
+                    format!("header{slot}:{why}:seq{}:txn{}", header.seq, header.transaction)
+                }
                 Step::CreateLinear { role, .. } => format!("linear:{role:?}"),
                 Step::CreatePool { .. } => "pool".into(),
-                Step::CreateThinId { id } => format!("create_thin {id}"),
-                Step::DeleteThinId { id, .. } => format!("delete {id}"),
                 Step::CreateThin { id, .. } => format!("thin {id}"),
-                other => format!("{other:?}"),
+                other => other.pool_message().unwrap_or_else(|| format!("{other:?}")),
             })
             .collect()
     }
 
     #[test]
     fn first_boot_formats_then_reuse_then_reset() {
-        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
-        assert_eq!(first.mode, Mode::Formatted);
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        assert_eq!(first.1.mode, Mode::Formatted);
         assert_eq!(
-            kinds(&first),
+            kinds(&steps(&first)),
             [
-                "header0:format:seq1",
+                "header0:format:seq1:txn0",
                 "linear:Meta",
                 "linear:Data",
                 "pool",
-                "header1:reserve thin id:seq2",
+                "header1:reserve thin id:seq2:txn0",
                 "create_thin 1",
-                "header0:switch to new thin:seq3",
+                "set_transaction_id 0 1",
+                "header0:switch to new thin:seq3:txn1",
+                "header1:mirror to the other copy:seq4:txn1",
                 "thin 1",
             ]
         );
-        assert!(matches!(first.steps[0], Step::WriteHeader { zero_meta: true, .. }));
-        assert_eq!(first.header.active_thin, 1);
-        assert_eq!(first.header.generation, 1);
-        assert_eq!(first.header.garbage_thin, 0);
-        assert_eq!(first.header.origin, origin(1).id);
+        assert!(matches!(first.0.steps[0], Step::WriteHeader { zero_meta: true, .. }));
+        let h = &first.1.header.header;
+        assert_eq!((h.active_thin, h.generation, h.garbage_thin, h.origin), (1, 1, 0, origin(1).id));
         // The header validates after every write.
-        for step in &first.steps {
+        for step in steps(&first) {
             if let Step::WriteHeader { header, .. } = step {
-                assert_eq!(PoolHeader::decode(&header.encode()).as_ref(), Ok(header));
+                assert_eq!(PoolHeader::decode(&header.encode()), Ok(header));
             }
         }
 
-        let second = plan_pool(&cfg(""), &facts(after(&first)), &origin(1), None, [0; 16]).unwrap();
-        assert_eq!(second.mode, Mode::Kept);
-        assert_eq!(kinds(&second), ["linear:Meta", "linear:Data", "pool", "thin 1"]);
-        assert_eq!(second.header, first.header);
+        let second = plan(&cfg(""), after(&first), &origin(1), None).unwrap();
+        assert_eq!(second.1.mode, Mode::Kept);
+        assert_eq!(kinds(&steps(&second)), ["linear:Meta", "linear:Data", "pool", "thin 1"]);
+        assert_eq!(second.1.header, first.1.header);
 
-        let third = plan_pool(&cfg("cowroot.reset=1"), &facts(after(&second)), &origin(1), None, [0; 16]).unwrap();
-        assert_eq!(third.mode, Mode::Reset);
+        let third = plan(&cfg("cowroot.reset=1"), after(&second), &origin(1), None).unwrap();
+        assert_eq!(third.1.mode, Mode::Reset);
         assert_eq!(
-            kinds(&third),
+            kinds(&steps(&third)),
             [
                 "linear:Meta",
                 "linear:Data",
                 "pool",
-                "header1:reserve thin id:seq4",
+                "header0:reserve thin id:seq5:txn1",
                 "create_thin 2",
-                "header0:switch to new thin:seq5",
+                "set_transaction_id 1 2",
+                "header1:switch to new thin:seq6:txn2",
                 "delete 1",
-                "header1:done:seq6",
+                "set_transaction_id 2 3",
+                "header0:done:seq7:txn3",
+                "header1:mirror to the other copy:seq8:txn3",
                 "thin 2",
             ]
         );
-        assert_eq!((third.header.active_thin, third.header.generation), (2, 2));
+        let h = &third.1.header.header;
+        assert_eq!((h.active_thin, h.generation), (2, 2));
     }
 
     #[test]
-    fn thin_matches_origin_size_and_device() {
-        let o = OriginFacts { device: DevRef::Path("/dev/vdb".into()), ..origin(1) };
-        let plan = plan_pool(&cfg(""), &facts(PoolState::Blank), &o, Some(layout()), [5; 16]).unwrap();
+    fn thin_length_is_whole_logical_blocks() {
+        // A 2 KiB-multiple ISO on a 4Kn pool: rounded up, never down.
+        let mut iso = origin(1);
+        iso.size = Some(Bytes((64 << 20) + 2048));
+        iso.device = DevRef::Path("/dev/vdb".into());
+        let act = plan_activation(&facts(PoolState::Blank), BlockSize::Exact(64 * 1024), [5; 16]).unwrap();
+        let thins = plan_thins(&cfg(""), &act, 0, 4096, &iso).unwrap();
         assert_eq!(
-            plan.steps.last(),
-            Some(&Step::CreateThin { id: 1, len: Sectors(131072), origin: DevRef::Path("/dev/vdb".into()) })
+            thins.steps.last(),
+            Some(&Step::CreateThin { id: 1, len: Sectors(131080), origin: DevRef::Path("/dev/vdb".into()) })
         );
+        let thins = plan_thins(&cfg(""), &act, 0, 512, &iso).unwrap();
+        assert!(matches!(thins.steps.last(), Some(Step::CreateThin { len: Sectors(131076), .. })));
     }
 
     #[test]
     fn changed_origin_is_refused_until_reset() {
-        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
-        let err = plan_pool(&cfg(""), &facts(after(&first)), &origin(2), None, [0; 16]).unwrap_err();
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let err = plan(&cfg(""), after(&first), &origin(2), None).unwrap_err();
         assert!(matches!(err, Error::OriginChanged { .. }));
         assert!(err.to_string().contains("cowroot.reset=1"), "{err}");
         let mut bigger = origin(1);
         bigger.id.as_mut().unwrap().size_bytes += 4096;
-        let err = plan_pool(&cfg(""), &facts(after(&first)), &bigger, None, [0; 16]).unwrap_err();
+        let err = plan(&cfg(""), after(&first), &bigger, None).unwrap_err();
         assert!(err.to_string().contains("size was"), "{err}");
-        let reset = plan_pool(&cfg("cowroot.reset=1"), &facts(after(&first)), &origin(2), None, [0; 16]).unwrap();
-        assert_eq!(reset.header.origin, origin(2).id);
-        let kept = plan_pool(&cfg(""), &facts(after(&reset)), &origin(2), None, [0; 16]).unwrap();
-        assert_eq!(kept.mode, Mode::Kept);
+        let reset = plan(&cfg("cowroot.reset=1"), after(&first), &origin(2), None).unwrap();
+        assert_eq!(reset.1.header.header.origin, origin(2).id);
+        let kept = plan(&cfg(""), after(&reset), &origin(2), None).unwrap();
+        assert_eq!(kept.1.mode, Mode::Kept);
+    }
+
+    /// Power lost after any prefix of a plan: the header on disk is the
+    /// last one written, the metadata is at the last transaction set, and a
+    /// thin exists if it was created and not deleted.
+    fn replay_cut(all: &[Step], cut: usize, start: &PoolState, thins_before: &[u32]) -> (PoolState, u64, Vec<u32>) {
+        let mut state = start.clone();
+        let PoolState::Ours { header, .. } = start else { panic!() };
+        let mut txn = header.transaction;
+        let mut thins = thins_before.to_vec();
+        for step in &all[..cut] {
+            match step {
+                Step::WriteHeader { slot, header, .. } => {
+                    state = PoolState::Ours { slot: *slot, header: header.clone(), damaged: None };
+                }
+                Step::SetTransactionId { to, .. } => txn = *to,
+                Step::CreateThinId { id } => thins.push(*id),
+                Step::DeleteThinId { id, .. } => thins.retain(|t| t != id),
+                _ => {}
+            }
+        }
+        (state, txn, thins)
     }
 
     #[test]
-    fn interrupted_reset_is_cleaned_up_and_still_boots() {
-        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
-        let reset = plan_pool(&cfg("cowroot.reset=1"), &facts(after(&first)), &origin(1), None, [0; 16]).unwrap();
-        // Power lost right after each header write of the reset: the next
-        // boot (without reset) must boot a thin that exists and clean up.
-        for (index, step) in reset.steps.iter().enumerate() {
-            let Step::WriteHeader { slot, header, .. } = step else {
-                continue;
-            };
-            let state = PoolState::Ours { slot: *slot, header: header.clone() };
-            let created: Vec<u32> = reset.steps[..=index]
-                .iter()
-                .filter_map(|s| if let Step::CreateThinId { id } = s { Some(*id) } else { None })
-                .collect();
-            let deleted: Vec<u32> = reset.steps[..=index]
-                .iter()
-                .filter_map(|s| if let Step::DeleteThinId { id, .. } = s { Some(*id) } else { None })
-                .collect();
-            let exists = |id: u32| (id == 1 || created.contains(&id)) && !deleted.contains(&id);
-            let next = plan_pool(&cfg(""), &facts(state), &origin(1), None, [0; 16]).unwrap();
-            let Some(Step::CreateThin { id, .. }) = next.steps.last() else { panic!() };
-            assert!(exists(*id), "after write {index}, boots thin {id} which does not exist");
-            assert_eq!(next.header.garbage_thin, 0, "after write {index}");
-            for s in &next.steps {
+    fn a_power_cut_anywhere_in_a_reset_still_boots_and_binds() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let start = after(&first);
+        let reset = plan(&cfg("cowroot.reset=1"), start.clone(), &origin(1), None).unwrap();
+        let all = steps(&reset);
+        for cut in 0..=all.len() {
+            let (state, txn, thins) = replay_cut(&all, cut, &start, &[1]);
+            let next = plan(&cfg(""), state.clone(), &origin(1), Some(txn))
+                .unwrap_or_else(|e| panic!("cut after {cut} steps: {e}"));
+            let Some(Step::CreateThin { id, .. }) = next.1.steps.last() else { panic!() };
+            assert!(thins.contains(id), "cut {cut}: boots thin {id}, which does not exist ({thins:?})");
+            for s in &next.1.steps {
                 if let Step::DeleteThinId { id: gone, missing_ok } = s {
                     assert!(*missing_ok);
                     assert_ne!(gone, id, "deletes the thin it boots");
                 }
             }
+            // And the boot after that is consistent again.
+            let (state2, txn2, _) = replay_cut(&steps(&next), steps(&next).len(), &state, &thins);
+            assert_eq!(next.1.header.header.garbage_thin, 0, "cut {cut}");
+            plan(&cfg(""), state2, &origin(1), Some(txn2)).unwrap_or_else(|e| panic!("cut {cut}, second boot: {e}"));
         }
     }
 
     #[test]
-    fn foreign_or_unknown_pools_are_refused() {
-        let err = plan_pool(
-            &cfg(""),
-            &facts(PoolState::Foreign("an ext2/3/4 filesystem")),
-            &origin(1),
-            Some(layout()),
-            [0; 16],
-        )
-        .unwrap_err();
+    fn at_rest_either_copy_alone_boots_the_same() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let reset = plan(&cfg("cowroot.reset=1"), after(&first), &origin(1), None).unwrap();
+        for p in [&first, &reset] {
+            let writes: Vec<PoolHeader> = steps(p)
+                .into_iter()
+                .filter_map(|s| if let Step::WriteHeader { header, .. } = s { Some(header) } else { None })
+                .collect();
+            let (last, before) = (&writes[writes.len() - 1], &writes[writes.len() - 2]);
+            // Only the newest copy survives, or only the one before it.
+            for survivor in [last, before] {
+                let state = PoolState::Ours { slot: 0, header: survivor.clone(), damaged: None };
+                let next = plan(&cfg(""), state, &origin(1), Some(survivor.transaction)).unwrap();
+                assert_eq!(next.1.mode, Mode::Kept);
+                assert_eq!(next.1.header.header.active_thin, last.active_thin);
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_that_does_not_match_its_metadata_is_refused() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        // An older header restored over newer metadata, or a header copied
+        // from another pool.
+        for metadata in [0, 3, 7] {
+            let err = plan(&cfg(""), after(&first), &origin(1), Some(metadata)).unwrap_err();
+            assert!(matches!(err, Error::HeaderMismatch { header: 1, .. }), "{metadata}: {err}");
+            assert!(err.to_string().contains("transaction 1"), "{err}");
+        }
+        // Without an operation in flight, one ahead is a mismatch too.
+        assert!(plan(&cfg(""), after(&first), &origin(1), Some(2)).is_err());
+    }
+
+    #[test]
+    fn a_damaged_copy_is_repaired_at_boot() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let PoolState::Ours { slot, header, .. } = after(&first) else { panic!() };
+        let damaged =
+            PoolState::Ours { slot, header: header.clone(), damaged: Some((1 - slot, SlotFault::BadChecksum)) };
+        let p = plan(&cfg(""), damaged, &origin(1), None).unwrap();
+        assert_eq!(p.1.mode, Mode::Kept);
+        let Step::WriteHeader { slot: written, header: repaired, why, .. } = &p.0.steps[0] else { panic!() };
+        assert_eq!((*written, *why), (1 - slot, "repair the damaged copy"));
+        assert_eq!((repaired.seq, repaired.active_thin), (header.seq + 1, header.active_thin));
+    }
+
+    #[test]
+    fn refused_pools_name_what_they_hold() {
+        let err = plan(&cfg(""), PoolState::Foreign("an ext2/3/4 filesystem"), &origin(1), None).unwrap_err();
         assert!(err.to_string().contains("/dev/vdc holds an ext2/3/4 filesystem"), "{err}");
-        let err =
-            plan_pool(&cfg(""), &facts(PoolState::Unrecognised), &origin(1), Some(layout()), [0; 16]).unwrap_err();
+        let err = plan(&cfg(""), PoolState::Unrecognised, &origin(1), None).unwrap_err();
         assert!(matches!(err, Error::NotAPool { .. }));
+        let err = plan(&cfg(""), PoolState::NewerVersion(7), &origin(1), None).unwrap_err();
+        assert!(err.to_string().contains("header version 7"), "{err}");
         // A pool header claiming more sectors than the device has.
-        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
         let mut small = facts(after(&first));
         small.size = Bytes(128 << 20);
-        assert!(matches!(plan_pool(&cfg(""), &small, &origin(1), None, [0; 16]), Err(Error::Inconsistent(_))));
+        assert!(matches!(plan_activation(&small, BlockSize::Auto, [0; 16]), Err(Error::Inconsistent(_))));
     }
 
     #[test]
-    fn pool_classification_never_trusts_a_header_next_to_other_data() {
-        let mut start = vec![0u8; signature::PROBE_BYTES];
-        assert_eq!(classify_pool(&start), PoolState::Blank);
-        let header = crate::header::sample();
-        start[..header::SLOT_BYTES].copy_from_slice(&header.encode());
-        assert_eq!(classify_pool(&start), PoolState::Ours { slot: 0, header: header.clone() });
-        // Repartitioned: a GPT header overwrote sector 1, slot 1 survives.
-        let mut gpt = vec![0u8; signature::PROBE_BYTES];
-        let second = header::SLOT_OFFSETS[1] as usize;
-        gpt[second..second + header::SLOT_BYTES].copy_from_slice(&header.encode());
-        gpt[512..520].copy_from_slice(b"EFI PART");
-        assert_eq!(classify_pool(&gpt), PoolState::Foreign("a GPT partition table"));
-        // Unknown bytes elsewhere in the reserved MiB.
-        for at in [300_000, 1000] {
-            let mut junk = start.clone();
-            junk[at] = 1;
-            let want = PoolState::Foreign("data next to a stale cowroot header");
-            assert_eq!(classify_pool(&junk), want, "{at}");
-        }
-        // Both copies damaged.
-        let mut damaged = start.clone();
-        damaged[100] ^= 1;
-        assert_eq!(classify_pool(&damaged), PoolState::Foreign("a damaged cowroot header (no valid copy)"));
-        let mut noise = vec![0u8; signature::PROBE_BYTES];
-        noise[7] = 9;
-        assert_eq!(classify_pool(&noise), PoolState::Unrecognised);
+    fn exhausted_thin_ids_are_an_error_not_a_wrap() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let PoolState::Ours { slot, mut header, .. } = after(&first) else { panic!() };
+        header.next_thin = MAX_THIN_ID + 1;
+        let err = plan(&cfg("cowroot.reset=1"), PoolState::Ours { slot, header, damaged: None }, &origin(1), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("thin ids"), "{err}");
     }
 
     #[test]
     fn reset_flag_in_header_acts_like_reset() {
-        let first = plan_pool(&cfg(""), &facts(PoolState::Blank), &origin(1), Some(layout()), [5; 16]).unwrap();
-        let PoolState::Ours { slot, mut header } = after(&first) else { unreachable!() };
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let PoolState::Ours { slot, mut header, .. } = after(&first) else { panic!() };
         header.flags |= FLAG_RESET_NEXT_BOOT;
-        let plan = plan_pool(&cfg(""), &facts(PoolState::Ours { slot, header }), &origin(1), None, [0; 16]).unwrap();
-        assert_eq!(plan.mode, Mode::Reset);
-        assert_eq!(plan.header.flags & FLAG_RESET_NEXT_BOOT, 0);
-    }
-
-    #[test]
-    fn printed_values_are_quoted_for_the_shell() {
-        assert_eq!(sh_quote("/dev/vdb"), "/dev/vdb");
-        assert_eq!(sh_quote("/run/cowroot/host/my image.img"), "'/run/cowroot/host/my image.img'");
-        assert_eq!(sh_quote("/a'$(rm -rf /)'.img"), "'/a'\\''$(rm -rf /)'\\''.img'");
-        assert_eq!(sh_quote(""), "''");
-    }
-
-    #[test]
-    fn dry_run_renders_commands() {
-        let c = cfg("");
-        let mut steps = plan_origin(&c, Some("/dev/vdb"), None);
-        let o = OriginFacts { device: DevRef::Loop, size: None, id: None };
-        steps.extend(plan_pool(&c, &facts(PoolState::Blank), &o, Some(layout()), [5; 16]).unwrap().steps);
-        let text = render(&c.name, &steps);
-        let want = [
-            "mkdir -p /run/cowroot/host && mount -o ro /dev/vdb /run/cowroot/host",
-            "LOOP=$(losetup -r -f --show /run/cowroot/host/images/root.img)",
-            "dmsetup create cowroot-pool_tmeta --uuid COWROOT-tmeta-cowroot --table '0 ",
-            " linear /dev/vdc 2048'",
-            "thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 128 0 1 error_if_no_space'",
-            "dmsetup message cowroot-pool 0 'create_thin 1'",
-            "dmsetup create cowroot --uuid COWROOT-thin-cowroot --table \"0 $(blockdev --getsz $LOOP) thin /dev/mapper/cowroot-pool 1 $LOOP\"",
-        ];
-        for w in want {
-            assert!(text.contains(w), "missing {w:?} in\n{text}");
-        }
+        let p = plan(&cfg(""), PoolState::Ours { slot, header, damaged: None }, &origin(1), None).unwrap();
+        assert_eq!(p.1.mode, Mode::Reset);
+        assert_eq!(p.1.header.header.flags & FLAG_RESET_NEXT_BOOT, 0);
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint;
 use crate::header::OriginId;
 use crate::names::UUID_PREFIX;
-use crate::plan::PoolFacts;
+use crate::pool::{PoolFacts, END_PROBE_BYTES};
 use crate::signature::PROBE_BYTES;
 use crate::table::DevNum;
 use crate::units::Bytes;
@@ -43,11 +43,22 @@ pub fn dev_num(path: &str) -> Result<DevNum> {
     Ok(DevNum { major: nix::sys::stat::major(rdev) as u32, minor: nix::sys::stat::minor(rdev) as u32 })
 }
 
-/// Classifies what a pool device holds.
+/// Reads up to `len` bytes ending at the device's end, but none of the
+/// first `skip` bytes (already read from the start).
+pub fn read_end(path: &str, size: u64, len: usize, skip: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let from = size.saturating_sub(len as u64).max(skip).min(size);
+    let mut buf = vec![0u8; (size - from) as usize];
+    file.read_exact_at(&mut buf, from).map_err(|e| Error::io("read the end of", path, e))?;
+    Ok(buf)
+}
+
+/// Classifies what a pool device holds, from its first and last MiB.
 pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     let size = size_of(device)?;
     let start = read_start(device, PROBE_BYTES)?;
-    let state = crate::plan::classify_pool(&start);
+    let end = read_end(device, size.0, END_PROBE_BYTES, start.len() as u64)?;
+    let state = crate::pool::classify_pool(&start, &end, size.0);
     Ok(PoolFacts { device: device.to_string(), size, state })
 }
 
@@ -190,4 +201,124 @@ pub fn dev_path(num: DevNum) -> Option<String> {
 /// The file behind a loop device, if it is one.
 pub fn loop_backing_file(num: DevNum) -> Option<String> {
     read_sys(&format!("/sys/dev/block/{num}/loop/backing_file"))
+}
+
+/// A device and every device it is built from: the disk of a partition,
+/// the members of a dm or md device (sysfs `slaves/`), the filesystem
+/// device holding a loop device's file; recursively. `sys` is the sysfs
+/// mount point.
+pub fn stack(sys: &Path, num: DevNum) -> Vec<DevNum> {
+    let mut seen = vec![num];
+    let mut next = 0;
+    while next < seen.len() && seen.len() < 256 {
+        let dev = seen[next];
+        next += 1;
+        let dir = sys.join(format!("dev/block/{dev}"));
+        let mut found = Vec::new();
+        if dir.join("partition").exists() {
+            if let Some(disk) = fs::read_to_string(dir.join("../dev")).ok().and_then(|t| t.trim().parse().ok()) {
+                found.push(disk);
+            }
+        }
+        if let Ok(entries) = fs::read_dir(dir.join("slaves")) {
+            for entry in entries.flatten() {
+                if let Some(slave) =
+                    fs::read_to_string(entry.path().join("dev")).ok().and_then(|t| t.trim().parse().ok())
+                {
+                    found.push(slave);
+                }
+            }
+        }
+        if let Ok(file) = fs::read_to_string(dir.join("loop/backing_file")) {
+            if let Ok(meta) = fs::metadata(file.trim()) {
+                let st_dev = meta.dev();
+                found.push(DevNum {
+                    major: nix::sys::stat::major(st_dev) as u32,
+                    minor: nix::sys::stat::minor(st_dev) as u32,
+                });
+            }
+        }
+        for dev in found {
+            if !seen.contains(&dev) {
+                seen.push(dev);
+            }
+        }
+    }
+    seen
+}
+
+/// Whether two device stacks overlap: one device is built on the other
+/// (a partition of it, a dm/md/loop device over it). Two partitions of one
+/// disk, or two LVs of one VG, do not overlap.
+pub fn overlaps(a: &[DevNum], b: &[DevNum]) -> bool {
+    a.first().is_some_and(|top| b.contains(top)) || b.first().is_some_and(|top| a.contains(top))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(major: u32, minor: u32) -> DevNum {
+        DevNum { major, minor }
+    }
+
+    /// A fake sysfs: vda (252:0) with partitions vda1 (252:1) and vda2
+    /// (252:2); dm-0 (254:0) over vda1; dm-1 (254:1) over vda1 too; loop0
+    /// (7:0) backed by a file on this test's filesystem.
+    fn fake_sysfs() -> (std::path::PathBuf, DevNum) {
+        let root = std::env::temp_dir().join(format!("cowroot-sysfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let block = root.join("devices/block");
+        let link = |name: &str, dev: &str| {
+            let dir = root.join("dev/block");
+            fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::symlink(block.join(name), dir.join(dev)).unwrap();
+        };
+        fs::create_dir_all(block.join("vda/vda1")).unwrap();
+        fs::create_dir_all(block.join("vda/vda2")).unwrap();
+        fs::write(block.join("vda/dev"), "252:0\n").unwrap();
+        for (part, dev) in [("vda1", "252:1"), ("vda2", "252:2")] {
+            fs::write(block.join(format!("vda/{part}/dev")), dev).unwrap();
+            fs::write(block.join(format!("vda/{part}/partition")), "1").unwrap();
+            link(&format!("vda/{part}"), dev);
+        }
+        link("vda", "252:0");
+        for (dm, dev) in [("dm-0", "254:0"), ("dm-1", "254:1")] {
+            fs::create_dir_all(block.join(format!("{dm}/slaves"))).unwrap();
+            fs::write(block.join(format!("{dm}/dev")), dev).unwrap();
+            std::os::unix::fs::symlink(block.join("vda/vda1"), block.join(format!("{dm}/slaves/vda1"))).unwrap();
+            link(dm, dev);
+        }
+        let backing = root.join("image.img");
+        fs::write(&backing, b"x").unwrap();
+        fs::create_dir_all(block.join("loop0/loop")).unwrap();
+        fs::write(block.join("loop0/loop/backing_file"), format!("{}\n", backing.display())).unwrap();
+        link("loop0", "7:0");
+        let st_dev = fs::metadata(&backing).unwrap().dev();
+        let host = num(nix::sys::stat::major(st_dev) as u32, nix::sys::stat::minor(st_dev) as u32);
+        (root, host)
+    }
+
+    #[test]
+    fn stacked_devices_overlap_and_neighbours_do_not() {
+        let (sys, host) = fake_sysfs();
+        let s = |d: DevNum| stack(&sys, d);
+        let (vda, vda1, vda2, dm0, dm1, loop0) =
+            (num(252, 0), num(252, 1), num(252, 2), num(254, 0), num(254, 1), num(7, 0));
+        assert_eq!(s(vda1), [vda1, vda]);
+        assert_eq!(s(dm0), [dm0, vda1, vda]);
+        // The whole disk and its partition, a dm device and its member.
+        assert!(overlaps(&s(vda), &s(vda1)));
+        assert!(overlaps(&s(vda1), &s(vda)));
+        assert!(overlaps(&s(dm0), &s(vda1)));
+        assert!(overlaps(&s(dm0), &s(vda)));
+        // A loop device over a file on the host filesystem's device.
+        assert!(s(loop0).contains(&host));
+        assert!(overlaps(&s(loop0), &[host]));
+        // Two partitions of one disk; two LVs on one PV.
+        assert!(!overlaps(&s(vda1), &s(vda2)));
+        assert!(!overlaps(&s(dm0), &s(dm1)));
+        assert!(!overlaps(&s(dm0), &s(vda2)));
+        let _ = fs::remove_dir_all(&sys);
+    }
 }

@@ -35,6 +35,20 @@ const MAGICS: &[Magic] = &[
         offset: 32,
         bytes: &[0xBA, 0x53, 0x9C, 0x01, 0, 0, 0, 0],
     },
+    Magic { what: "a ReiserFS filesystem", offset: 65536 + 52, bytes: b"ReIsEr" },
+    Magic { what: "a JFS filesystem", offset: 32768, bytes: b"JFS1" },
+    Magic { what: "an HFS+ filesystem", offset: 1024, bytes: b"H+\0\x04" },
+    Magic { what: "an HFSX filesystem", offset: 1024, bytes: b"HX\0\x05" },
+    Magic { what: "a NILFS2 filesystem", offset: 1024 + 6, bytes: &[0x34, 0x34] },
+    Magic { what: "a VDO volume", offset: 0, bytes: b"dmvdo001" },
+    Magic { what: "a Stratis pool member", offset: 4096 + 32, bytes: b"!Stra0tis\x86\xff\x02^\x41rh" },
+    Magic { what: "a dm-integrity device", offset: 0, bytes: b"integrt\0" },
+    Magic { what: "a Ceph BlueStore device", offset: 0, bytes: b"bluestore block device" },
+    Magic {
+        what: "a bcachefs filesystem",
+        offset: 4096 + 24,
+        bytes: &[0xC6, 0x85, 0x73, 0xF6, 0x66, 0xCE, 0x90, 0xA9, 0xD9, 0x6A, 0x60, 0xCF, 0x80, 0x3D, 0xF7, 0xEF],
+    },
     Magic {
         what: "a bcache device",
         offset: 4096 + 24,
@@ -56,10 +70,60 @@ pub fn detect(start: &[u8]) -> Option<&'static str> {
     if let Some(m) = MAGICS.iter().find(|m| at(m.offset, m.bytes)) {
         return Some(m.what);
     }
+    // ZFS: the uberblock array of label 0 starts at 128 KiB, 1 KiB apart.
+    if (0..128).any(|i| at(128 * 1024 + i * 1024, &ZFS_UBERBLOCK_MAGIC)) {
+        return Some("a ZFS pool member");
+    }
     if at(510, &[0x55, 0xAA]) {
         return Some("a partition table or boot sector (MBR)");
     }
     None
+}
+
+/// `ub_magic` 0x00bab10c, little-endian.
+const ZFS_UBERBLOCK_MAGIC: [u8; 8] = [0x0c, 0xb1, 0xba, 0, 0, 0, 0, 0];
+
+/// Describes a signature kept at the end of a device of `size` bytes, from
+/// its last bytes `end`: a backup GPT header, an md 0.90/1.0 superblock,
+/// ZFS's last two labels.
+pub fn detect_end(end: &[u8], size: u64) -> Option<&'static str> {
+    let len = end.len() as u64;
+    if len == 0 || size < len {
+        return None;
+    }
+    let base = size - len;
+    // Bytes at absolute device offset `offset`, if they are in `end`.
+    let at = |offset: u64, bytes: &[u8]| {
+        offset.checked_sub(base).and_then(|i| end.get(i as usize..(i as usize).checked_add(bytes.len())?))
+            == Some(bytes)
+    };
+    for sector in [512, 4096] {
+        if size >= sector && at(size - sector, b"EFI PART") {
+            return Some("a GPT partition table (backup copy)");
+        }
+    }
+    const MD_MAGIC: [u8; 4] = [0xFC, 0x4E, 0x2B, 0xA9];
+    let sectors = size / 512;
+    // md 1.0: 8 KiB from the end, 4 KiB aligned; md 0.90: 64 KiB aligned.
+    let md10 = (sectors.saturating_sub(16) & !7) * 512;
+    let md090 = ((sectors & !127).saturating_sub(128)) * 512;
+    if (sectors >= 16 && at(md10, &MD_MAGIC)) || (sectors >= 128 && at(md090, &MD_MAGIC)) {
+        return Some("an MD RAID member (superblock at the end)");
+    }
+    let aligned = size & !(256 * 1024 - 1);
+    for label in [512 * 1024, 256 * 1024] {
+        if let Some(start) = aligned.checked_sub(label) {
+            if (0..128).any(|i| at(start + 128 * 1024 + i * 1024, &ZFS_UBERBLOCK_MAGIC)) {
+                return Some("a ZFS pool member");
+            }
+        }
+    }
+    None
+}
+
+/// The offset of the first byte that is not zero.
+pub fn first_non_zero(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b != 0)
 }
 
 pub fn all_zero(bytes: &[u8]) -> bool {
@@ -93,11 +157,45 @@ mod tests {
             (with(0, MAGIC), "cowroot pool"),
             (with(65536, MAGIC), "cowroot pool"),
             (with(4096, &[0xFC, 0x4E, 0x2B, 0xA9]), "MD RAID"),
+            (with(65536 + 52, b"ReIsEr2Fs"), "ReiserFS"),
+            (with(32768, b"JFS1"), "JFS"),
+            (with(1024, b"H+\0\x04"), "HFS+"),
+            (with(0, b"dmvdo001"), "VDO"),
+            (with(0, b"integrt\0"), "dm-integrity"),
+            (with(0, b"bluestore block device\n"), "BlueStore"),
+            (
+                with(
+                    4096 + 24,
+                    &[0xC6, 0x85, 0x73, 0xF6, 0x66, 0xCE, 0x90, 0xA9, 0xD9, 0x6A, 0x60, 0xCF, 0x80, 0x3D, 0xF7, 0xEF],
+                ),
+                "bcachefs",
+            ),
+            (with(128 * 1024 + 5 * 1024, &ZFS_UBERBLOCK_MAGIC), "ZFS"),
         ];
         for (buf, want) in cases {
             let found = detect(&buf).unwrap_or("nothing");
             assert!(found.contains(want), "wanted {want}, found {found}");
         }
+    }
+
+    #[test]
+    fn signatures_at_the_device_end() {
+        let size: u64 = 100 << 20;
+        let end_at = |offset: u64, bytes: &[u8]| {
+            let mut end = vec![0u8; 1 << 20];
+            let i = (offset - (size - (1 << 20))) as usize;
+            end[i..i + bytes.len()].copy_from_slice(bytes);
+            end
+        };
+        assert!(detect_end(&end_at(size - 512, b"EFI PART"), size).unwrap().contains("GPT"));
+        let md10 = ((size / 512 - 16) & !7) * 512;
+        assert!(detect_end(&end_at(md10, &[0xFC, 0x4E, 0x2B, 0xA9]), size).unwrap().contains("MD RAID"));
+        let l3 = (size & !(256 * 1024 - 1)) - 256 * 1024 + 128 * 1024;
+        assert!(detect_end(&end_at(l3, &ZFS_UBERBLOCK_MAGIC), size).unwrap().contains("ZFS"));
+        assert_eq!(detect_end(&vec![0u8; 1 << 20], size), None);
+        // Short or odd inputs are handled.
+        assert_eq!(detect_end(&[], size), None);
+        assert_eq!(detect_end(&[0u8; 100], 10), None);
     }
 
     #[test]

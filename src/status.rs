@@ -1,17 +1,14 @@
 //! `cowroot status` and `cowroot reset` on the running system: facts come
 //! from the live dm tables and the pool header; rendering is pure.
 
-use crate::boot::dm_table;
 use crate::error::{Error, Result};
 use crate::exec::System;
-use crate::header::{PoolHeader, FLAG_RESET_NEXT_BOOT};
+use crate::header::{PoolHeader, SlotFault, FLAG_RESET_NEXT_BOOT};
 use crate::names::{DeviceName, Role};
-use crate::plan::PoolState;
+use crate::pool::PoolState;
 use crate::probe;
-use crate::sys::RealSystem;
-use crate::table::{Linear, PoolStatus, Thin, ThinPool};
+use crate::table::{percent, Linear, ParseError, Thin, ThinPool};
 use crate::units::Bytes;
-use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusInfo {
@@ -33,6 +30,9 @@ pub struct StatusInfo {
     pub reset_requested: bool,
     /// The running kernel command line asked for a reset.
     pub booted_with_reset: bool,
+    /// A header copy that is damaged (repaired by the next header write).
+    pub damaged_copy: Option<(usize, SlotFault)>,
+    pub header_version: u32,
 }
 
 impl StatusInfo {
@@ -68,13 +68,7 @@ impl StatusInfo {
     }
 
     pub fn render_text(&self) -> String {
-        let pct = |used: u64, total: u64| {
-            if total == 0 {
-                0.0
-            } else {
-                used as f64 * 100.0 / total as f64
-            }
-        };
+        let pct = percent;
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
         line("root:", format!("{} ({})", self.device, Bytes(self.size_bytes)));
@@ -113,6 +107,16 @@ impl StatusInfo {
             _ => format!("FAILED ({})", self.pool_mode),
         };
         line("health:", health);
+        line(
+            "header:",
+            match &self.damaged_copy {
+                None => format!("both copies good (version {})", self.header_version),
+                Some((slot, fault)) => format!(
+                    "COPY {slot} DAMAGED ({fault}); the other copy is in use and the next header write \
+                     (the next boot, `cowroot reset`) repairs it"
+                ),
+            },
+        );
         line("next boot:", self.next_boot());
         out
     }
@@ -120,10 +124,15 @@ impl StatusInfo {
     pub fn render_json(&self) -> String {
         let s = |v: &str| json_string(v);
         let mapped = self.mapped_bytes.map(|m| m.to_string()).unwrap_or_else(|| "null".into());
+        let damaged = match &self.damaged_copy {
+            Some((slot, fault)) => format!("{{\"copy\":{slot},\"fault\":{}}}", s(&fault.to_string())),
+            None => "null".into(),
+        };
         format!(
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
-\"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{}}}",
+\"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
+\"damaged_header_copy\":{damaged}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -167,40 +176,54 @@ struct Live {
     block_bytes: u64,
     slot: usize,
     header: PoolHeader,
+    damaged: Option<(usize, SlotFault)>,
 }
 
-fn live(sys: &mut RealSystem, name: &DeviceName) -> Result<Live> {
+fn parsed<T: std::str::FromStr<Err = ParseError>>(name: &str, text: &str) -> Result<T> {
+    text.parse().map_err(|e: ParseError| Error::Inconsistent(format!("{name}: {}", e.0)))
+}
+
+fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
     let thin_name = name.dm_name(Role::Thin);
-    let (size_sectors, thin) = dm_table(sys, &thin_name, false).map_err(|e| {
+    let thin_line = sys.dm_line(&thin_name, false).map_err(|e| {
         Error::io("find", name.mapper_path(Role::Thin), format!("{e}; is this system booted with cowroot=?"))
     })?;
-    let thin: Thin = thin.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
-    let (_, pool_table) = dm_table(sys, &name.dm_name(Role::Pool), false)?;
-    let pool: ThinPool = pool_table.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
-    let (_, data_table) = dm_table(sys, &name.dm_name(Role::Data), false)?;
-    let data: Linear = data_table.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
+    let thin: Thin = parsed(&thin_name, &thin_line.params)?;
+    let pool: ThinPool = parsed(&name.dm_name(Role::Pool), &sys.dm_line(&name.dm_name(Role::Pool), false)?.params)?;
+    let data: Linear = parsed(&name.dm_name(Role::Data), &sys.dm_line(&name.dm_name(Role::Data), false)?.params)?;
     let pool_device = probe::dev_path(data.dev).unwrap_or_else(|| data.dev.to_string());
     let facts = probe::pool_facts(&pool_device)?;
-    let PoolState::Ours { slot, header } = facts.state else {
-        return Err(Error::Inconsistent(format!("{pool_device} has no valid cowroot header")));
+    let PoolState::Ours { slot, header, damaged } = facts.state else {
+        return Err(facts
+            .refusal()
+            .unwrap_or_else(|| Error::Inconsistent(format!("{pool_device} has no valid cowroot header"))));
     };
-    Ok(Live { thin, size_sectors, pool_device, block_bytes: pool.block_sectors as u64 * 512, slot, header })
+    Ok(Live {
+        thin,
+        size_sectors: thin_line.len.0,
+        pool_device,
+        block_bytes: pool.block_sectors as u64 * 512,
+        slot,
+        header,
+        damaged,
+    })
 }
 
-pub fn gather(name: &DeviceName, cmdline: &str) -> Result<StatusInfo> {
-    let mut sys = RealSystem::new(Duration::from_secs(1));
-    let live = live(&mut sys, name)?;
-    let (_, pool_status) = dm_table(&mut sys, &name.dm_name(Role::Pool), true)?;
-    let usage: PoolStatus = pool_status.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))?;
-    let mapped_bytes = dm_table(&mut sys, &name.dm_name(Role::Thin), true)
+pub fn gather<S: System>(sys: &mut S, name: &DeviceName, cmdline: &[u8]) -> Result<StatusInfo> {
+    let live = live(sys, name)?;
+    let usage = sys.pool_status(&name.dm_name(Role::Pool))?;
+    let mapped_bytes = sys
+        .dm_line(&name.dm_name(Role::Thin), true)
         .ok()
-        .and_then(|(_, s)| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|sectors| sectors * 512);
+        .and_then(|line| line.params.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|sectors| sectors.saturating_mul(512));
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
     let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
     let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
-    let booted_with_reset =
-        crate::config::Config::from_params(&crate::cmdline::split(cmdline)).ok().flatten().is_some_and(|c| c.reset);
+    let booted_with_reset = crate::config::Config::from_params(&crate::cmdline::split_bytes(cmdline))
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.reset);
     Ok(StatusInfo {
         device: name.mapper_path(Role::Thin),
         origin,
@@ -208,32 +231,37 @@ pub fn gather(name: &DeviceName, cmdline: &str) -> Result<StatusInfo> {
         pool_device: live.pool_device,
         thin_id: live.thin.id,
         generation: live.header.generation,
-        size_bytes: live.size_sectors * 512,
+        size_bytes: live.size_sectors.saturating_mul(512),
         mapped_bytes,
-        data_used_bytes: usage.data_used * live.block_bytes,
-        data_total_bytes: usage.data_total * live.block_bytes,
-        meta_used_bytes: usage.meta_used * 4096,
-        meta_total_bytes: usage.meta_total * 4096,
+        data_used_bytes: usage.data_used.saturating_mul(live.block_bytes),
+        data_total_bytes: usage.data_total.saturating_mul(live.block_bytes),
+        meta_used_bytes: usage.meta_used.saturating_mul(4096),
+        meta_total_bytes: usage.meta_total.saturating_mul(4096),
         pool_mode: usage.mode,
         needs_check: usage.needs_check,
         reset_requested: live.header.flags & FLAG_RESET_NEXT_BOOT != 0,
         booted_with_reset,
+        damaged_copy: live.damaged,
+        header_version: live.header.version,
     })
 }
 
 /// Asks the next boot to discard (or, with `cancel`, keep) the changes.
-pub fn request_reset(name: &DeviceName, cancel: bool) -> Result<String> {
-    let mut sys = RealSystem::new(Duration::from_secs(1));
-    let live = live(&mut sys, name)?;
-    let mut header = live.header;
+/// The write goes to the copy that is not the newest, so it also repairs a
+/// damaged one.
+pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) -> Result<String> {
+    let live = live(sys, name)?;
+    let mut header = live.header.next().map_err(|m| Error::Inconsistent(format!("{}: {m}", live.pool_device)))?;
     if cancel {
         header.flags &= !FLAG_RESET_NEXT_BOOT;
     } else {
         header.flags |= FLAG_RESET_NEXT_BOOT;
     }
-    header.seq += 1;
     let slot = crate::header::slot_for_next_write(Some(live.slot));
     sys.write_header(&live.pool_device, slot, &header, false)?;
+    // Then the other copy too, so both say the same at rest.
+    let mirror = header.next().map_err(|m| Error::Inconsistent(format!("{}: {m}", live.pool_device)))?;
+    sys.write_header(&live.pool_device, 1 - slot, &mirror, false)?;
     Ok(if cancel {
         format!("the next boot keeps the changes of generation {}", header.generation)
     } else {
@@ -266,6 +294,8 @@ mod tests {
             needs_check: false,
             reset_requested: false,
             booted_with_reset: false,
+            damaged_copy: None,
+            header_version: 2,
         }
     }
 
@@ -281,7 +311,12 @@ mod tests {
         assert!(json.starts_with("{\"device\":\"/dev/mapper/cowroot\""), "{json}");
         assert!(json.contains("\"origin\":\"/run/cowroot/host/images/root \\\"1\\\".img\""), "{json}");
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
-        assert!(json.ends_with('}'));
+        assert!(json.ends_with("\"damaged_header_copy\":null}"), "{json}");
+        assert!(text.contains("header:     both copies good"), "{text}");
+        let mut d = sample();
+        d.damaged_copy = Some((1, SlotFault::BadChecksum));
+        assert!(d.render_text().contains("header:     COPY 1 DAMAGED (checksum mismatch)"), "{}", d.render_text());
+        assert!(d.render_json().contains("\"damaged_header_copy\":{\"copy\":1,\"fault\":\"checksum mismatch\"}"));
     }
 
     #[test]

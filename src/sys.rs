@@ -3,23 +3,25 @@
 
 use crate::blkid::{self, FS_PROBE_BYTES};
 use crate::error::{Error, Result};
-use crate::exec::{DmSpec, System};
+use crate::exec::{DmInfo, DmLine, DmSpec, System};
 use crate::header::{PoolHeader, RESERVED_BYTES, SLOT_OFFSETS};
 use crate::plan::HOST_MOUNT;
 use crate::probe;
-use crate::table::{DevNum, PoolStatus};
-use devicemapper::{DevId, DmError, DmName, DmOptions, DmUuid, DM};
+use crate::table::DevNum;
+use crate::units::Sectors;
+use devicemapper::{DevId, DmError, DmFlags, DmName, DmOptions, DmUuid, DM};
 use loopdev::{LoopControl, LoopDevice};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 // Block-device read-only flag (include/uapi/linux/fs.h).
 nix::ioctl_write_ptr_bad!(blk_ro_set, 0x125D, nix::libc::c_int);
 nix::ioctl_read_bad!(blk_ro_get, 0x125E, nix::libc::c_int);
+nix::ioctl_read_bad!(blk_ssz_get, 0x1268, nix::libc::c_int);
 
 pub struct RealSystem {
     dm: Option<DM>,
@@ -29,12 +31,36 @@ pub struct RealSystem {
     timeout: Duration,
 }
 
-/// Turns a devicemapper error into ours, keeping the errno readable.
-pub fn dm_error(op: &str, target: &str, err: DmError) -> Error {
+/// The errno of a failed dm ioctl, if that is what failed.
+fn dm_errno(err: &DmError) -> Option<nix::errno::Errno> {
     match err {
-        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => Error::io(op, target, errno),
-        other => Error::io(op, target, other),
+        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => Some(**errno),
+        _ => None,
     }
+}
+
+/// Turns a devicemapper error into ours, keeping the errno readable.
+fn dm_error(op: &str, target: &str, err: DmError) -> Error {
+    match dm_errno(&err) {
+        Some(errno) => Error::io(op, target, errno),
+        None => Error::io(op, target, err),
+    }
+}
+
+fn dm_name(name: &str) -> Result<&DmName> {
+    DmName::new(name).map_err(|e| Error::io("name", name, e))
+}
+
+/// Random bytes for a new pool's uuid.
+pub fn random_uuid() -> [u8; 16] {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let filled = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok();
+    if !filled {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes.copy_from_slice(&now.as_nanos().to_le_bytes());
+    }
+    bytes
 }
 
 fn udev_flags(private: bool) -> DmOptions {
@@ -106,12 +132,27 @@ impl System for RealSystem {
         };
         let mut last = String::from("no filesystem type recognised");
         for t in &candidates {
-            // XFS replays its log unless told not to, even read-only.
-            let data = (t == "xfs").then_some("norecovery");
+            // The device is read-only at the block layer by now, so ext4
+            // skips orphan cleanup and XFS refuses a log that needs
+            // replaying (EROFS) instead of mounting it inconsistent, as
+            // `norecovery` would. btrfs would fail on a log tree ("log
+            // replay required on RO media"); its log only holds fsyncs
+            // since the last commit, so it is ignored, as `-o ro` on
+            // read-only media does elsewhere.
+            let data = (t == "btrfs").then_some("nologreplay");
             match mount(Some(device), dir, Some(t.as_str()), flags, data) {
                 Ok(()) => {
                     log::debug!("mounted {device} ({t}) read-only on {dir}");
                     return Ok(());
+                }
+                Err(nix::errno::Errno::EROFS) if t == "xfs" => {
+                    return Err(Error::io(
+                        "mount read-only",
+                        device,
+                        "its XFS log needs recovery, and replaying it would write to the device; \
+                         mount it read-write once on another system (or check it with xfs_repair there), \
+                         then boot again",
+                    ));
                 }
                 Err(e) => last = format!("{t}: {e}"),
             }
@@ -176,14 +217,40 @@ impl System for RealSystem {
         Ok(was != 0)
     }
 
-    fn pool_status(&mut self, name: &str) -> Result<PoolStatus> {
-        let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
-        let (_, lines) = self
-            .dm()?
-            .table_status(&DevId::Name(dm_name), DmOptions::default())
-            .map_err(|e| dm_error("read status of", name, e))?;
-        let line = lines.first().ok_or_else(|| Error::Inconsistent(format!("{name} has no table")))?;
-        line.3.parse().map_err(|e: crate::table::ParseError| Error::Inconsistent(e.0))
+    fn logical_block_size(&mut self, device: &str) -> Result<u32> {
+        let file = OpenOptions::new().read(true).open(device).map_err(|e| Error::io("open", device, e))?;
+        if !file.metadata().map_err(|e| Error::io("stat", device, e))?.file_type().is_block_device() {
+            return Ok(512);
+        }
+        let mut size: nix::libc::c_int = 0;
+        // SAFETY: the fd is open for the duration; the kernel writes one int.
+        unsafe { blk_ssz_get(file.as_raw_fd(), &mut size) }.map_err(|e| Error::io("BLKSSZGET", device, e))?;
+        Ok(size.max(512) as u32)
+    }
+
+    fn dm_info(&mut self, name: &str) -> Result<Option<DmInfo>> {
+        let Ok(dm_name) = DmName::new(name) else {
+            return Ok(None);
+        };
+        match self.dm()?.device_info(&DevId::Name(dm_name)) {
+            Ok(info) => Ok(Some(DmInfo {
+                uuid: info.uuid().map(|u| u.to_string()).unwrap_or_default(),
+                active: info.flags().contains(DmFlags::DM_ACTIVE_PRESENT),
+            })),
+            Err(e) if dm_errno(&e) == Some(nix::errno::Errno::ENXIO) => Ok(None),
+            Err(e) => Err(dm_error("look up dm device", name, e)),
+        }
+    }
+
+    fn dm_line(&mut self, name: &str, status: bool) -> Result<DmLine> {
+        let options =
+            if status { DmOptions::default() } else { DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE) };
+        let what = if status { "read status of" } else { "read table of" };
+        let (_, lines) =
+            self.dm()?.table_status(&DevId::Name(dm_name(name)?), options).map_err(|e| dm_error(what, name, e))?;
+        let (_, len, target, params) =
+            lines.into_iter().next().ok_or_else(|| Error::Inconsistent(format!("{name} has no table")))?;
+        Ok(DmLine { len: Sectors(len), target, params })
     }
 
     fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
@@ -205,29 +272,24 @@ impl System for RealSystem {
     }
 
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
-        let name = DmName::new(&spec.name).map_err(|e| Error::io("name", &spec.name, e))?;
+        let name = dm_name(&spec.name)?;
         let uuid = DmUuid::new(&spec.uuid).map_err(|e| Error::io("uuid", &spec.uuid, e))?;
         let dm = self.dm()?;
         let id = DevId::Name(name);
         dm.device_create(name, Some(uuid), udev_flags(spec.private)).map_err(|e| match e {
-            DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) if *errno == nix::errno::Errno::EBUSY => {
-                Error::io(
-                    "create dm device",
-                    &spec.name,
-                    format!(
-                        "it exists already (left over from an earlier attempt?); \
+            e if dm_errno(&e) == Some(nix::errno::Errno::EBUSY) => Error::io(
+                "create dm device",
+                &spec.name,
+                format!(
+                    "it exists already (left over from an earlier attempt?); \
                              remove it with `dmsetup remove {}`",
-                        spec.name
-                    ),
-                )
-            }
+                    spec.name
+                ),
+            ),
             other => dm_error("create dm device", &spec.name, other),
         })?;
-        let load_options = if spec.read_only {
-            DmOptions::default().set_flags(devicemapper::DmFlags::DM_READONLY)
-        } else {
-            DmOptions::default()
-        };
+        let load_options =
+            if spec.read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
         let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
         let activated = dm
             .table_load(&id, &table, load_options)
@@ -250,20 +312,16 @@ impl System for RealSystem {
     }
 
     fn dm_remove(&mut self, name: &str) -> Result<()> {
-        let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
         self.dm()?
-            .device_remove(&DevId::Name(dm_name), DmOptions::default())
+            .device_remove(&DevId::Name(dm_name(name)?), DmOptions::default())
             .map(|_| ())
             .map_err(|e| dm_error("remove dm device", name, e))
     }
 
     fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()> {
-        let dm_name = DmName::new(name).map_err(|e| Error::io("name", name, e))?;
-        match self.dm()?.target_msg(&DevId::Name(dm_name), None, message) {
+        match self.dm()?.target_msg(&DevId::Name(dm_name(name)?), None, message) {
             Ok(_) => Ok(()),
-            Err(DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)))
-                if missing_ok && *errno == nix::errno::Errno::ENODATA =>
-            {
+            Err(e) if missing_ok && dm_errno(&e) == Some(nix::errno::Errno::ENODATA) => {
                 log::debug!("{message}: no such thin, nothing to delete");
                 Ok(())
             }
@@ -298,5 +356,32 @@ impl System for RealSystem {
     fn remove_node(&mut self, name: &str) -> Result<()> {
         let path = format!("/dev/mapper/{name}");
         fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))
+    }
+}
+
+/// Loads the kernel modules cowroot needs with modprobe, when the
+/// initramfs has it and they are not loaded yet: nothing loads
+/// device-mapper or loop on its own. Failures are left to the steps that
+/// need the module, which say what is missing.
+pub fn load_modules(need_loop: bool) {
+    let mut wanted = vec![("dm-thin-pool", "dm_thin_pool")];
+    if need_loop {
+        wanted.push(("loop", "loop"));
+    }
+    let Some(modprobe) = ["/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        return;
+    };
+    for (module, sys_name) in wanted {
+        if Path::new(&format!("/sys/module/{sys_name}")).exists() {
+            continue;
+        }
+        match std::process::Command::new(modprobe).args(["-q", module]).status() {
+            Ok(status) if status.success() => log::debug!("loaded {module}"),
+            Ok(status) => log::debug!("modprobe {module}: {status}"),
+            Err(e) => log::debug!("modprobe {module}: {e}"),
+        }
     }
 }

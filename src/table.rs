@@ -1,5 +1,10 @@
 //! Device-mapper table parameters as types that print to, and parse from,
 //! the kernel's text form, so tests can round-trip them without root.
+//!
+//! The device fields are generic: the executor fills them with MAJ:MIN
+//! (`DevNum`), the dry run with the shell words a person would type, so
+//! both print the very same table. (devicemapper-rs has similar parameter
+//! types, but they hold device numbers only, which a dry run does not have.)
 
 use crate::units::Sectors;
 use std::fmt;
@@ -14,15 +19,15 @@ pub struct DevNum {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Linear {
-    pub dev: DevNum,
+pub struct Linear<D = DevNum> {
+    pub dev: D,
     pub offset: Sectors,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThinPool {
-    pub meta: DevNum,
-    pub data: DevNum,
+pub struct ThinPool<D = DevNum> {
+    pub meta: D,
+    pub data: D,
     pub block_sectors: u32,
     pub low_water_blocks: u64,
     /// Invariant 4: a full pool fails writes at once instead of queueing.
@@ -30,10 +35,39 @@ pub struct ThinPool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Thin {
-    pub pool: DevNum,
+pub struct Thin<D = DevNum> {
+    pub pool: D,
     pub id: u32,
-    pub external_origin: Option<DevNum>,
+    pub external_origin: Option<D>,
+}
+
+/// One table line's target and parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<D = DevNum> {
+    Linear(Linear<D>),
+    ThinPool(ThinPool<D>),
+    Thin(Thin<D>),
+}
+
+impl<D> Target<D> {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Linear(_) => "linear",
+            Target::ThinPool(_) => "thin-pool",
+            Target::Thin(_) => "thin",
+        }
+    }
+}
+
+impl<D: fmt::Display> fmt::Display for Target<D> {
+    /// The parameters, as `dmsetup table` prints them after the target.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Linear(t) => t.fmt(f),
+            Target::ThinPool(t) => t.fmt(f),
+            Target::Thin(t) => t.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +88,7 @@ impl FromStr for DevNum {
     }
 }
 
-impl fmt::Display for Linear {
+impl<D: fmt::Display> fmt::Display for Linear<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.dev, self.offset)
     }
@@ -74,7 +108,7 @@ impl FromStr for Linear {
     }
 }
 
-impl fmt::Display for ThinPool {
+impl<D: fmt::Display> fmt::Display for ThinPool<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {} {}", self.meta, self.data, self.block_sectors, self.low_water_blocks)?;
         if self.error_if_no_space {
@@ -108,10 +142,10 @@ impl FromStr for ThinPool {
     }
 }
 
-impl fmt::Display for Thin {
+impl<D: fmt::Display> fmt::Display for Thin<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.pool, self.id)?;
-        if let Some(origin) = self.external_origin {
+        if let Some(origin) = &self.external_origin {
             write!(f, " {origin}")?;
         }
         Ok(())
@@ -146,6 +180,31 @@ pub struct PoolStatus {
     /// `rw`, `ro`, `out_of_data_space` or `Fail`.
     pub mode: String,
     pub needs_check: bool,
+}
+
+impl PoolStatus {
+    /// Percent of the data blocks in use.
+    pub fn data_percent(&self) -> f64 {
+        percent(self.data_used, self.data_total)
+    }
+
+    pub fn meta_percent(&self) -> f64 {
+        percent(self.meta_used, self.meta_total)
+    }
+
+    /// The metadata area is (nearly) full: the kernel keeps a reserve and
+    /// switches the pool to read-only before the last block is used.
+    pub fn metadata_full(&self) -> bool {
+        self.meta_total > 0 && self.meta_used.saturating_add(self.meta_total / 64 + 1) >= self.meta_total
+    }
+}
+
+pub fn percent(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / total as f64
+    }
 }
 
 impl FromStr for PoolStatus {
@@ -227,5 +286,10 @@ mod tests {
         assert_eq!("Fail".parse::<PoolStatus>().unwrap().mode, "Fail");
         assert_eq!("Error".parse::<PoolStatus>().unwrap().mode, "Error");
         assert!("0 x/1 1/1 - rw".parse::<PoolStatus>().is_err());
+        let s: PoolStatus = "7 30/512 1000/4000 - rw x".parse().unwrap();
+        assert_eq!((s.transaction_id, s.data_percent(), s.metadata_full()), (7, 25.0, false));
+        let full: PoolStatus = "7 510/512 1000/4000 - ro x".parse().unwrap();
+        assert!(full.metadata_full());
+        assert_eq!(percent(1, 0), 0.0);
     }
 }

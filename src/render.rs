@@ -1,0 +1,158 @@
+//! Plans as the shell commands a person would type (`--dry-run`, and one
+//! step per debug line). Every value a user gave is quoted so the output is
+//! safe to paste, whatever the device path or file name holds.
+
+use crate::names::{DeviceName, Role};
+use crate::plan::{DevRef, Step, HOST_MOUNT};
+use std::fmt::{self, Write as _};
+
+/// Quotes a value as one POSIX shell word.
+pub fn sh_quote(value: &str) -> String {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._+-:=@,".contains(&b)) {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// A piece of a double-quoted shell word: a literal (escaped), or an
+/// expansion the shell is meant to perform (`$LOOP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellArg {
+    Literal(String),
+    Expansion(&'static str),
+}
+
+impl fmt::Display for ShellArg {
+    /// Written for use inside double quotes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShellArg::Expansion(raw) => f.write_str(raw),
+            ShellArg::Literal(text) => {
+                for c in text.chars() {
+                    if matches!(c, '\\' | '"' | '$' | '`') {
+                        f.write_char('\\')?;
+                    }
+                    f.write_char(c)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+const LOOP: ShellArg = ShellArg::Expansion("$LOOP");
+const LOOP_SECTORS: ShellArg = ShellArg::Expansion("$(blockdev --getsz \"$LOOP\")");
+
+fn shell_dev(name: &DeviceName, dev: &DevRef) -> ShellArg {
+    match dev {
+        DevRef::Path(p) => ShellArg::Literal(p.clone()),
+        DevRef::Loop => LOOP,
+        DevRef::Dm(role) => ShellArg::Literal(name.mapper_path(*role)),
+    }
+}
+
+/// One step as a command line (or a comment, for header writes).
+pub fn render_step(name: &DeviceName, step: &Step) -> String {
+    let pool = name.dm_name(Role::Pool);
+    if let Some(Ok(table)) = step.dm_table(|d| Ok::<_, ()>(shell_dev(name, d))) {
+        let len = if table.len.0 == 0 { LOOP_SECTORS.to_string() } else { table.len.to_string() };
+        let read_only = if table.role == Role::ReadOnly { " --readonly" } else { "" };
+        return format!(
+            "dmsetup create {}{read_only} --uuid {} --table \"0 {len} {} {}\"",
+            name.dm_name(table.role),
+            name.dm_uuid(table.role),
+            table.target.kind(),
+            table.target
+        );
+    }
+    if let Some(message) = step.pool_message() {
+        let tolerate = matches!(step, Step::DeleteThinId { missing_ok: true, .. });
+        return format!("dmsetup message {pool} 0 '{message}'{}", if tolerate { " || true" } else { "" });
+    }
+    match step {
+        Step::SetReadOnly { device } => format!("blockdev --setro {}", sh_quote(device)),
+        Step::MountHost { device, fstype } => format!(
+            "mkdir -p {HOST_MOUNT} && mount -o ro{}{} {} {HOST_MOUNT}",
+            if fstype.as_deref() == Some("btrfs") { ",nologreplay" } else { "" },
+            fstype.as_ref().map(|t| format!(" -t {}", sh_quote(t))).unwrap_or_default(),
+            sh_quote(device)
+        ),
+        Step::AttachLoop { file } => format!("LOOP=$(losetup -r -f --show {})", sh_quote(file)),
+        Step::WriteHeader { slot, header, zero_meta, why, .. } => {
+            let mut text = String::new();
+            if *zero_meta {
+                text = format!(
+                    "# zero the first metadata block at sector {} (the kernel formats fresh metadata)\n",
+                    header.meta.start
+                );
+            }
+            let _ = write!(
+                text,
+                "# write header copy {slot} (seq {}, {why}): active thin {}, generation {}, transaction {}",
+                header.seq, header.active_thin, header.generation, header.transaction
+            );
+            text
+        }
+        // Tables and messages were handled above.
+        _ => format!("# {step:?}"),
+    }
+}
+
+/// Renders steps as the shell commands a person would type.
+pub fn render(name: &DeviceName, steps: &[Step]) -> String {
+    steps.iter().map(|s| render_step(name, s) + "\n").collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::Sectors;
+
+    /// What a POSIX shell makes of `word`.
+    fn shell_says(word: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("LOOP=/dev/loop7; printf '%s' {word}"))
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{word}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    const HOSTILE: &str = "/run/cowroot/host/a b'c\"d$(touch /tmp/cowroot-pwned)`id`\\e.img";
+
+    #[test]
+    fn printed_values_are_quoted_for_the_shell() {
+        assert_eq!(sh_quote("/dev/vdb"), "/dev/vdb");
+        assert_eq!(sh_quote("/run/cowroot/host/my image.img"), "'/run/cowroot/host/my image.img'");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(shell_says(&sh_quote(HOSTILE)), HOSTILE);
+        let word = format!("\"{} {LOOP}\"", ShellArg::Literal(HOSTILE.into()));
+        assert_eq!(shell_says(&word), format!("{HOSTILE} /dev/loop7"));
+    }
+
+    #[test]
+    fn tables_with_hostile_paths_paste_safely() {
+        let name = DeviceName::default();
+        let steps = [
+            Step::SetReadOnly { device: HOSTILE.into() },
+            Step::AttachLoop { file: HOSTILE.into() },
+            Step::CreateLinear {
+                role: Role::Meta,
+                dev: DevRef::Path(HOSTILE.into()),
+                offset: Sectors(2048),
+                len: Sectors(8),
+            },
+            Step::CreateThin { id: 1, len: Sectors(0), origin: DevRef::Path(HOSTILE.into()) },
+        ];
+        let text = render(&name, &steps);
+        // `sh -n` parses it, and the table words hold the path verbatim.
+        let status = std::process::Command::new("sh").arg("-n").arg("-c").arg(&text).status().unwrap();
+        assert!(status.success(), "{text}");
+        let table = text.lines().nth(2).unwrap().split_once("--table ").unwrap().1;
+        assert_eq!(shell_says(table), format!("0 8 linear {HOSTILE} 2048"));
+        let thin = text.lines().nth(3).unwrap().split_once("--table ").unwrap().1;
+        assert!(thin.contains("$(blockdev --getsz \"$LOOP\")"), "{thin}");
+        assert!(!std::path::Path::new("/tmp/cowroot-pwned").exists());
+    }
+}
