@@ -1,8 +1,17 @@
 #!/bin/bash
-# Runs every test: formatting and lints, unit tests, the static-binary
-# checks, then every VM scenario. Installs what it needs on Debian.
+# Runs every test: formatting and lints, unit tests (with the parser
+# property tests at a fixed count), the static-binary checks, then every VM
+# scenario. Installs what it needs on Debian.
+#   ./test.sh --fuzz   only the parser property tests, a million inputs each
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if [ "${1:-}" = --fuzz ]; then
+    ./qemu-tests/prereqs.sh
+    COWROOT_FUZZ_CASES=${COWROOT_FUZZ_CASES:-1000000} \
+        cargo test --profile fuzz --lib fuzz -- --nocapture --test-threads=1
+    exit
+fi
 
 ./qemu-tests/prereqs.sh
 echo "== lint"
@@ -12,7 +21,7 @@ shellcheck -x qemu-tests/*.sh qemu-tests/guest/init demo.sh test.sh .ci/run \
     initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot dracut/90cowroot/*.sh
 
 echo "== unit tests"
-cargo test --quiet
+COWROOT_FUZZ_CASES=${COWROOT_FUZZ_CASES:-5000} cargo test --quiet
 
 echo "== static binary"
 cargo build --release --target x86_64-unknown-linux-musl --quiet

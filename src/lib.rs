@@ -11,6 +11,8 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod fingerprint;
+#[cfg(test)]
+mod fuzz;
 pub mod format;
 pub mod header;
 pub mod inspect;
