@@ -395,3 +395,20 @@ scenario_debug_lines_do_not_crowd_out_the_summary() {
     reject 'output lines suppressed'
     origin_unchanged
 }
+
+scenario_pool_stacked_on_the_image_host_is_refused() {
+    D="$WORK/stacked"
+    rm -rf "$D"
+    mkdir -p "$D"
+    make_origin "$D/root.img" "origin-A"
+    make_images_disk "$D/images.img" "$D/root.img"
+    # The host filesystem fills the first 128 MiB; the zeros after it look
+    # like a blank pool to anything that does not see the stacking.
+    truncate -s 256M "$D/images.img"
+    blank_disk "$D/pool.img" 256M
+    IMAGES_SHA=$(sha "$D/images.img")
+    run_vm stacked "root=/dev/vda cowtest=stackedpool,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST stackedpool rc=1 cowroot: cowpool: /dev/mapper/stacked \(/dev/mapper/stacked\) is stacked with cowroot.dev \(/dev/vda\)'
+    expect 'COWTEST dm: 0 devices'
+    origin_unchanged
+}
