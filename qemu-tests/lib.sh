@@ -123,15 +123,14 @@ VM_DONE_PATTERN='^COWTEST done'
 qemu_start() {
     local name=$1 cmdline=$2 drives=() d
     shift 2
-    local n=0
+    # Every disk as -drive + -device, in order, so they are vda, vdb, ...
+    # FILE@4k: a disk with 4096-byte logical sectors (4Kn).
+    local n=0 sectors
     for d in "$@"; do
         n=$((n + 1))
-        case "$d" in
-        # FILE@4k: a disk with 4096-byte logical sectors (4Kn).
-        *@4k) drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n"
-                -device "virtio-blk-pci,drive=d$n,logical_block_size=4096,physical_block_size=4096") ;;
-        *) drives+=(-drive "file=$d,format=raw,if=virtio") ;;
-        esac
+        sectors=
+        [[ $d == *@4k ]] && sectors=",logical_block_size=4096,physical_block_size=4096"
+        drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n" -device "virtio-blk-pci,drive=d$n$sectors")
     done
     CONSOLE="$WORK/$name.log"
     rm -f "$CONSOLE"
