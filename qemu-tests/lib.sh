@@ -229,11 +229,12 @@ run_vm_cut() {
 }
 
 # Assertions on the last console.
+# -a: a console may carry bytes that are not text (a test's own command line).
 expect() {
-    grep -qE -- "$1" "$CONSOLE" || { log "--- console ---"; grep -E 'COWTEST|cowroot' "$CONSOLE" >&2 || true; die "expected /$1/ on the console ($CONSOLE)"; }
+    grep -aqE -- "$1" "$CONSOLE" || { log "--- console ---"; grep -aE 'COWTEST|cowroot' "$CONSOLE" >&2 || true; die "expected /$1/ on the console ($CONSOLE)"; }
 }
 reject() {
-    if grep -qE -- "$1" "$CONSOLE"; then grep -E -- "$1" "$CONSOLE" >&2; die "did not expect /$1/ on the console ($CONSOLE)"; fi
+    if grep -aqE -- "$1" "$CONSOLE"; then grep -aE -- "$1" "$CONSOLE" >&2; die "did not expect /$1/ on the console ($CONSOLE)"; fi
 }
 same() {
     [ "$1" = "$2" ] || die "$3: $1 != $2"

@@ -388,7 +388,7 @@ scenario_debug_lines_do_not_crowd_out_the_summary() {
     expect 'COWTEST boot rc=0'
     expect 'cowroot: /dev/mapper/cowroot ready: '
     expect 'cowroot: [0-9]+ more debug lines in /run/cowroot/boot.log'
-    expect 'cowroot: [0-9]+ ms: dmsetup create cowroot-pool --uuid'
+    expect 'COWTEST boot.log: cowroot: [0-9]+ ms: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table "0 [0-9]+ thin-pool '
     local lines
     lines=$(sed -n 's/.*COWTEST boot.log lines: \([0-9]*\).*/\1/p' "$CONSOLE")
     [ "${lines:-0}" -ge 15 ] || die "the boot log holds ${lines:-no} lines"

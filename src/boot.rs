@@ -274,6 +274,9 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
     if activation.formatted {
         log::info!("{pool_dev} is blank: formatting it as a cowroot pool");
     }
+    if let Some((slot, fault)) = pool.state.damaged_copy() {
+        log::warn!("{pool_dev}: header copy {slot} is damaged ({fault}); rewriting it from the other copy");
+    }
     exec.run(&activation.steps)?;
     let transaction = exec.system().pool_status(&cfg.name.dm_name(Role::Pool))?.transaction_id;
     let thins = plan::plan_thins(cfg, &activation, transaction, pool_block, &origin)?;

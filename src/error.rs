@@ -23,6 +23,8 @@ pub enum Error {
     PoolDegraded { device: String, state: String },
     /// The thin-pool's metadata area is full: the kernel made it read-only.
     MetadataFull { device: String },
+    /// The metadata of a pool in use reads blank.
+    MetadataBlank { device: String, generation: u64 },
     /// Neither header copy can be read, though both are cowroot's.
     HeaderDamaged { device: String, faults: [String; 2] },
     /// The header was written by a newer cowroot.
@@ -98,6 +100,14 @@ impl fmt::Display for Error {
                  with cowroot.reset=1 cannot help here (it needs to write metadata): copy the \
                  changes off with the pool read-only, or start over with `cowroot format --force \
                  {device}` after saving what you need; a larger pool gets more metadata"
+            ),
+            Error::MetadataBlank { device, generation } => write!(
+                f,
+                "cowpool: the thin-pool metadata on {device} is blank (its first block is all zero), \
+                 but the header says the pool holds kept changes (generation {generation}); \
+                 activating it would make the kernel format empty metadata over them. Nothing was \
+                 changed. Restore the metadata (thin_restore from a thin_dump backup, or thin_repair), \
+                 or start over with `cowroot format --force {device}`"
             ),
             Error::HeaderDamaged { device, faults } => write!(
                 f,

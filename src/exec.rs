@@ -347,7 +347,12 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut steps = plan_origin(&cfg, Some("/dev/vdb"), None);
-        let pool = PoolFacts { device: "/dev/vdc".into(), size: Bytes(256 << 20), state: PoolState::Blank };
+        let pool = PoolFacts {
+            device: "/dev/vdc".into(),
+            size: Bytes(256 << 20),
+            state: PoolState::Blank,
+            metadata_blank: false,
+        };
         let origin = OriginFacts {
             device: DevRef::Loop,
             size: Some(Bytes(1 << 26)),
@@ -384,7 +389,7 @@ mod tests {
                 "status cowroot-pool",
                 "header /dev/vdc slot1 seq2 format=false",
                 "message cowroot-pool create_thin 1 missing_ok=false",
-                "message cowroot-pool set_transaction_id 0 1 missing_ok=false",
+                &format!("message cowroot-pool set_transaction_id 0 {} missing_ok=false", (0x0101_0101u64 << 16) | 1),
                 "header /dev/vdc slot0 seq3 format=false",
                 "header /dev/vdc slot1 seq4 format=false",
                 "create cowroot COWROOT-thin-cowroot 0 131072 thin 254:2 1 7:0 private=false",

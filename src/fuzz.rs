@@ -176,9 +176,13 @@ fn fuzz_pool_classification() {
             assert_eq!(copies.newest().map(|(_, h)| h), Some(header));
         }
         // One copy intact and nothing outside the slots touched: never refused.
-        let in_slot = |i: usize| i < SLOT_BYTES || (64 * 1024..64 * 1024 + SLOT_BYTES).contains(&i);
+        let used = header::ENCODED_LEN;
+        let in_slot = |i: usize| i < used || (64 * 1024..64 * 1024 + used).contains(&i);
         let outside = start.iter().zip(&base).enumerate().any(|(i, (a, b))| a != b && !in_slot(i));
-        if !outside && copies.0.iter().any(|c| c.is_ok()) && signature::detect(&start).is_none_or(|f| f == "a cowroot pool") {
+        if !outside
+            && copies.0.iter().any(|c| c.is_ok())
+            && signature::detect(&start).is_none_or(|f| f == "a cowroot pool")
+        {
             assert!(matches!(state, PoolState::Ours { .. } | PoolState::NewerVersion(_)), "{state:?}");
         }
     });
@@ -224,8 +228,28 @@ fn fuzz_filesystem_and_partition_probes() {
 #[test]
 fn fuzz_table_and_status_lines() {
     const TOKENS: &[&str] = &[
-        "0", "1", "254:3", "7:0", "128", "-", "rw", "ro", "Fail", "Error", "needs_check", "30/512", "1/0",
-        "error_if_no_space", "18446744073709551616", "4294967296:1", "x", "/", ":", " ", "  ", "out_of_data_space",
+        "0",
+        "1",
+        "254:3",
+        "7:0",
+        "128",
+        "-",
+        "rw",
+        "ro",
+        "Fail",
+        "Error",
+        "needs_check",
+        "30/512",
+        "1/0",
+        "error_if_no_space",
+        "18446744073709551616",
+        "4294967296:1",
+        "x",
+        "/",
+        ":",
+        " ",
+        "  ",
+        "out_of_data_space",
     ];
     run("tables+sizes", |rng| {
         let mut line = String::new();

@@ -310,6 +310,25 @@ impl PoolHeader {
         Ok(())
     }
 
+    /// The same state, whatever the sequence number and version.
+    pub fn same_state(&self, other: &PoolHeader) -> bool {
+        let strip = |h: &PoolHeader| PoolHeader { seq: 0, version: 0, ..h.clone() };
+        strip(self) == strip(other)
+    }
+
+    /// The transaction id that follows `transaction` on this pool. The first
+    /// one is derived from the pool's uuid, so two pools with the same
+    /// history still have different transaction ids and a header copied
+    /// from one does not bind to the other's metadata.
+    pub fn transaction_after(&self, transaction: u64) -> Option<u64> {
+        if transaction == 0 {
+            let seed = u32::from_le_bytes([self.pool_uuid[0], self.pool_uuid[1], self.pool_uuid[2], self.pool_uuid[3]]);
+            Some((u64::from(seed) << 16) | 1)
+        } else {
+            transaction.checked_add(1).filter(|&t| t != u64::MAX)
+        }
+    }
+
     /// The same header, as the next write will store it: one higher `seq`.
     pub fn next(&self) -> Result<PoolHeader, &'static str> {
         let mut next = self.clone();
@@ -317,6 +336,16 @@ impl PoolHeader {
         next.version = VERSION;
         Ok(next)
     }
+}
+
+/// The copy that is not the newest. At rest both copies say the same, so
+/// damage to either one loses nothing; a copy left behind by an interrupted
+/// update, or by cowroot 0.1 (which kept only one copy current), is stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtherCopy {
+    InSync,
+    Stale,
+    Damaged(SlotFault),
 }
 
 /// Both copies as read: each decoded, or why not.
@@ -341,16 +370,16 @@ impl Copies {
         best
     }
 
-    /// A slot that should hold a copy but does not: damaged, torn, or
-    /// wiped. An empty second slot of a pool written only once is normal.
-    pub fn damaged(&self) -> Option<(usize, SlotFault)> {
+    /// The state of the copy that is not the newest.
+    pub fn other(&self) -> Option<OtherCopy> {
         let (newest_slot, newest) = self.newest()?;
-        let other = 1 - newest_slot;
-        match &self.0[other] {
-            Ok(_) => None,
-            Err(SlotFault::Empty) if newest.seq < 2 => None,
-            Err(fault) => Some((other, fault.clone())),
-        }
+        Some(match &self.0[1 - newest_slot] {
+            Ok(other) if other.same_state(newest) => OtherCopy::InSync,
+            Ok(_) => OtherCopy::Stale,
+            // A pool formatted by 0.1 and never booted wrote one copy.
+            Err(SlotFault::Empty) if newest.seq < 2 => OtherCopy::Stale,
+            Err(fault) => OtherCopy::Damaged(fault.clone()),
+        })
     }
 
     pub fn newer_version(&self) -> Option<u32> {
@@ -516,6 +545,19 @@ mod tests {
     }
 
     #[test]
+    fn transactions_start_from_the_pool_uuid() {
+        let mut a = sample();
+        let mut b = sample();
+        a.pool_uuid = [1; 16];
+        b.pool_uuid = [2; 16];
+        let (ta, tb) = (a.transaction_after(0).unwrap(), b.transaction_after(0).unwrap());
+        assert_ne!(ta, tb);
+        assert!(ta > 0 && tb > 0);
+        assert_eq!(a.transaction_after(ta), Some(ta + 1));
+        assert_eq!(a.transaction_after(u64::MAX - 1), None);
+    }
+
+    #[test]
     fn newest_valid_copy_wins_and_a_damaged_one_is_named() {
         let older = sample();
         let mut newer = sample();
@@ -524,7 +566,10 @@ mod tests {
         let (a, b) = (older.encode(), newer.encode());
         assert_eq!(Copies::read([&a, &b]).newest(), Some((1, &newer)));
         assert_eq!(Copies::read([&b, &a]).newest(), Some((0, &newer)));
-        assert_eq!(Copies::read([&b, &a]).damaged(), None);
+        assert_eq!(Copies::read([&b, &a]).other(), Some(OtherCopy::Stale));
+        let mut twin = newer.clone();
+        twin.seq = 9;
+        assert_eq!(Copies::read([&b, &twin.encode()]).other(), Some(OtherCopy::InSync));
         // A torn write of the newer copy (second half still old bytes)
         // leaves the older copy in charge, and the torn one is named.
         let mut torn = b;
@@ -532,13 +577,13 @@ mod tests {
         torn[40..60].copy_from_slice(&[0xff; 20]);
         let copies = Copies::read([&a, &torn]);
         assert_eq!(copies.newest(), Some((0, &older)));
-        assert_eq!(copies.damaged(), Some((1, SlotFault::BadChecksum)));
+        assert_eq!(copies.other(), Some(OtherCopy::Damaged(SlotFault::BadChecksum)));
         // A zeroed copy next to a header that was written twice or more.
         let zero = [0u8; SLOT_BYTES];
-        assert_eq!(Copies::read([&zero, &b]).damaged(), Some((0, SlotFault::Empty)));
+        assert_eq!(Copies::read([&zero, &b]).other(), Some(OtherCopy::Damaged(SlotFault::Empty)));
         let mut first = sample();
         first.seq = 1;
-        assert_eq!(Copies::read([&first.encode(), &zero]).damaged(), None);
+        assert_eq!(Copies::read([&first.encode(), &zero]).other(), Some(OtherCopy::Stale));
         assert_eq!(Copies::read([&zero, &zero]).newest(), None);
         assert_eq!(slot_for_next_write(Some(1)), 0);
         assert_eq!(slot_for_next_write(Some(0)), 1);

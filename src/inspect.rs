@@ -2,7 +2,7 @@
 //! read-only, without device-mapper (works on an image of a pool, too).
 
 use crate::error::Result;
-use crate::header::{Copies, SLOT_OFFSETS};
+use crate::header::{Copies, OtherCopy, SLOT_OFFSETS};
 use crate::pool::{PoolState, END_PROBE_BYTES};
 use crate::probe;
 use crate::signature::PROBE_BYTES;
@@ -17,10 +17,19 @@ pub fn inspect(device: &str) -> Result<String> {
     let mut out = format!("{device}: {}\n", Bytes(size.0));
     let verdict = match &state {
         PoolState::Blank => "blank: `cowroot boot` would format it".to_string(),
-        PoolState::Ours { slot, damaged: None, .. } => format!("a cowroot pool; copy {slot} is the newest"),
-        PoolState::Ours { slot, damaged: Some((bad, fault)), .. } => {
-            format!("a cowroot pool; copy {slot} is in use, copy {bad} is damaged ({fault}) and is repaired by the next header write")
+        PoolState::Ours { slot, other: OtherCopy::InSync, .. } => {
+            format!("a cowroot pool; copy {slot} is the newest, both copies agree")
         }
+        PoolState::Ours { slot, other: OtherCopy::Stale, .. } => format!(
+            "a cowroot pool; copy {slot} is the newest, copy {} is older (an interrupted update, or a pool of \
+             cowroot 0.1) and is brought up to date by the next boot",
+            1 - slot
+        ),
+        PoolState::Ours { slot, other: OtherCopy::Damaged(fault), .. } => format!(
+            "a cowroot pool; copy {slot} is in use, copy {} is damaged ({fault}) and is rewritten by the next \
+             header write",
+            1 - slot
+        ),
         PoolState::Foreign(found) => format!("holds {found}"),
         PoolState::Unrecognised => "holds data cowroot does not recognise".into(),
         PoolState::BothCopiesDamaged([a, b]) => format!("both header copies are damaged ({a}; {b})"),

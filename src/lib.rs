@@ -11,9 +11,9 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod fingerprint;
+pub mod format;
 #[cfg(test)]
 mod fuzz;
-pub mod format;
 pub mod header;
 pub mod inspect;
 pub mod klog;

@@ -245,11 +245,15 @@ fn main() -> ExitCode {
         print!("{HELP}");
         return if args.words.is_empty() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
     }
-    if args.words[0] == "--version" {
+    if args.words.iter().any(|w| w == "--version") {
         println!("cowroot {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let level = if args.flag("-v") | args.flag("--verbose") { LevelFilter::Debug } else { LevelFilter::Info };
+    if args.words.is_empty() {
+        print!("{HELP}");
+        return ExitCode::from(USAGE);
+    }
     let (command, _) = args.remove(0);
     match run(&command, args, level) {
         Ok(()) => ExitCode::SUCCESS,

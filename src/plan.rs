@@ -11,7 +11,7 @@
 use crate::config::{Config, DevSpec, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::short_digest;
-use crate::header::{self, OriginId, PoolHeader, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID};
+use crate::header::{self, OriginId, OtherCopy, PoolHeader, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID};
 use crate::layout::{plan_layout, BlockSize, Layout};
 use crate::names::Role;
 use crate::pool::{PoolFacts, PoolState};
@@ -284,24 +284,29 @@ impl HeaderState {
 pub struct Activation {
     pub steps: Vec<Step>,
     pub formatted: bool,
+    /// The copy that is not the newest, as found.
+    pub other: OtherCopy,
     pub header: HeaderState,
 }
 
 /// Plans bringing up the pool. A blank device is formatted with `block`
-/// sized blocks and `pool_uuid` as its id.
+/// sized blocks and `pool_uuid` as its id. Nothing is written to a pool in
+/// use here: a damaged or stale copy is rewritten only once `plan_thins`
+/// knows the header belongs to the metadata.
 pub fn plan_activation(pool: &PoolFacts, block: BlockSize, pool_uuid: [u8; 16]) -> Result<Activation> {
     if let Some(refusal) = pool.refusal() {
         return Err(refusal);
     }
     let mut steps = Vec::new();
     let device = pool.device.clone();
-    let (mut state, formatted, damaged) = match &pool.state {
-        PoolState::Ours { slot, header, damaged } => {
-            (HeaderState { device, slot: Some(*slot), header: header.clone() }, false, damaged.clone())
+    let (mut state, formatted, other) = match &pool.state {
+        PoolState::Ours { slot, header, other } => {
+            (HeaderState { device, slot: Some(*slot), header: header.clone() }, false, other.clone())
         }
         _ => {
             let layout = plan_layout(&device, pool.size, block)?;
-            (HeaderState { device, slot: None, header: new_header(pool.size, &layout, pool_uuid) }, true, None)
+            let header = new_header(pool.size, &layout, pool_uuid);
+            (HeaderState { device, slot: None, header }, true, OtherCopy::InSync)
         }
     };
     if state.header.device_sectors > pool.size.sectors() {
@@ -314,10 +319,6 @@ pub fn plan_activation(pool: &PoolFacts, block: BlockSize, pool_uuid: [u8; 16]) 
     }
     if formatted {
         state.write(&mut steps, true, "format", |_| {})?;
-    }
-    if let Some((slot, fault)) = damaged {
-        log::warn!("{}: header copy {slot} is damaged ({fault}); rewriting it from the other copy", pool.device);
-        state.write(&mut steps, false, "repair the damaged copy", |_| {})?;
     }
     let h = &state.header;
     steps.push(Step::CreateLinear {
@@ -333,7 +334,7 @@ pub fn plan_activation(pool: &PoolFacts, block: BlockSize, pool_uuid: [u8; 16]) 
         len: h.data.len,
     });
     steps.push(Step::CreatePool { len: h.data.len, block_sectors: h.block_sectors, device: pool.device.clone() });
-    Ok(Activation { steps, formatted, header: state })
+    Ok(Activation { steps, formatted, other, header: state })
 }
 
 /// Phase two: the thin devices.
@@ -348,6 +349,14 @@ pub struct ThinPlan {
 /// Plans the thin devices once the pool is up, given the metadata's
 /// transaction id (`metadata_transaction`, from the pool's status) and the
 /// logical block size of the pool device (`pool_block`).
+///
+/// The transaction moves on once per new thin, right after `create_thin`,
+/// and the header records it in the same write that makes the new thin
+/// active. A power cut between the two leaves the metadata one transaction
+/// ahead of a header that still names the leftover thin: that, and only
+/// that, is accepted as "in flight", and cleaning it up does not move the
+/// transaction again, so a second power cut during the cleanup changes
+/// nothing.
 pub fn plan_thins(
     cfg: &Config,
     activation: &Activation,
@@ -357,20 +366,15 @@ pub fn plan_thins(
 ) -> Result<ThinPlan> {
     let mut steps = Vec::new();
     let mut state = activation.header.clone();
-    let mut txn = bind_transaction(&state, metadata_transaction)?;
-    let next_txn = |t: u64| t.checked_add(1).ok_or_else(|| state_exhausted(&activation.header.device));
+    let txn = bind_transaction(&state, metadata_transaction)?;
 
-    // A reset interrupted by power loss can leave one thin id behind; the
-    // metadata may have moved one transaction on before the header did.
+    // A reset interrupted by power loss can leave one thin id behind.
     let garbage = state.header.garbage_thin;
     if garbage != 0 {
-        let to = next_txn(txn)?;
         steps.push(Step::DeleteThinId { id: garbage, missing_ok: true });
-        steps.push(Step::SetTransactionId { from: txn, to });
-        txn = to;
         state.write(&mut steps, false, "forget leftover thin", |h| {
             h.garbage_thin = 0;
-            h.transaction = to;
+            h.transaction = txn;
         })?;
     }
 
@@ -391,48 +395,47 @@ pub fn plan_thins(
 
     if mode != Mode::Kept {
         // New thin first, header second, old thin last: power lost between
-        // any two steps leaves a header that names a thin that exists, and
-        // metadata at most one transaction ahead of the header.
+        // any two steps leaves a header that names a thin that exists.
         let new = state.header.next_thin;
         if new > MAX_THIN_ID {
             return Err(state.exhausted("all 2^24 thin ids have been used"));
         }
         let generation =
             state.header.generation.checked_add(1).ok_or_else(|| state_exhausted(&activation.header.device))?;
+        let next_txn = state.header.transaction_after(txn).ok_or_else(|| state_exhausted(&activation.header.device))?;
         state.write(&mut steps, false, "reserve thin id", |h| {
             h.next_thin = new + 1;
             h.garbage_thin = new;
         })?;
-        let switched = next_txn(txn)?;
         steps.push(Step::CreateThinId { id: new });
-        steps.push(Step::SetTransactionId { from: txn, to: switched });
-        txn = switched;
+        steps.push(Step::SetTransactionId { from: txn, to: next_txn });
         state.write(&mut steps, false, "switch to new thin", |h| {
             h.active_thin = new;
             h.garbage_thin = old;
             h.generation = generation;
             h.flags &= !FLAG_RESET_NEXT_BOOT;
-            h.transaction = switched;
+            h.transaction = next_txn;
             if origin.id.is_some() {
                 h.origin = origin.id;
             }
         })?;
         if old != 0 {
-            let done = next_txn(txn)?;
             steps.push(Step::DeleteThinId { id: old, missing_ok: true });
-            steps.push(Step::SetTransactionId { from: txn, to: done });
-            state.write(&mut steps, false, "done", |h| {
-                h.garbage_thin = 0;
-                h.transaction = done;
-            })?;
+            state.write(&mut steps, false, "done", |h| h.garbage_thin = 0)?;
         }
     }
 
-    if state.header.seq != activation.header.header.seq {
-        // At rest both copies say the same: then damage to either one,
-        // the newest included, loses nothing. (Mid-operation the older copy
-        // is the state before it, which a power cut may roll back to.)
-        state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
+    let wrote = state.header.seq != activation.header.header.seq;
+    if wrote || activation.other != OtherCopy::InSync {
+        // At rest both copies say the same: then damage to either one, the
+        // newest included, loses nothing. This also rewrites a damaged or
+        // stale copy (a pool of cowroot 0.1 kept only one copy current).
+        let why = match (&activation.other, wrote) {
+            (OtherCopy::Damaged(_), false) => "repair the damaged copy",
+            (OtherCopy::Stale, false) => "bring the older copy up to date",
+            _ => "mirror to the other copy",
+        };
+        state.write(&mut steps, false, why, |_| {})?;
     }
     let len = match origin.size {
         Some(size) => round_up(size.sectors(), pool_block.max(origin.logical_block)),
@@ -449,11 +452,11 @@ fn state_exhausted(device: &str) -> Error {
     ))
 }
 
-/// The transaction the plan starts from: the header's, or one more while
-/// an operation was in flight (the metadata committed, the header not yet).
+/// The transaction the plan starts from: the header's, or the next one
+/// while a new thin was in flight (the metadata committed, the header not).
 fn bind_transaction(state: &HeaderState, metadata: u64) -> Result<u64> {
     let h = &state.header;
-    let in_flight = h.garbage_thin != 0 && Some(metadata) == h.transaction.checked_add(1);
+    let in_flight = h.garbage_thin != 0 && Some(metadata) == h.transaction_after(h.transaction);
     if metadata == h.transaction || in_flight {
         Ok(metadata)
     } else {
@@ -511,6 +514,7 @@ mod tests {
     }
 
     const POOL_SIZE: Bytes = Bytes(256 << 20);
+    const UUID: [u8; 16] = [5; 16];
 
     fn origin(id_byte: u8) -> OriginFacts {
         OriginFacts {
@@ -522,12 +526,19 @@ mod tests {
     }
 
     fn facts(state: PoolState) -> PoolFacts {
-        PoolFacts { device: "/dev/vdc".into(), size: POOL_SIZE, state }
+        PoolFacts { device: "/dev/vdc".into(), size: POOL_SIZE, state, metadata_blank: false }
+    }
+
+    /// The first transaction id of the test pool.
+    fn seed() -> u64 {
+        let mut h = new_header(POOL_SIZE, &crate::layout::plan_layout("d", POOL_SIZE, BlockSize::Auto).unwrap(), UUID);
+        h.pool_uuid = UUID;
+        h.transaction_after(0).unwrap()
     }
 
     /// Both phases, with the metadata at `txn` (the header's when `None`).
     fn plan(cfg: &Config, state: PoolState, origin: &OriginFacts, txn: Option<u64>) -> Result<(Activation, ThinPlan)> {
-        let act = plan_activation(&facts(state), BlockSize::Exact(64 * 1024), [5; 16])?;
+        let act = plan_activation(&facts(state), BlockSize::Exact(64 * 1024), UUID)?;
         let txn = txn.unwrap_or(act.header.header.transaction);
         let thins = plan_thins(cfg, &act, txn, 512, origin)?;
         Ok((act, thins))
@@ -540,19 +551,22 @@ mod tests {
     /// The state the next boot sees after a plan ran to its end.
     fn after(p: &(Activation, ThinPlan)) -> PoolState {
         let h = &p.1.header;
-        PoolState::Ours { slot: h.slot.expect("a header exists"), header: h.header.clone(), damaged: None }
+        PoolState::Ours { slot: h.slot.expect("a header exists"), header: h.header.clone(), other: OtherCopy::InSync }
     }
 
     fn kinds(steps: &[Step]) -> Vec<String> {
+        let seed = seed();
+        let txn = |t: u64| if t >= seed { format!("S+{}", t - seed) } else { t.to_string() };
         steps
             .iter()
             .map(|s| match s {
                 Step::WriteHeader { slot, header, why, .. } => {
-                    format!("header{slot}:{why}:seq{}:txn{}", header.seq, header.transaction)
+                    format!("header{slot}:{why}:seq{}:txn{}", header.seq, txn(header.transaction))
                 }
                 Step::CreateLinear { role, .. } => format!("linear:{role:?}"),
                 Step::CreatePool { .. } => "pool".into(),
                 Step::CreateThin { id, .. } => format!("thin {id}"),
+                Step::SetTransactionId { from, to } => format!("set_transaction_id {} {}", txn(*from), txn(*to)),
                 other => other.pool_message().unwrap_or_else(|| format!("{other:?}")),
             })
             .collect()
@@ -571,9 +585,9 @@ mod tests {
                 "pool",
                 "header1:reserve thin id:seq2:txn0",
                 "create_thin 1",
-                "set_transaction_id 0 1",
-                "header0:switch to new thin:seq3:txn1",
-                "header1:mirror to the other copy:seq4:txn1",
+                "set_transaction_id 0 S+0",
+                "header0:switch to new thin:seq3:txnS+0",
+                "header1:mirror to the other copy:seq4:txnS+0",
                 "thin 1",
             ]
         );
@@ -600,14 +614,13 @@ mod tests {
                 "linear:Meta",
                 "linear:Data",
                 "pool",
-                "header0:reserve thin id:seq5:txn1",
+                "header0:reserve thin id:seq5:txnS+0",
                 "create_thin 2",
-                "set_transaction_id 1 2",
-                "header1:switch to new thin:seq6:txn2",
+                "set_transaction_id S+0 S+1",
+                "header1:switch to new thin:seq6:txnS+1",
                 "delete 1",
-                "set_transaction_id 2 3",
-                "header0:done:seq7:txn3",
-                "header1:mirror to the other copy:seq8:txn3",
+                "header0:done:seq7:txnS+1",
+                "header1:mirror to the other copy:seq8:txnS+1",
                 "thin 2",
             ]
         );
@@ -621,7 +634,7 @@ mod tests {
         let mut iso = origin(1);
         iso.size = Some(Bytes((64 << 20) + 2048));
         iso.device = DevRef::Path("/dev/vdb".into());
-        let act = plan_activation(&facts(PoolState::Blank), BlockSize::Exact(64 * 1024), [5; 16]).unwrap();
+        let act = plan_activation(&facts(PoolState::Blank), BlockSize::Exact(64 * 1024), UUID).unwrap();
         let thins = plan_thins(&cfg(""), &act, 0, 4096, &iso).unwrap();
         assert_eq!(
             thins.steps.last(),
@@ -647,98 +660,154 @@ mod tests {
         assert_eq!(kept.1.mode, Mode::Kept);
     }
 
-    /// Power lost after any prefix of a plan: the header on disk is the
-    /// last one written, the metadata is at the last transaction set, and a
-    /// thin exists if it was created and not deleted.
-    fn replay_cut(all: &[Step], cut: usize, start: &PoolState, thins_before: &[u32]) -> (PoolState, u64, Vec<u32>) {
-        let mut state = start.clone();
-        let PoolState::Ours { header, .. } = start else { panic!() };
-        let mut txn = header.transaction;
-        let mut thins = thins_before.to_vec();
-        for step in &all[..cut] {
-            match step {
-                Step::WriteHeader { slot, header, .. } => {
-                    state = PoolState::Ours { slot: *slot, header: header.clone(), damaged: None };
+    /// The disk as power cuts leave it: both header slots, the metadata's
+    /// transaction, the thins that exist.
+    #[derive(Debug, Clone)]
+    struct Disk {
+        slots: [Option<PoolHeader>; 2],
+        txn: u64,
+        thins: Vec<u32>,
+    }
+
+    impl Disk {
+        fn after_first_boot() -> Disk {
+            let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+            let mut disk = Disk { slots: [None, None], txn: 0, thins: Vec::new() };
+            disk.apply(&steps(&first), usize::MAX);
+            disk
+        }
+
+        /// Runs the first `cut` steps (all of them for `usize::MAX`).
+        fn apply(&mut self, all: &[Step], cut: usize) {
+            for step in all.iter().take(cut) {
+                match step {
+                    Step::WriteHeader { slot, header, .. } => self.slots[*slot] = Some(header.clone()),
+                    Step::SetTransactionId { from, to } => {
+                        assert_eq!(*from, self.txn, "set_transaction_id from a wrong id fails in the kernel");
+                        self.txn = *to;
+                    }
+                    Step::CreateThinId { id } => {
+                        assert!(!self.thins.contains(id), "create_thin {id}: exists");
+                        self.thins.push(*id);
+                    }
+                    Step::DeleteThinId { id, .. } => self.thins.retain(|t| t != id),
+                    _ => {}
                 }
-                Step::SetTransactionId { to, .. } => txn = *to,
-                Step::CreateThinId { id } => thins.push(*id),
-                Step::DeleteThinId { id, .. } => thins.retain(|t| t != id),
-                _ => {}
             }
         }
-        (state, txn, thins)
+
+        /// What the next boot reads, with one slot's copy `lost` (damaged).
+        fn state(&self, lost: Option<usize>) -> PoolState {
+            let slot_of = |i: usize| if lost == Some(i) { None } else { self.slots[i].clone() };
+            let (a, b) = (slot_of(0), slot_of(1));
+            let newest = match (&a, &b) {
+                (Some(x), Some(y)) => usize::from(y.seq > x.seq),
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (None, None) => panic!("no copy left"),
+            };
+            let header = [a.clone(), b.clone()][newest].clone().unwrap();
+            let other = match [a, b][1 - newest].clone() {
+                Some(o) if o.same_state(&header) => OtherCopy::InSync,
+                Some(_) => OtherCopy::Stale,
+                None if lost.is_some() => OtherCopy::Damaged(SlotFault::BadChecksum),
+                None => OtherCopy::Stale,
+            };
+            PoolState::Ours { slot: newest, header, other }
+        }
+
+        /// Boots (planning as cowroot would); returns the plan's steps.
+        fn boot(&self, reset: bool, lost: Option<usize>) -> Result<Vec<Step>> {
+            let key = if reset { "cowroot.reset=1" } else { "" };
+            let p = plan(&cfg(key), self.state(lost), &origin(1), Some(self.txn))?;
+            let Some(Step::CreateThin { id, .. }) = p.1.steps.last() else { panic!() };
+            let mut after = self.clone();
+            after.apply(&steps(&p), usize::MAX);
+            assert!(after.thins.contains(id), "boots thin {id}, which does not exist ({:?})", after.thins);
+            Ok(steps(&p))
+        }
     }
 
     #[test]
-    fn a_power_cut_anywhere_in_a_reset_still_boots_and_binds() {
-        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
-        let start = after(&first);
-        let reset = plan(&cfg("cowroot.reset=1"), start.clone(), &origin(1), None).unwrap();
-        let all = steps(&reset);
-        for cut in 0..=all.len() {
-            let (state, txn, thins) = replay_cut(&all, cut, &start, &[1]);
-            let next = plan(&cfg(""), state.clone(), &origin(1), Some(txn))
-                .unwrap_or_else(|e| panic!("cut after {cut} steps: {e}"));
-            let Some(Step::CreateThin { id, .. }) = next.1.steps.last() else { panic!() };
-            assert!(thins.contains(id), "cut {cut}: boots thin {id}, which does not exist ({thins:?})");
-            for s in &next.1.steps {
-                if let Step::DeleteThinId { id: gone, missing_ok } = s {
-                    assert!(*missing_ok);
-                    assert_ne!(gone, id, "deletes the thin it boots");
+    fn power_cuts_anywhere_twice_over_still_boot_and_bind() {
+        for reset_first in [true, false] {
+            let start = Disk::after_first_boot();
+            let first = start.boot(reset_first, None).unwrap();
+            for cut in 0..=first.len() {
+                let mut disk = start.clone();
+                disk.apply(&first, cut);
+                // The recovery boot, itself cut anywhere.
+                let recovery = disk.boot(false, None).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                for cut2 in 0..=recovery.len() {
+                    let mut twice = disk.clone();
+                    twice.apply(&recovery, cut2);
+                    let next = twice.boot(false, None).unwrap_or_else(|e| panic!("cuts {cut}, {cut2}: {e}"));
+                    let mut done = twice.clone();
+                    done.apply(&next, usize::MAX);
+                    // At rest: copies agree, nothing left over, metadata bound.
+                    let state = done.state(None);
+                    let PoolState::Ours { header, other, .. } = &state else { panic!() };
+                    assert_eq!(other, &OtherCopy::InSync, "cuts {cut}, {cut2}");
+                    assert_eq!((header.garbage_thin, header.transaction), (0, done.txn), "cuts {cut}, {cut2}");
+                    assert_eq!(done.thins, [header.active_thin], "cuts {cut}, {cut2}");
                 }
             }
-            // And the boot after that is consistent again.
-            let (state2, txn2, _) = replay_cut(&steps(&next), steps(&next).len(), &state, &thins);
-            assert_eq!(next.1.header.header.garbage_thin, 0, "cut {cut}");
-            plan(&cfg(""), state2, &origin(1), Some(txn2)).unwrap_or_else(|e| panic!("cut {cut}, second boot: {e}"));
         }
     }
 
     #[test]
-    fn at_rest_either_copy_alone_boots_the_same() {
-        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
-        let reset = plan(&cfg("cowroot.reset=1"), after(&first), &origin(1), None).unwrap();
-        for p in [&first, &reset] {
-            let writes: Vec<PoolHeader> = steps(p)
-                .into_iter()
-                .filter_map(|s| if let Step::WriteHeader { header, .. } = s { Some(header) } else { None })
-                .collect();
-            let (last, before) = (&writes[writes.len() - 1], &writes[writes.len() - 2]);
-            // Only the newest copy survives, or only the one before it.
-            for survivor in [last, before] {
-                let state = PoolState::Ours { slot: 0, header: survivor.clone(), damaged: None };
-                let next = plan(&cfg(""), state, &origin(1), Some(survivor.transaction)).unwrap();
-                assert_eq!(next.1.mode, Mode::Kept);
-                assert_eq!(next.1.header.header.active_thin, last.active_thin);
+    fn at_rest_either_copy_alone_boots_the_same_thin() {
+        let mut disk = Disk::after_first_boot();
+        for reset in [false, true, false] {
+            let s = disk.boot(reset, None).unwrap();
+            disk.apply(&s, usize::MAX);
+            let PoolState::Ours { header, .. } = disk.state(None) else { panic!() };
+            for lost in [0, 1] {
+                let next = disk.boot(false, Some(lost)).unwrap();
+                let Some(Step::CreateThin { id, .. }) = next.last() else { panic!() };
+                assert_eq!(*id, header.active_thin, "copy {lost} lost");
+                assert!(!next.iter().any(|s| matches!(s, Step::DeleteThinId { .. })), "copy {lost} lost: {next:?}");
+                // And the lost copy is rewritten.
+                assert!(next.iter().any(|s| matches!(s, Step::WriteHeader { slot, .. } if *slot == lost)));
             }
         }
+    }
+
+    #[test]
+    fn a_stale_copy_left_by_a_cut_or_by_0_1_is_brought_up_to_date() {
+        // Cut right before the mirror write of a first boot.
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let all = steps(&first);
+        let mirror = all
+            .iter()
+            .position(|s| matches!(s, Step::WriteHeader { why, .. } if *why == "mirror to the other copy"))
+            .unwrap();
+        let mut disk = Disk { slots: [None, None], txn: 0, thins: Vec::new() };
+        disk.apply(&all, mirror);
+        assert!(matches!(disk.state(None), PoolState::Ours { other: OtherCopy::Stale, .. }));
+        let next = disk.boot(false, None).unwrap();
+        assert_eq!(kinds(&next)[3], "header1:bring the older copy up to date:seq4:txnS+0");
+        disk.apply(&next, usize::MAX);
+        assert!(matches!(disk.state(None), PoolState::Ours { other: OtherCopy::InSync, .. }));
     }
 
     #[test]
     fn a_header_that_does_not_match_its_metadata_is_refused() {
         let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
-        // An older header restored over newer metadata, or a header copied
-        // from another pool.
-        for metadata in [0, 3, 7] {
+        let bound = first.1.header.header.transaction;
+        // An older header restored over newer metadata, a header copied from
+        // another pool, metadata one ahead with nothing in flight.
+        for metadata in [0, 7, bound + 1, bound + 2] {
             let err = plan(&cfg(""), after(&first), &origin(1), Some(metadata)).unwrap_err();
-            assert!(matches!(err, Error::HeaderMismatch { header: 1, .. }), "{metadata}: {err}");
-            assert!(err.to_string().contains("transaction 1"), "{err}");
+            assert!(matches!(err, Error::HeaderMismatch { .. }), "{metadata}: {err}");
+            assert!(err.to_string().contains(&format!("transaction {bound}")), "{err}");
         }
-        // Without an operation in flight, one ahead is a mismatch too.
-        assert!(plan(&cfg(""), after(&first), &origin(1), Some(2)).is_err());
-    }
-
-    #[test]
-    fn a_damaged_copy_is_repaired_at_boot() {
-        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        // Nothing is written before the binding is checked.
         let PoolState::Ours { slot, header, .. } = after(&first) else { panic!() };
-        let damaged =
-            PoolState::Ours { slot, header: header.clone(), damaged: Some((1 - slot, SlotFault::BadChecksum)) };
-        let p = plan(&cfg(""), damaged, &origin(1), None).unwrap();
-        assert_eq!(p.1.mode, Mode::Kept);
-        let Step::WriteHeader { slot: written, header: repaired, why, .. } = &p.0.steps[0] else { panic!() };
-        assert_eq!((*written, *why), (1 - slot, "repair the damaged copy"));
-        assert_eq!((repaired.seq, repaired.active_thin), (header.seq + 1, header.active_thin));
+        let damaged = PoolState::Ours { slot, header, other: OtherCopy::Damaged(SlotFault::BadChecksum) };
+        let act = plan_activation(&facts(damaged), BlockSize::Auto, UUID).unwrap();
+        assert!(!act.steps.iter().any(|s| matches!(s, Step::WriteHeader { .. })));
+        assert!(plan_thins(&cfg(""), &act, 7, 512, &origin(1)).is_err());
     }
 
     #[test]
@@ -753,7 +822,11 @@ mod tests {
         let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
         let mut small = facts(after(&first));
         small.size = Bytes(128 << 20);
-        assert!(matches!(plan_activation(&small, BlockSize::Auto, [0; 16]), Err(Error::Inconsistent(_))));
+        assert!(matches!(plan_activation(&small, BlockSize::Auto, UUID), Err(Error::Inconsistent(_))));
+        // Metadata in use that reads blank.
+        let mut blank = facts(after(&first));
+        blank.metadata_blank = true;
+        assert!(matches!(plan_activation(&blank, BlockSize::Auto, UUID), Err(Error::MetadataBlank { .. })));
     }
 
     #[test]
@@ -761,8 +834,8 @@ mod tests {
         let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
         let PoolState::Ours { slot, mut header, .. } = after(&first) else { panic!() };
         header.next_thin = MAX_THIN_ID + 1;
-        let err = plan(&cfg("cowroot.reset=1"), PoolState::Ours { slot, header, damaged: None }, &origin(1), None)
-            .unwrap_err();
+        let state = PoolState::Ours { slot, header, other: OtherCopy::InSync };
+        let err = plan(&cfg("cowroot.reset=1"), state, &origin(1), None).unwrap_err();
         assert!(err.to_string().contains("thin ids"), "{err}");
     }
 
@@ -771,7 +844,7 @@ mod tests {
         let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
         let PoolState::Ours { slot, mut header, .. } = after(&first) else { panic!() };
         header.flags |= FLAG_RESET_NEXT_BOOT;
-        let p = plan(&cfg(""), PoolState::Ours { slot, header, damaged: None }, &origin(1), None).unwrap();
+        let p = plan(&cfg(""), PoolState::Ours { slot, header, other: OtherCopy::InSync }, &origin(1), None).unwrap();
         assert_eq!(p.1.mode, Mode::Reset);
         assert_eq!(p.1.header.header.flags & FLAG_RESET_NEXT_BOOT, 0);
     }

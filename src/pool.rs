@@ -3,7 +3,7 @@
 //! Pure: bytes in, verdict out.
 
 use crate::error::Error;
-use crate::header::{Copies, PoolHeader, SlotFault, MAGIC, SLOT_BYTES, SLOT_OFFSETS};
+use crate::header::{Copies, OtherCopy, PoolHeader, SlotFault, ENCODED_LEN, SLOT_BYTES, SLOT_OFFSETS};
 use crate::signature;
 use crate::units::Bytes;
 
@@ -18,9 +18,9 @@ pub enum PoolState {
     Ours {
         slot: usize,
         header: PoolHeader,
-        /// The other copy, when it should be valid and is not; the next
-        /// header write repairs it.
-        damaged: Option<(usize, SlotFault)>,
+        /// The other copy: in sync, stale or damaged (then the next header
+        /// write rewrites it).
+        other: OtherCopy,
     },
     Foreign(&'static str),
     /// Not zero, not ours, nothing recognised: still refused at boot.
@@ -31,11 +31,24 @@ pub enum PoolState {
     NewerVersion(u32),
 }
 
+impl PoolState {
+    /// The damaged copy of a pool that is ours, if one is.
+    pub fn damaged_copy(&self) -> Option<(usize, SlotFault)> {
+        match self {
+            PoolState::Ours { slot, other: OtherCopy::Damaged(fault), .. } => Some((1 - slot, fault.clone())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolFacts {
     pub device: String,
     pub size: Bytes,
     pub state: PoolState,
+    /// The thin-pool metadata's first block is all zero (the kernel would
+    /// format fresh, empty metadata over it). Only read for our pools.
+    pub metadata_blank: bool,
 }
 
 impl PoolFacts {
@@ -43,7 +56,13 @@ impl PoolFacts {
     pub fn refusal(&self) -> Option<Error> {
         let device = self.device.clone();
         match &self.state {
-            PoolState::Blank | PoolState::Ours { .. } => None,
+            PoolState::Blank => None,
+            PoolState::Ours { header, .. } => {
+                // Metadata that was used and is now blank: activating it
+                // would let the kernel format it, losing every kept change.
+                let used = header.active_thin != 0 || header.garbage_thin != 0 || header.transaction != 0;
+                (used && self.metadata_blank).then_some(Error::MetadataBlank { device, generation: header.generation })
+            }
             PoolState::Foreign(found) => Some(Error::ForeignPool { device, found: found.to_string() }),
             PoolState::Unrecognised => Some(Error::NotAPool { device }),
             PoolState::BothCopiesDamaged([a, b]) => {
@@ -59,10 +78,17 @@ fn slot(start: &[u8], index: usize) -> &[u8] {
     start.get(offset..offset + SLOT_BYTES).unwrap_or(&[])
 }
 
-/// True when every non-zero byte of `bytes` lies inside a header slot.
-fn only_slots_used(bytes: &[u8]) -> bool {
-    let in_slot = |i: usize| SLOT_OFFSETS.iter().any(|&o| (o as usize..o as usize + SLOT_BYTES).contains(&i));
-    bytes.iter().enumerate().all(|(i, &b)| b == 0 || in_slot(i))
+/// `bytes` with the part of each slot that a header uses set to zero.
+fn without_header_bytes(bytes: &[u8], keep: [bool; 2]) -> Vec<u8> {
+    let mut rest = bytes.to_vec();
+    for (i, &offset) in SLOT_OFFSETS.iter().enumerate() {
+        let offset = offset as usize;
+        if !keep[i] && offset < rest.len() {
+            let end = (offset + ENCODED_LEN).min(rest.len());
+            rest[offset..end].fill(0);
+        }
+    }
+    rest
 }
 
 /// Classifies a pool device from its first MiB (`start`) and last MiB
@@ -72,40 +98,39 @@ fn only_slots_used(bytes: &[u8]) -> bool {
 /// A valid header counts only if nothing foreign is next to it: cowroot
 /// zeroes the whole first MiB when it formats, so other data there means the
 /// device was reused (repartitioned, mkfs'd) and the header is a leftover.
-/// A copy that starts with cowroot's magic but does not decode is ours,
-/// damaged (flipped bits, a torn write): with the other copy valid the pool
-/// is used and the copy repaired, never refused.
+/// A copy that does not decode but keeps within the 256 bytes a header uses
+/// and carries no foreign signature is ours, damaged (flipped bits, a torn
+/// write): with the other copy valid the pool is used and the copy
+/// rewritten, never refused.
 pub fn classify_pool(start: &[u8], end: &[u8], size: u64) -> PoolState {
     let copies = Copies::read([slot(start, 0), slot(start, 1)]);
     if let Some(version) = copies.newer_version() {
         return PoolState::NewerVersion(version);
     }
-    // Blank out the slots that are ours (valid, or damaged behind our
-    // magic) and look at what is left.
-    let mut rest = start.to_vec();
-    let mut ours = 0;
-    for (i, copy) in copies.0.iter().enumerate() {
-        let bytes = slot(start, i);
-        if copy.is_ok() || bytes.starts_with(MAGIC) {
-            let offset = SLOT_OFFSETS[i] as usize;
-            rest[offset..offset + bytes.len()].fill(0);
-            ours += 1;
-        }
-    }
-    let found = signature::detect(&rest).or_else(|| signature::detect_end(end, size));
+    // Foreign signatures, with only valid copies out of the way: a
+    // signature inside a broken copy's bytes counts.
+    let valid = [copies.0[0].is_ok(), copies.0[1].is_ok()];
+    let found = signature::detect_foreign(&without_header_bytes(start, [!valid[0], !valid[1]]));
+    let only_headers = signature::all_zero(&without_header_bytes(start, [false, false]));
     match copies.newest() {
-        Some((slot, header)) => match found {
-            Some(found) => PoolState::Foreign(found),
-            // A damaged copy without our magic left bytes in its slot only.
-            None if only_slots_used(&rest) => {
-                PoolState::Ours { slot, header: header.clone(), damaged: copies.damaged() }
+        Some((slot, header)) => {
+            // The data region runs to the device end: only the few bytes
+            // past it are ours to check there.
+            let data_end = header.data.start.0.saturating_add(header.data.len.0).saturating_mul(512);
+            let tail_from = end.len().saturating_sub(size.saturating_sub(data_end) as usize);
+            let found = found.or_else(|| signature::detect_end(&end[tail_from.min(end.len())..], size));
+            match found {
+                Some(found) => PoolState::Foreign(found),
+                None if only_headers => {
+                    PoolState::Ours { slot, header: header.clone(), other: copies.other().unwrap_or(OtherCopy::Stale) }
+                }
+                None => PoolState::Foreign("data next to a stale cowroot header"),
             }
-            None => PoolState::Foreign("data next to a stale cowroot header"),
-        },
+        }
         None if signature::all_zero(start) && signature::all_zero(end) => PoolState::Blank,
-        None => match found {
+        None => match found.or_else(|| signature::detect_end(end, size)) {
             Some(found) => PoolState::Foreign(found),
-            None if ours > 0 && only_slots_used(start) => {
+            None if only_headers && (0..2).any(|i| slot(start, i).starts_with(crate::header::MAGIC)) => {
                 let [a, b] = copies.0.map(|c| c.err().unwrap_or(SlotFault::Empty));
                 PoolState::BothCopiesDamaged([a, b])
             }
@@ -147,7 +172,14 @@ mod tests {
         let (start, end) = blank();
         assert_eq!(classify_pool(&start, &end, SIZE), PoolState::Blank);
         let (start, h) = pool(3);
-        assert_eq!(classify(&start), PoolState::Ours { slot: 0, header: h, damaged: None });
+        assert_eq!(classify(&start), PoolState::Ours { slot: 0, header: h, other: OtherCopy::InSync });
+        // Both copies the same state: in sync.
+        let mut twin = vec![0u8; signature::PROBE_BYTES];
+        let mut h = header::sample();
+        twin[..SLOT_BYTES].copy_from_slice(&h.encode());
+        h.seq += 1;
+        twin[65536..65536 + SLOT_BYTES].copy_from_slice(&h.encode());
+        assert_eq!(classify(&twin), PoolState::Ours { slot: 1, header: h, other: OtherCopy::InSync });
     }
 
     #[test]
@@ -175,7 +207,7 @@ mod tests {
                 let state = classify(&start);
                 assert_eq!(
                     state,
-                    PoolState::Ours { slot: newest, header: h.clone(), damaged: Some((older, fault)) },
+                    PoolState::Ours { slot: newest, header: h.clone(), other: OtherCopy::Damaged(fault) },
                     "writes {writes}"
                 );
             }
@@ -183,8 +215,10 @@ mod tests {
             let at = SLOT_OFFSETS[newest] as usize;
             let mut s = good.clone();
             s[at + 60] ^= 1;
-            let PoolState::Ours { slot, header, damaged } = classify(&s) else { panic!("refused") };
-            assert_eq!((slot, header.seq, damaged), (older, writes - 1, Some((newest, SlotFault::BadChecksum))));
+            let state = classify(&s);
+            assert_eq!(state.damaged_copy(), Some((newest, SlotFault::BadChecksum)));
+            let PoolState::Ours { slot, header, .. } = state else { panic!("refused") };
+            assert_eq!((slot, header.seq), (older, writes - 1));
         }
     }
 
@@ -195,7 +229,7 @@ mod tests {
         start[65536 + 30] ^= 1;
         let state = classify(&start);
         assert_eq!(state, PoolState::BothCopiesDamaged([SlotFault::BadChecksum, SlotFault::BadChecksum]));
-        let facts = PoolFacts { device: "/dev/vdc".into(), size: Bytes(SIZE), state };
+        let facts = PoolFacts { device: "/dev/vdc".into(), size: Bytes(SIZE), state, metadata_blank: false };
         let text = facts.refusal().unwrap().to_string();
         assert!(text.contains("both copies"), "{text}");
         // Saving the device comes before any suggestion to format it.
@@ -221,6 +255,47 @@ mod tests {
         let mut noise = vec![0u8; signature::PROBE_BYTES];
         noise[7] = 9;
         assert_eq!(classify(&noise), PoolState::Unrecognised);
+    }
+
+    #[test]
+    fn foreign_bytes_in_a_slot_are_not_a_damaged_copy() {
+        let (start, _) = pool(2);
+        // Past the 256 bytes a header uses, inside slot 1.
+        let mut s = start.clone();
+        s[65536 + 1000] = 1;
+        assert_eq!(classify(&s), PoolState::Foreign("data next to a stale cowroot header"));
+        // A foreign signature where the older copy was.
+        let mut s = start.clone();
+        s[65536..65536 + 256].fill(0);
+        s[65536 + 64..65536 + 72].copy_from_slice(b"_BHRfS_M");
+        assert_eq!(classify(&s), PoolState::Foreign("a btrfs filesystem"));
+    }
+
+    #[test]
+    fn pool_data_at_the_device_end_is_not_foreign() {
+        let (start, h) = pool(2);
+        // The data region ends where the device does: anything may be there.
+        let size = h.data.start.0 * 512 + h.data.len.0 * 512;
+        let mut end = vec![0u8; END_PROBE_BYTES];
+        end[END_PROBE_BYTES - 512..END_PROBE_BYTES - 504].copy_from_slice(b"EFI PART");
+        assert!(matches!(classify_pool(&start, &end, size), PoolState::Ours { .. }));
+        // Past the data region it is not ours.
+        let bigger = size + 4096;
+        let mut end = vec![0u8; END_PROBE_BYTES];
+        end[END_PROBE_BYTES - 512..END_PROBE_BYTES - 504].copy_from_slice(b"EFI PART");
+        assert_eq!(classify_pool(&start, &end, bigger), PoolState::Foreign("a GPT partition table (backup copy)"));
+    }
+
+    #[test]
+    fn used_metadata_that_reads_blank_is_refused() {
+        let (start, h) = pool(2);
+        let state = classify(&start);
+        let mut facts = PoolFacts { device: "/dev/vdc".into(), size: Bytes(SIZE), state, metadata_blank: false };
+        assert!(facts.refusal().is_none());
+        facts.metadata_blank = true;
+        let err = facts.refusal().unwrap().to_string();
+        assert!(err.contains(&format!("generation {}", h.generation)), "{err}");
+        assert!(err.contains("thin_restore"), "{err}");
     }
 
     #[test]

@@ -59,7 +59,17 @@ pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     let start = read_start(device, PROBE_BYTES)?;
     let end = read_end(device, size.0, END_PROBE_BYTES, start.len() as u64)?;
     let state = crate::pool::classify_pool(&start, &end, size.0);
-    Ok(PoolFacts { device: device.to_string(), size, state })
+    let metadata_blank = match &state {
+        crate::pool::PoolState::Ours { header, .. } => {
+            let file = File::open(device).map_err(|e| Error::io("open", device, e))?;
+            let mut block = [0u8; 4096];
+            file.read_exact_at(&mut block, header.meta.start.bytes().0)
+                .map_err(|e| Error::io("read the thin-pool metadata of", device, e))?;
+            block.iter().all(|&b| b == 0)
+        }
+        _ => false,
+    };
+    Ok(PoolFacts { device: device.to_string(), size, state, metadata_blank })
 }
 
 /// The origin's identity, from a fixed number of reads.

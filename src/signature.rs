@@ -63,6 +63,12 @@ pub fn detect(start: &[u8]) -> Option<&'static str> {
     if SLOT_OFFSETS.iter().any(|&o| at(o as usize, MAGIC)) {
         return Some("a cowroot pool");
     }
+    detect_foreign(start)
+}
+
+/// `detect`, but blind to cowroot's own magic.
+pub fn detect_foreign(start: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, bytes: &[u8]| start.get(offset..offset + bytes.len()) == Some(bytes);
     // LVM writes its label into one of the first four sectors.
     if (0..4).any(|s| at(s * 512, b"LABELONE") && at(s * 512 + 24, b"LVM2 001")) {
         return Some("an LVM physical volume");

@@ -188,12 +188,21 @@ fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
     let thin_line = sys.dm_line(&thin_name, false).map_err(|e| {
         Error::io("find", name.mapper_path(Role::Thin), format!("{e}; is this system booted with cowroot=?"))
     })?;
+    if thin_line.target != "thin" {
+        return Err(Error::Inconsistent(format!(
+            "{} is the origin itself, read-only ({} table): this boot fell back to cowroot.onfail=ro, so no \
+             pool is in use and no changes are kept. See the boot messages (journalctl -k | grep cowroot) for why",
+            name.mapper_path(Role::Thin),
+            thin_line.target
+        )));
+    }
     let thin: Thin = parsed(&thin_name, &thin_line.params)?;
     let pool: ThinPool = parsed(&name.dm_name(Role::Pool), &sys.dm_line(&name.dm_name(Role::Pool), false)?.params)?;
     let data: Linear = parsed(&name.dm_name(Role::Data), &sys.dm_line(&name.dm_name(Role::Data), false)?.params)?;
     let pool_device = probe::dev_path(data.dev).unwrap_or_else(|| data.dev.to_string());
     let facts = probe::pool_facts(&pool_device)?;
-    let PoolState::Ours { slot, header, damaged } = facts.state else {
+    let damaged = facts.state.damaged_copy();
+    let PoolState::Ours { slot, header, .. } = facts.state else {
         return Err(facts
             .refusal()
             .unwrap_or_else(|| Error::Inconsistent(format!("{pool_device} has no valid cowroot header"))));

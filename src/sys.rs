@@ -263,6 +263,11 @@ impl System for RealSystem {
             // metadata block so the kernel formats fresh metadata.
             write(0, &vec![0u8; RESERVED_BYTES as usize])?;
             write(header.meta.start.bytes().0, &[0u8; 4096])?;
+            // And the last MiB (data blocks not in use yet), so a backup
+            // GPT or an md/ZFS label there does not outlive the format.
+            let size = probe::size_of(device)?.0;
+            let tail = size.saturating_sub(RESERVED_BYTES).max(header.data.start.bytes().0);
+            write(tail, &vec![0u8; (size - tail.min(size)) as usize])?;
             // Durable before the new header exists: a power cut leaves
             // either a blank device or a complete pool.
             file.sync_all().map_err(|e| Error::io("flush", device, e))?;
