@@ -320,7 +320,7 @@ scenario_restored_header_does_not_match_its_metadata() {
     pool_sha=$(sha "$D/pool.img")
     run_vm restored-3 "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
     expect 'COWTEST boot rc=1'
-    expect 'the cowroot header on /dev/vdb belongs to thin-pool metadata transaction 1, but the metadata on the device is at transaction 3'
+    expect 'the cowroot header on /dev/vdb belongs to thin-pool metadata transaction [0-9]+, but the metadata on the device is at transaction [0-9]+: the header was restored'
     expect 'COWTEST dm: 0 devices'
     same "$(sha "$D/pool.img")" "$pool_sha" "a mismatched pool was written"
     origin_unchanged
