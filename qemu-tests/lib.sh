@@ -9,6 +9,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${COWROOT_TEST_CACHE:-/var/cache/cowroot-tests}
 WORK=${COWROOT_TEST_WORK:-/tmp/cowroot-tests}
 BIN="$REPO/target/x86_64-unknown-linux-musl/release/cowroot"
+LOGREPLAY="$REPO/qemu-tests/logreplay/target/x86_64-unknown-linux-musl/release/logreplay"
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-240}
 # Two guests run side by side on these 2-core machines: give each one core.
 QEMU_SMP=${QEMU_SMP:-2}
@@ -24,6 +25,8 @@ ensure_prereqs() {
 build_binary() {
     (cd "$REPO" && cargo build --release --target x86_64-unknown-linux-musl --quiet)
     [ -x "$BIN" ] || die "binary not built: $BIN"
+    cargo build --release --target x86_64-unknown-linux-musl --quiet --manifest-path "$REPO/qemu-tests/logreplay/Cargo.toml"
+    [ -x "$LOGREPLAY" ] || die "logreplay not built: $LOGREPLAY"
 }
 
 # Fetches Debian's current linux-image-amd64 kernel into the cache, keyed by
@@ -57,7 +60,7 @@ ensure_kernel() {
 # Module paths (relative to lib/modules/VER/) in load order, without repeats.
 module_order() {
     local m
-    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool loop ext4; do
+    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool dm-log-writes loop ext4; do
         modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" \
             || die "module $m not found for $KVER"
     done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" | awk '!seen[$0]++'
@@ -72,6 +75,13 @@ build_initramfs() {
     file -L "$root/bin/busybox" | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
     cp "$BIN" "$root/sbin/cowroot" || die "no binary at $BIN"
     cp "$REPO/qemu-tests/guest/init" "$root/init" || die "no guest init"
+    # The crash-point scenario's guest side, with dmsetup (and what it links).
+    cp "$REPO/qemu-tests/guest/crash.sh" "$root/crash.sh" || die "no guest crash.sh"
+    cp "$LOGREPLAY" "$root/sbin/logreplay" || die "no logreplay at $LOGREPLAY"
+    for m in /usr/sbin/dmsetup $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
+        mkdir -p "$root$(dirname "$m")"
+        cp -L "$m" "$root$m" || die "cannot copy $m (dmsetup) into the initramfs"
+    done
     module_order > "$root/modules.list" || die "cannot list the guest modules"
     while read -r m; do
         mkdir -p "$root/lib/modules/$(dirname "$m")"

@@ -364,6 +364,66 @@ pub fn replay(log: &Log, target_path: &str, from: u64, to: u64) -> Result<Replay
     Ok(done)
 }
 
+extern "C" {
+    // From the C library std already links; no crate needed for one call.
+    fn ioctl(fd: std::os::raw::c_int, request: std::os::raw::c_ulong, ...) -> std::os::raw::c_int;
+}
+
+/// `_IO(0x12, 127)`: zero a byte range of a block device (`u64[2]`: start,
+/// length), without moving the zeros through the page cache.
+const BLKZEROOUT: std::os::raw::c_ulong = 0x127f;
+
+/// How a target was zeroed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Zeroed {
+    /// A block device, with BLKZEROOUT.
+    Ioctl,
+    /// A block device whose BLKZEROOUT failed, by writing zeros.
+    Written,
+    /// A regular file, by truncating it to nothing and back.
+    Truncated,
+}
+
+/// Fills all of `target_path` (a file or block device) with zeros, keeping
+/// its size, and flushes it.
+pub fn zero(target_path: &str) -> Result<(u64, Zeroed)> {
+    use std::io::Seek;
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::io::AsRawFd;
+    let target = std::fs::OpenOptions::new()
+        .write(true)
+        .open(target_path)
+        .map_err(|e| io_err(&format!("open {target_path} for writing"), e))?;
+    let meta = target.metadata().map_err(|e| io_err(&format!("stat {target_path}"), e))?;
+    let size = (&target).seek(io::SeekFrom::End(0)).map_err(|e| io_err(&format!("size of {target_path}"), e))?;
+    let how = if meta.file_type().is_block_device() {
+        let range: [u64; 2] = [0, size];
+        // SAFETY: the descriptor is open for the call; the kernel reads two
+        // u64s from a live array.
+        let rc = unsafe { ioctl(target.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
+        if rc == 0 {
+            Zeroed::Ioctl
+        } else {
+            let buf = vec![0u8; CHUNK as usize];
+            let mut off = 0;
+            while off < size {
+                let n = (size - off).min(CHUNK);
+                write_all_at(&target, &buf[..n as usize], off, target_path)?;
+                off += n;
+            }
+            Zeroed::Written
+        }
+    } else if meta.is_file() {
+        target.set_len(0).map_err(|e| io_err(&format!("truncate {target_path}"), e))?;
+        target.set_len(size).map_err(|e| io_err(&format!("extend {target_path}"), e))?;
+        Zeroed::Truncated
+    } else {
+        return err(format!("{target_path} is neither a block device nor a regular file"));
+    };
+    target.sync_all().map_err(|e| io_err(&format!("flush {target_path}"), e))?;
+    Ok((size, how))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,6 +666,15 @@ mod tests {
         let mut b = sample(512);
         b[512..512 + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
         assert!(list_err(&b).contains("overflow"));
+    }
+
+    #[test]
+    fn zero_keeps_the_size() {
+        let target = temp("zero", &fill(b'x', 10_000));
+        assert_eq!(zero(&target).unwrap(), (10_000, Zeroed::Truncated));
+        assert_eq!(std::fs::read(&target).unwrap(), vec![0u8; 10_000]);
+        std::fs::remove_file(&target).unwrap();
+        assert!(zero("/nonexistent/x").unwrap_err().0.contains("open /nonexistent/x"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `logreplay`: lists and replays dm-log-writes logs, for cowroot's
 //! crash-point tests (qemu-tests/scenarios-crash.sh).
 
-use logreplay::{replay, Log};
+use logreplay::{replay, zero, Log};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -13,7 +13,9 @@ const USAGE: &str = "usage:
   logreplay replay LOG TARGET --to N [--from M]
       applies entries M (default 0) up to but not including N to TARGET,
       a file or block device at least as big as the logged device;
-      discards are written as zeros; TARGET is flushed at the end";
+      discards are written as zeros; TARGET is flushed at the end
+  logreplay zero TARGET
+      fills TARGET with zeros (BLKZEROOUT on a block device) and flushes it";
 
 /// Why a run failed: bad usage (exit 2, with the usage text) or an error
 /// reading the log or writing the target (exit 1).
@@ -83,6 +85,14 @@ fn run(args: &[String]) -> Result<(), Fail> {
                 "replayed entries {from}..{to} of {log} onto {target}: {} writes, {} discards, {} bytes",
                 r.writes, r.discards, r.bytes
             );
+            Ok(())
+        }
+        Some("zero") => {
+            let [_, target] = args else {
+                return usage("zero takes one argument: TARGET");
+            };
+            let (size, how) = zero(target)?;
+            println!("zeroed {target}: {size} bytes ({how:?})");
             Ok(())
         }
         Some("-h" | "--help" | "help") => {
