@@ -99,6 +99,27 @@ scenario_crash_points_recover() {
         printf 'point %4s after %-18s %s %s; %s\n' "$n" "$where" "$verdict" "$rest" "$host"
     done < <(grep '^COWTEST point ' "$D/points.txt")
 
+    same "$total" "$(sed -n 's/^COWTEST crash verify: \([0-9]*\) points.*/\1/p' "$D/points.txt")" \
+        "points checked on the host and points the guest chose"
+    echo "crash points: $good of $total recover"
+    echo "origin sha256: $(sha "$D/images.img") (unchanged)"
+    if [ "$good" != "$total" ]; then
+        grep 'FAIL' "$D/points.txt" >&2 || true
+        die "$((total - good)) crash points do not recover"
+    fi
+
+    # The whole log replayed is the pool as the record boot left it (unless
+    # it holds discards: the replay zeroes them, QEMU ignored them).
+    local entries
+    entries=$("$LOGREPLAY" list "$D/log.img" | wc -l)
+    [ "$prev" = "$entries" ] || die "the last crash point is $prev, not the end of the log ($entries)"
+    if "$LOGREPLAY" list "$D/log.img" | grep -q DISCARD; then
+        echo "the log holds discards: not comparing the full replay with the pool"
+    else
+        cmp "$D/replay.img" "$D/pool.img" || die "the full replay differs from the recorded pool"
+        echo "the full replay equals the recorded pool"
+    fi
+
     # Non-trivial: enough points, and in every stretch between two marks
     # (every step of the workload) one besides the mark's own.
     local m
@@ -108,7 +129,4 @@ scenario_crash_points_recover() {
         [ "$(grep -c "^COWTEST point [0-9]* after $m " "$D/points.txt")" -ge 2 ] \
             || die "fewer than 2 crash points after mark $m"
     done
-    echo "crash points: $good of $total recover"
-    echo "origin sha256: $(sha "$D/images.img") (unchanged)"
-    [ "$good" = "$total" ] || die "$((total - good)) crash points do not recover"
 }
