@@ -75,13 +75,7 @@ build_initramfs() {
     file -L "$root/bin/busybox" | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
     cp "$BIN" "$root/sbin/cowroot" || die "no binary at $BIN"
     cp "$REPO/qemu-tests/guest/init" "$root/init" || die "no guest init"
-    # The crash-point scenario's guest side, with dmsetup (and what it links).
     cp "$REPO/qemu-tests/guest/crash.sh" "$root/crash.sh" || die "no guest crash.sh"
-    cp "$LOGREPLAY" "$root/sbin/logreplay" || die "no logreplay at $LOGREPLAY"
-    for m in /usr/sbin/dmsetup $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
-        mkdir -p "$root$(dirname "$m")"
-        cp -L "$m" "$root$m" || die "cannot copy $m (dmsetup) into the initramfs"
-    done
     module_order > "$root/modules.list" || die "cannot list the guest modules"
     while read -r m; do
         mkdir -p "$root/lib/modules/$(dirname "$m")"
@@ -89,6 +83,21 @@ build_initramfs() {
     done < "$root/modules.list"
     INITRD="$WORK/initramfs.cpio.gz"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD" || die "cannot pack the initramfs"
+    # The crash-point scenario's tools, logreplay and dmsetup with what it
+    # links (4 MiB), go into a second archive appended only in CRASH_INITRD
+    # (the kernel unpacks concatenated archives): under TCG every boot pays
+    # for the initramfs's size, so the other scenarios do without them.
+    local extra="$WORK/initramfs-crash"
+    rm -rf "$extra"
+    mkdir -p "$extra/sbin"
+    cp "$LOGREPLAY" "$extra/sbin/logreplay" || die "no logreplay at $LOGREPLAY"
+    for m in /usr/sbin/dmsetup $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
+        mkdir -p "$extra$(dirname "$m")"
+        cp -L "$m" "$extra$m" || die "cannot copy $m (dmsetup) into the initramfs"
+    done
+    CRASH_INITRD="$WORK/initramfs-crash.cpio.gz"
+    { cat "$INITRD" && (cd "$extra" && find . | cpio -o -H newc --quiet | gzip -1); } > "$CRASH_INITRD" \
+        || die "cannot pack the crash initramfs"
 }
 
 # An ext4 origin image whose /origin-id says which one it is.

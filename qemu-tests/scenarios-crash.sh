@@ -50,7 +50,7 @@ host_check_point() {
 scenario_crash_points_recover() {
     fresh_disks crash 64M
     blank_disk "$D/log.img" 1G
-    run_vm crash-record "cowtest=crash-record" "$D/images.img" "$D/pool.img" "$D/log.img"
+    VM_INITRD=$CRASH_INITRD run_vm crash-record "cowtest=crash-record" "$D/images.img" "$D/pool.img" "$D/log.img"
     grep -E '^COWTEST crash |cowroot: /dev/mapper/cowroot ready' "$CONSOLE" | sed 's/^\[ *[0-9.]*\] //'
     expect 'COWTEST crash step first rc=0 generation 1 \(first use\)'
     expect 'COWTEST crash step first synced marker1'
@@ -73,7 +73,7 @@ scenario_crash_points_recover() {
     [ "$(printf '%s\n' "$marks" | wc -l)" = 10 ] || die "expected 10 marks in the log, found: $marks"
 
     blank_disk "$D/scratch.img" 64M
-    QEMU_TIMEOUT=900 run_vm crash-verify "cowtest=crash-verify crashmax=$CRASH_MAX_POINTS" \
+    VM_INITRD=$CRASH_INITRD QEMU_TIMEOUT=900 run_vm crash-verify "cowtest=crash-verify crashmax=$CRASH_MAX_POINTS" \
         "$D/images.img" "$D/scratch.img" "$D/log.img"
     log "verify boot: $VM_SECONDS s"
     origin_unchanged
