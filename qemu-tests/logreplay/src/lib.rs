@@ -668,6 +668,43 @@ mod tests {
         assert!(list_err(&b).contains("overflow"));
     }
 
+    /// Damaged logs give errors or nonsense entries, never a panic.
+    #[test]
+    fn garbage_never_panics() {
+        let good = sample(512);
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let target = temp("target", &[0u8; 8 * 512]);
+        for round in 0..400 {
+            let mut b = good.clone();
+            for _ in 0..1 + round % 8 {
+                let at = (next() % b.len() as u64) as usize;
+                b[at] = next() as u8;
+            }
+            if round % 5 == 0 {
+                let len = (next() % b.len() as u64) as usize;
+                b.truncate(len);
+            }
+            // Keep the super block valid half of the time, to reach entries.
+            if round % 2 == 0 && b.len() >= 28 {
+                b[..28].copy_from_slice(&good[..28]);
+            }
+            let path = temp("garbage", &b);
+            if let Ok(log) = Log::open(&path) {
+                let listed = log.entries().filter(|e| e.is_ok()).count() as u64;
+                let _ = replay(&log, &target, 0, listed.min(log.sup.nr_entries));
+                let _ = replay(&log, &target, 0, log.sup.nr_entries);
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
+        std::fs::remove_file(&target).unwrap();
+    }
+
     #[test]
     fn zero_keeps_the_size() {
         let target = temp("zero", &fill(b'x', 10_000));

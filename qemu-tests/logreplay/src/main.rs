@@ -34,6 +34,11 @@ fn usage<T>(msg: impl Into<String>) -> Result<T, Fail> {
     Err(Fail::Usage(msg.into()))
 }
 
+/// Prints one line on stdout; a closed stdout is an error, not a panic.
+fn say(line: &str) -> Result<(), Fail> {
+    writeln!(std::io::stdout(), "{line}").map_err(|e| Fail::Run(format!("stdout: {e}")))
+}
+
 fn number(flag: &str, value: Option<&String>) -> Result<u64, Fail> {
     let Some(v) = value else {
         return usage(format!("{flag} needs a number"));
@@ -81,24 +86,19 @@ fn run(args: &[String]) -> Result<(), Fail> {
             };
             let opened = Log::open(&log)?;
             let r = replay(&opened, &target, from, to)?;
-            println!(
+            say(&format!(
                 "replayed entries {from}..{to} of {log} onto {target}: {} writes, {} discards, {} bytes",
                 r.writes, r.discards, r.bytes
-            );
-            Ok(())
+            ))
         }
         Some("zero") => {
             let [_, target] = args else {
                 return usage("zero takes one argument: TARGET");
             };
             let (size, how) = zero(target)?;
-            println!("zeroed {target}: {size} bytes ({how:?})");
-            Ok(())
+            say(&format!("zeroed {target}: {size} bytes ({how:?})"))
         }
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
+        Some("-h" | "--help" | "help") => say(USAGE),
         Some(other) => usage(format!("unknown command {other:?}")),
         None => usage("no command given"),
     }
