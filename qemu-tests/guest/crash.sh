@@ -169,12 +169,12 @@ crash_record() {
 # A point is a pool state. Entries that write nothing (flushes, marks) do
 # not change it, so each point is moved forward past them: the same bytes,
 # checked against every mark they reach. The points, in order of priority:
-# the blank pool, the end, every mark, just before and just after every
-# write to a header copy (cowroot's own commit points); then after every
-# FLUSH/FUA entry,
-# just before each (without the FUA write, or without the last write before
-# a flush) and midway between consecutive flush points. When there are more
-# than MAX in all, those of the second kind are thinned evenly along the log.
+# first the blank pool, the end, every mark, just before and just after
+# every write to a header copy (cowroot's own commit points); then after
+# every FLUSH/FUA entry, just before each (without the FUA write, or without
+# the last write before a flush) and midway between consecutive flush
+# points. When there are more than MAX in all, those of the second kind are
+# thinned evenly along the log.
 crash_points() {
     awk -v max="$CRASH_MAX_POINTS" '
     BEGIN { n = nm = count = 0 }
@@ -187,7 +187,7 @@ crash_points() {
     function rep(p) { while (p < n && !data[p]) p++; return p }
     function add(p) { if (!(p in chosen)) { chosen[p] = 1; count++ } }
     # Takes up to room of the k points in list (in log order), evenly.
-    function thin(list, k, room,   j, step) {
+    function thin(list, k, room,   j) {
         if (k <= room) { for (j = 0; j < k; j++) add(list[j]); return }
         for (j = 0; j < room; j++) add(list[int(j * k / room)])
     }
