@@ -17,11 +17,14 @@ fi
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-shellcheck -x qemu-tests/*.sh qemu-tests/guest/init demo.sh test.sh .ci/run \
+cargo fmt --manifest-path qemu-tests/logreplay/Cargo.toml -- --check
+cargo clippy --manifest-path qemu-tests/logreplay/Cargo.toml --all-targets --quiet -- -D warnings
+shellcheck -x qemu-tests/*.sh qemu-tests/guest/init qemu-tests/guest/crash.sh demo.sh test.sh .ci/run \
     initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot dracut/90cowroot/*.sh
 
 echo "== unit tests"
 COWROOT_FUZZ_CASES=${COWROOT_FUZZ_CASES:-5000} cargo test --quiet
+cargo test --manifest-path qemu-tests/logreplay/Cargo.toml --quiet
 
 echo "== static binary"
 cargo build --release --target x86_64-unknown-linux-musl --quiet

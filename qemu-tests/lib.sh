@@ -9,6 +9,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${COWROOT_TEST_CACHE:-/var/cache/cowroot-tests}
 WORK=${COWROOT_TEST_WORK:-/tmp/cowroot-tests}
 BIN="$REPO/target/x86_64-unknown-linux-musl/release/cowroot"
+LOGREPLAY="$REPO/qemu-tests/logreplay/target/x86_64-unknown-linux-musl/release/logreplay"
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-240}
 # Two guests run side by side on these 2-core machines: give each one core.
 QEMU_SMP=${QEMU_SMP:-2}
@@ -24,6 +25,8 @@ ensure_prereqs() {
 build_binary() {
     (cd "$REPO" && cargo build --release --target x86_64-unknown-linux-musl --quiet)
     [ -x "$BIN" ] || die "binary not built: $BIN"
+    cargo build --release --target x86_64-unknown-linux-musl --quiet --manifest-path "$REPO/qemu-tests/logreplay/Cargo.toml"
+    [ -x "$LOGREPLAY" ] || die "logreplay not built: $LOGREPLAY"
 }
 
 # Fetches Debian's current linux-image-amd64 kernel into the cache, keyed by
@@ -57,7 +60,7 @@ ensure_kernel() {
 # Module paths (relative to lib/modules/VER/) in load order, without repeats.
 module_order() {
     local m
-    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool loop ext4 xfs btrfs; do
+    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool dm-log-writes loop ext4 xfs btrfs; do
         modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" \
             || die "module $m not found for $KVER"
     done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" | awk '!seen[$0]++'
@@ -73,6 +76,7 @@ build_initramfs() {
     cp "$BIN" "$root/sbin/cowroot" || die "no binary at $BIN"
     cp "$REPO/qemu-tests/guest/init" "$root/init" || die "no guest init"
     cp "$REPO/qemu-tests/guest/fixture.sh" "$root/fixture.sh" || die "no guest fixture.sh"
+    cp "$REPO/qemu-tests/guest/crash.sh" "$root/crash.sh" || die "no guest crash.sh"
     module_order > "$root/modules.list" || die "cannot list the guest modules"
     while read -r m; do
         mkdir -p "$root/lib/modules/$(dirname "$m")"
@@ -80,6 +84,21 @@ build_initramfs() {
     done < "$root/modules.list"
     INITRD="$WORK/initramfs.cpio.gz"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$INITRD" || die "cannot pack the initramfs"
+    # The crash-point scenario's tools, logreplay and dmsetup with what it
+    # links (4 MiB), go into a second archive appended only in CRASH_INITRD
+    # (the kernel unpacks concatenated archives): under TCG every boot pays
+    # for the initramfs's size, so the other scenarios do without them.
+    local extra="$WORK/initramfs-crash"
+    rm -rf "$extra"
+    mkdir -p "$extra/sbin"
+    cp "$LOGREPLAY" "$extra/sbin/logreplay" || die "no logreplay at $LOGREPLAY"
+    for m in /usr/sbin/dmsetup $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
+        mkdir -p "$extra$(dirname "$m")"
+        cp -L "$m" "$extra$m" || die "cannot copy $m (dmsetup) into the initramfs"
+    done
+    CRASH_INITRD="$WORK/initramfs-crash.cpio.gz"
+    { cat "$INITRD" && (cd "$extra" && find . | cpio -o -H newc --quiet | gzip -1); } > "$CRASH_INITRD" \
+        || die "cannot pack the crash initramfs"
 }
 
 # An ext4 origin image whose /origin-id says which one it is.

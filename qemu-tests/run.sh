@@ -8,6 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 # shellcheck source=qemu-tests/scenarios.sh
 . "$here/scenarios.sh"
+# shellcheck source=qemu-tests/scenarios-crash.sh
+. "$here/scenarios-crash.sh"
 # shellcheck source=qemu-tests/debian.sh
 . "$here/debian.sh"
 # shellcheck source=qemu-tests/scenarios-debian.sh

@@ -407,7 +407,8 @@ scenario_pool_stacked_on_the_image_host_is_refused() {
     truncate -s 256M "$D/images.img"
     blank_disk "$D/pool.img" 256M
     IMAGES_SHA=$(sha "$D/images.img")
-    run_vm stacked "root=/dev/vda cowtest=stackedpool,state" "$D/images.img" "$D/pool.img"
+    # dmsetup is in the crash scenario's initramfs only.
+    VM_INITRD=$CRASH_INITRD run_vm stacked "root=/dev/vda cowtest=stackedpool,state" "$D/images.img" "$D/pool.img"
     expect 'COWTEST stackedpool rc=1 cowroot: cowpool: /dev/mapper/stacked \(/dev/mapper/stacked\) is stacked with cowroot.dev \(/dev/vda\)'
     expect 'COWTEST dm: 0 devices'
     origin_unchanged
