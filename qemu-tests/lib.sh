@@ -102,7 +102,7 @@ build_initramfs() {
 }
 
 # An ext4 origin image whose /origin-id says which one it is.
-# make_origin FILE ID [UUID]
+# make_origin FILE ID [UUID] (MKFS_BLOCK sets the ext4 block size)
 make_origin() {
     local file=$1 id=$2 uuid=${3:-} dir
     dir=$(mktemp -d "$WORK/origin.XXXX")
@@ -111,7 +111,7 @@ make_origin() {
     echo "cowroot-test-$id" > "$dir/etc/hostname"
     head -c 4M /dev/urandom > "$dir/data/payload"
     rm -f "$file"
-    mkfs.ext4 -q -F -L origin ${uuid:+-U "$uuid"} -d "$dir" "$file" 64M
+    mkfs.ext4 -q -F -L origin ${uuid:+-U "$uuid"} ${MKFS_BLOCK:+-b "$MKFS_BLOCK"} -d "$dir" "$file" 64M
     rm -rf "$dir"
 }
 

@@ -348,7 +348,9 @@ scenario_4kn_pool_with_an_origin_of_2k_multiple_size() {
     D="$WORK/4kn"
     rm -rf "$D"
     mkdir -p "$D"
-    make_origin "$D/root.img" "origin-iso"
+    # 4 KiB filesystem blocks: a smaller block cannot be mounted on a 4Kn
+    # device at all, cowroot or not.
+    MKFS_BLOCK=4096 make_origin "$D/root.img" "origin-iso"
     # An image whose size is a multiple of 2 KiB but not of 4 KiB, as ISO
     # 9660 images are.
     truncate -s $(( (64 << 20) + 2048 )) "$D/root.img"
