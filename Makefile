@@ -46,5 +46,6 @@ deb: build
 	rm -rf target/deb
 	$(MAKE) install DESTDIR=target/deb
 	install -D -m 0644 packaging/debian/triggers target/deb/DEBIAN/triggers
+	install -D -m 0755 packaging/debian/prerm target/deb/DEBIAN/prerm
 	sed "s/@VERSION@/$(VERSION)/" packaging/debian/control > target/deb/DEBIAN/control
 	dpkg-deb --root-owner-group --build target/deb $(DEB)

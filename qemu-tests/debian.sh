@@ -41,6 +41,27 @@ chroot_run() {
     ' sh "$root" "$@"
 }
 
+# chroot_run as on a system that booted with cowroot=: a command line with
+# cowroot= and a root device /dev/mapper/cowroot (a node on a private tmpfs).
+chroot_run_booted() {
+    local root=$1
+    shift
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    unshare --mount --fork -- sh -ec '
+        root=$1; shift
+        mount -t proc proc "$root/proc"
+        mount -t sysfs sys "$root/sys"
+        mount --rbind /dev "$root/dev"
+        mount --make-rprivate "$root/dev"
+        echo "root=UUID=x ro cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb" > "$root/tmp/cmdline"
+        mount --bind "$root/tmp/cmdline" "$root/proc/cmdline"
+        mkdir -p "$root/dev/mapper"
+        mount -t tmpfs tmp "$root/dev/mapper"
+        mknod "$root/dev/mapper/cowroot" b 7 0
+        exec chroot "$root" "$@"
+    ' sh "$root" "$@"
+}
+
 # The package set as mmdebstrap left it, cached by its inputs.
 ensure_debian_base() {
     local key
@@ -129,8 +150,16 @@ build_debian_images() {
     for want in usr/sbin/cowroot scripts/local-top/cowroot usr/lib/udev/rules.d/57-cowroot.rules dm-thin-pool.ko loop.ko; do
         grep -q "$want" "$root.out/contents" || die "the initramfs lacks $want"
     done
-    # Removing the package leaves an initramfs without cowroot (a system
-    # that boots root= as before); then install it again.
+    # A system that booted with cowroot= refuses to remove it (the next boot
+    # would mount root=, the origin, read-write), unless forced.
+    if chroot_run_booted "$root" dpkg -r cowroot > "$WORK/debian-$kind-refused.log" 2>&1; then
+        die "removing cowroot from a system booted with cowroot= was not refused"
+    fi
+    grep -q 'refusing to remove cowroot: this system booted with cowroot= (its root is /dev/mapper/cowroot)' \
+        "$WORK/debian-$kind-refused.log" || { cat "$WORK/debian-$kind-refused.log" >&2; die "the refusal does not say why"; }
+    rm -f "$root/tmp/cmdline"
+    # Otherwise removing the package leaves an initramfs without cowroot;
+    # then install it again.
     chroot_run "$root" dpkg -r cowroot > "$WORK/debian-$kind-remove.log" 2>&1 || die "removing the package failed"
     chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents-removed" \
         || die "lsinitramfs after removal failed"
@@ -157,6 +186,10 @@ build_debian_images() {
     mkfs.ext4 -q -F -U "$ROOT_UUID" -L debroot -d "$root" "$root.out/images/root.img" 1600M \
         || die "mkfs.ext4 of the Debian root image failed"
     rm -rf "$root"
+    # The same root as a disk of its own, for device-origin scenarios.
+    DEB_ROOT_IMG="$root.out/root-disk.img"
+    cp --sparse=always "$root.out/images/root.img" "$DEB_ROOT_IMG" || die "cannot copy the root image"
+    DEB_ROOT_SHA=$(sha "$DEB_ROOT_IMG")
     DEB_IMAGES="$root.out/images.img"
     rm -f "$DEB_IMAGES"
     mkfs.ext4 -q -F -L images -d "$root.out/images" "$DEB_IMAGES" 2G || die "mkfs.ext4 of the images disk failed"

@@ -151,15 +151,67 @@ qemu_start() {
         [[ $d == *@4k ]] && sectors=",logical_block_size=4096,physical_block_size=4096"
         drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n" -device "virtio-blk-pci,drive=d$n$sectors")
     done
+    local serial=(-serial "file:$WORK/$name.log")
+    if [ -n "${VM_SERIAL_PIPE:-}" ]; then
+        serial=(-chardev "pipe,id=s0,path=$VM_SERIAL_PIPE" -serial chardev:s0)
+    else
+        rm -f "$WORK/$name.log"
+    fi
     CONSOLE="$WORK/$name.log"
-    rm -f "$CONSOLE"
     qemu-system-x86_64 -accel tcg -cpu max -smp "$QEMU_SMP" -m 1024 \
         -nodefaults -display none -no-reboot \
-        -serial "file:$CONSOLE" \
+        "${serial[@]}" \
         -kernel "${VM_KERNEL:-$KERNEL}" -initrd "${VM_INITRD:-$INITRD}" \
         -append "$VM_KERNEL_CMDLINE $cmdline" \
         "${drives[@]}" &
     QEMU_PID=$!
+}
+
+# qemu_start_interactive NAME "CMDLINE" DISK...: qemu_start with the
+# serial console on a pair of fifos, so the test can type into the guest
+# (console_send); what the guest prints still lands in $CONSOLE.
+qemu_start_interactive() {
+    local name=$1
+    VM_SERIAL_PIPE="$WORK/$name.serial"
+    rm -f "$VM_SERIAL_PIPE.in" "$VM_SERIAL_PIPE.out" "$WORK/$name.log"
+    mkfifo "$VM_SERIAL_PIPE.in" "$VM_SERIAL_PIPE.out"
+    # Read-write opens of a fifo do not block, and keep it open for QEMU.
+    exec 7<>"$VM_SERIAL_PIPE.in"
+    cat "$VM_SERIAL_PIPE.out" > "$WORK/$name.log" &
+    CONSOLE_READER=$!
+    VM_SERIAL_PIPE=$VM_SERIAL_PIPE qemu_start "$@"
+    unset VM_SERIAL_PIPE
+}
+
+# console_wait PATTERN COUNT SECONDS: waits until PATTERN has shown COUNT
+# times on the console; fails if it does not in time or QEMU ends.
+console_wait() {
+    local pattern=$1 count=$2 waited=0
+    until [ "$(grep -acE -- "$pattern" "$CONSOLE" 2>/dev/null)" -ge "$count" ]; do
+        if [ "$waited" -ge "$3" ] || ! kill -0 "$QEMU_PID" 2>/dev/null; then
+            console_stop
+            tail -n 30 "$CONSOLE" >&2
+            die "/$pattern/ did not show $count times within $3 s"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
+# console_send TEXT: types TEXT (printf %b escapes: \n, \004 for Ctrl-D).
+console_send() {
+    printf '%b' "$1" >&7
+}
+
+# Pulls the plug of an interactive guest and closes its console.
+console_stop() {
+    kill -9 "$QEMU_PID" 2>/dev/null
+    wait "$QEMU_PID" 2>/dev/null
+    kill "$CONSOLE_READER" 2>/dev/null
+    wait "$CONSOLE_READER" 2>/dev/null
+    exec 7>&-
+    console_tidy
+    return 0
 }
 
 # The serial console ends lines with CR LF.

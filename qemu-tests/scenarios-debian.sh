@@ -127,23 +127,97 @@ onfail_ro() {
     debian_images_unchanged
 }
 
+# A fresh copy of the Debian root as a disk (a device origin), in $1.
+fresh_root_disk() {
+    cp --sparse=always "$DEB_ROOT_IMG" "$1" || die "cannot copy the root disk"
+}
+
+# An initramfs whose cowroot binary crashes (an appended archive replaces
+# it: the kernel unpacks archives in order).
+broken_binary_initrd() {
+    local out=$1 dir
+    dir=$(mktemp -d "$WORK/broken.XXXX")
+    mkdir -p "$dir/usr/sbin"
+    printf '#!/bin/sh\nkill -SEGV $$\n' > "$dir/usr/sbin/cowroot"
+    chmod 0755 "$dir/usr/sbin/cowroot"
+    { cat "$DEB_BOOT_INITRD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$out" \
+        || die "cannot make the broken-binary initramfs"
+    rm -rf "$dir"
+}
+
+# After a failed setup over a device origin that root= names, leaving the
+# emergency shell never boots the origin. initramfs-tools (AGAIN=yes):
+# `exit` and then Ctrl-D bring the shell back each time; dracut: the boot
+# keeps waiting for the copy-on-write root and never mounts root=.
+shell_exit_fails_closed() {
+    local tag=$1 prompt=$2 again=${3:-} origin="$WORK/$1-exit-origin.img" pool="$WORK/$1-exit-pool.img" sha
+    fresh_root_disk "$origin"
+    blank_disk "$pool" 256M
+    mkfs.ext4 -q -F -L precious "$pool"
+    sha=$(sha "$pool")
+    VM_KERNEL=$DEB_KERNEL VM_INITRD=$DEB_BOOT_INITRD VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" \
+        qemu_start_interactive "$tag-exit" "cowroot=UUID=$ROOT_UUID cowpool=/dev/vdb" "$origin" "$pool"
+    console_wait "$prompt" 1 300
+    console_send 'exit\n'
+    if [ "$again" = yes ]; then
+        console_wait "$prompt" 2 120
+        console_send '\004'
+        console_wait "$prompt" 3 120
+    else
+        sleep 40
+    fi
+    console_stop
+    expect 'cowpool: /dev/vdb holds an ext2/3/4 filesystem'
+    reject 'COWTEST root|EXT4-fs \(vd.\): mounted filesystem|Mounted root filesystem|Reached target.*Switch Root'
+    same "$(sha "$pool")" "$sha" "the refused pool was written"
+    same "$(sha "$origin")" "$DEB_ROOT_SHA" "the origin was written"
+}
+
+# A cowroot binary that crashes: without cowroot= the system boots root=
+# as if cowroot were not installed; with it, the boot stops (fail closed)
+# and never mounts the origin.
+broken_binary() {
+    local tag=$1 expect_without=$2 origin="$WORK/$1-broken-origin.img" pool="$WORK/$1-broken-pool.img" initrd="$WORK/$1-broken.img"
+    broken_binary_initrd "$initrd"
+    blank_disk "$pool" 256M
+    if [ "$expect_without" = boots ]; then
+        fresh_root_disk "$origin"
+        DEB_BOOT_INITRD=$initrd run_debian "$tag-broken-1" "" "$origin" "$pool"
+        expect 'COWTEST root /dev/vda rw'
+    fi
+    fresh_root_disk "$origin"
+    VM_KERNEL=$DEB_KERNEL VM_INITRD=$initrd VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" \
+        qemu_start_interactive "$tag-broken-2" "cowroot=UUID=$ROOT_UUID cowpool=/dev/vdb" "$origin" "$pool"
+    console_wait 'cowroot: the cowroot binary could not run' 1 300
+    sleep 30
+    console_stop
+    reject 'COWTEST root|EXT4-fs \(vd.\): mounted filesystem|Mounted root filesystem|Reached target.*Switch Root'
+    same "$(sha "$origin")" "$DEB_ROOT_SHA" "the origin was written"
+}
+
 scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools; }
 scenario_debian_initramfs_tools_lvm_pool() { DEB_BOOT_INITRD=$DEB_INITRD lvm_pool itools again; }
 scenario_debian_initramfs_tools_onfail_shell() { DEB_BOOT_INITRD=$DEB_INITRD onfail_shell itools '(initramfs)'; }
 scenario_debian_initramfs_tools_onfail_halt() { DEB_BOOT_INITRD=$DEB_INITRD onfail_halt itools; }
 scenario_debian_initramfs_tools_onfail_ro() { DEB_BOOT_INITRD=$DEB_INITRD onfail_ro itools; }
+scenario_debian_initramfs_tools_shell_exit_fails_closed() { DEB_BOOT_INITRD=$DEB_INITRD shell_exit_fails_closed itools '\(initramfs\)' yes; }
+scenario_debian_initramfs_tools_broken_binary() { DEB_BOOT_INITRD=$DEB_INITRD broken_binary itools boots; }
 
 scenario_debian_dracut_nosystemd_keep_then_reset() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD keep_then_reset dnosd; }
 scenario_debian_dracut_nosystemd_lvm_pool() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD lvm_pool dnosd; }
 scenario_debian_dracut_nosystemd_onfail_shell() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD onfail_shell dnosd 'cowroot:/#'; }
 scenario_debian_dracut_nosystemd_onfail_halt() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD onfail_halt dnosd; }
 scenario_debian_dracut_nosystemd_onfail_ro() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD onfail_ro dnosd; }
+scenario_debian_dracut_nosystemd_shell_exit_fails_closed() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD shell_exit_fails_closed dnosd 'cowroot:/#'; }
+scenario_debian_dracut_nosystemd_broken_binary() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD broken_binary dnosd; }
 
 scenario_debian_dracut_systemd_keep_then_reset() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD keep_then_reset dsd; }
 scenario_debian_dracut_systemd_lvm_pool() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD lvm_pool dsd; }
 scenario_debian_dracut_systemd_onfail_shell() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_shell dsd 'cowroot:/#'; }
 scenario_debian_dracut_systemd_onfail_halt() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_halt dsd; }
 scenario_debian_dracut_systemd_onfail_ro() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_ro dsd; }
+scenario_debian_dracut_systemd_shell_exit_fails_closed() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD shell_exit_fails_closed dsd 'cowroot:/#'; }
+scenario_debian_dracut_systemd_broken_binary() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD broken_binary dsd; }
 
 # One pool, first under the initramfs-tools image, then under dracut (the
 # two dracut images share everything but systemd).

@@ -4,7 +4,17 @@
 # says. The cowroot binary reads and validates the command line; this hook
 # only sees the device path it prints.
 
-cowroot_root=$(/usr/sbin/cowroot root)
+if cowroot_root=$(/usr/sbin/cowroot root); then
+    :
+elif getcmdline | grep -q cowroot || [ -e /etc/cowroot.conf ]; then
+    # The binary is missing or broken, and cowroot was asked for (a mention
+    # is enough; no value is read): fail closed on a root device that
+    # cannot appear, never on root= (the origin).
+    warn "cowroot: the cowroot binary could not run, so the copy-on-write root cannot be set up; not booting the origin. Reinstall cowroot and regenerate the initramfs."
+    cowroot_root=/dev/mapper/cowroot
+else
+    cowroot_root=
+fi
 if [ -n "$cowroot_root" ]; then
     # shellcheck disable=SC2034  # read by dracut's root handling
     root="block:$cowroot_root"

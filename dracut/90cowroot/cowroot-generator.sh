@@ -5,10 +5,18 @@
 # and run cowroot.service before the root device is waited for.
 
 normal_dir=${1:-/run/systemd/generator}
-root=$(/usr/sbin/cowroot root)
-[ -n "$root" ] || exit 0
+if root=$(/usr/sbin/cowroot root) && unit=$(/usr/sbin/cowroot root --unit); then
+    [ -n "$root" ] || exit 0
+elif grep -q cowroot /proc/cmdline || [ -e /etc/cowroot.conf ] || cat /etc/cmdline.d/*.conf 2> /dev/null | grep -q cowroot; then
+    # The binary is missing or broken and cowroot was asked for: fail
+    # closed on a root device that cannot appear, never on root=.
+    echo "<3>cowroot: the cowroot binary could not run, so the copy-on-write root cannot be set up; not booting the origin. Reinstall cowroot and regenerate the initramfs." > /dev/kmsg
+    root=/dev/mapper/cowroot
+    unit=dev-mapper-cowroot.device
+else
+    exit 0
+fi
 
-unit=$(/usr/sbin/cowroot root --unit)
 mkdir -p "$normal_dir/sysroot.mount.d" "$normal_dir/initrd-root-device.target.d" "$normal_dir/initrd.target.wants"
 cat > "$normal_dir/sysroot.mount.d/50-cowroot.conf" << CONF
 [Unit]
