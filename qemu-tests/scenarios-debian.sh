@@ -195,6 +195,26 @@ broken_binary() {
     same "$(sha "$origin")" "$DEB_ROOT_SHA" "the origin was written"
 }
 
+# udev runs in the initramfs but without device-mapper's 95-dm-notify.rules
+# (an appended empty file replaces them): the dm calls' wait for udev is
+# bounded, the boot goes on and says what is missing.
+scenario_debian_initramfs_tools_without_dm_notify_rules() {
+    local initrd="$WORK/itools-no-dm-notify.img" dir pool="$WORK/nodmnotify-pool.img"
+    dir=$(mktemp -d "$WORK/nodmnotify.XXXX")
+    mkdir -p "$dir/usr/lib/udev/rules.d"
+    : > "$dir/usr/lib/udev/rules.d/95-dm-notify.rules"
+    { cat "$DEB_INITRD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+        || die "cannot make the initramfs without 95-dm-notify.rules"
+    rm -rf "$dir"
+    blank_disk "$pool" 1G
+    DEB_BOOT_INITRD=$initrd run_debian nodmnotify "$DEB_KEYS cowroot.timeout=10" "$DEB_IMAGES" "$pool"
+    expect 'udev did not confirm the activation of cowroot-pool_tmeta within [0-9]+ s: the device-mapper udev rules \(95-dm-notify.rules'
+    expect 'cowroot: /dev/mapper/cowroot ready: .*generation 1 \(formatted\)'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    debian_images_unchanged
+}
+
 scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools; }
 scenario_debian_initramfs_tools_lvm_pool() { DEB_BOOT_INITRD=$DEB_INITRD lvm_pool itools again; }
 scenario_debian_initramfs_tools_onfail_shell() { DEB_BOOT_INITRD=$DEB_INITRD onfail_shell itools '(initramfs)'; }

@@ -138,6 +138,7 @@ pub fn boot<S: System>(sys: &mut S, cmdline_bytes: &[u8], mode: BootMode) -> Res
         log::set_max_level(log::LevelFilter::Debug);
     }
     cfg.check_supported()?;
+    sys.set_timeout(Duration::from_secs(cfg.timeout_secs));
     let started = Instant::now();
     let root = cfg.name.mapper_path(Role::Thin);
     if mode != BootMode::DryRun {

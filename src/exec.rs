@@ -69,6 +69,9 @@ pub trait System {
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool>;
     fn remove_node(&mut self, name: &str) -> Result<()>;
 
+    /// How long waits may take (`cowroot.timeout`).
+    fn set_timeout(&mut self, _timeout: std::time::Duration) {}
+
     /// The kernel's status line of a thin-pool, parsed.
     fn pool_status(&mut self, name: &str) -> Result<PoolStatus> {
         let line = self.dm_line(name, true)?;

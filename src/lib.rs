@@ -28,4 +28,5 @@ pub mod signature;
 pub mod status;
 pub mod sys;
 pub mod table;
+pub mod udev;
 pub mod units;

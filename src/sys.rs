@@ -29,7 +29,14 @@ pub struct RealSystem {
     /// auto-clear, so closing them before dm holds them would detach them.
     loops: Vec<LoopDevice>,
     timeout: Duration,
+    /// udev did not answer a dm cookie once: do not wait long again.
+    udev_silent: bool,
 }
+
+/// How long a dm call may wait for udev to confirm it, at most: udev
+/// answers in well under a second when its dm rules are there.
+const UDEV_CONFIRM_MAX: Duration = Duration::from_secs(10);
+const UDEV_CONFIRM_MIN: Duration = Duration::from_secs(2);
 
 /// The errno of a failed dm ioctl, if that is what failed.
 fn dm_errno(err: &DmError) -> Option<nix::errno::Errno> {
@@ -73,7 +80,7 @@ fn udev_flags(private: bool) -> DmOptions {
 
 impl RealSystem {
     pub fn new(timeout: Duration) -> RealSystem {
-        RealSystem { dm: None, loops: Vec::new(), timeout }
+        RealSystem { dm: None, loops: Vec::new(), timeout, udev_silent: false }
     }
 
     pub fn dm(&mut self) -> Result<&DM> {
@@ -89,6 +96,26 @@ impl RealSystem {
         }
         // Just set above.
         self.dm.as_ref().ok_or_else(|| Error::Inconsistent("no dm context".into()))
+    }
+
+    /// Runs a dm call that may wait for udev, bounded (see `udev`).
+    fn udev_bounded<T>(&mut self, what: &str, call: impl FnOnce(&DM) -> T) -> Result<T> {
+        let limit = if self.udev_silent {
+            Duration::from_millis(500)
+        } else {
+            self.timeout.clamp(UDEV_CONFIRM_MIN, UDEV_CONFIRM_MAX)
+        };
+        let dog = crate::udev::Watchdog::start(limit);
+        let result = call(self.dm()?);
+        if dog.finish() && !self.udev_silent {
+            self.udev_silent = true;
+            log::warn!(
+                "udev did not confirm {what} within {} s: the device-mapper udev rules (95-dm-notify.rules, \
+                 from dmsetup) seem to be missing from the initramfs; going on without them",
+                limit.as_secs()
+            );
+        }
+        Ok(result)
     }
 
     /// Filesystem types to try for the image host, best guess first.
@@ -113,6 +140,10 @@ impl RealSystem {
 }
 
 impl System for RealSystem {
+    fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -279,9 +310,8 @@ impl System for RealSystem {
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
         let name = dm_name(&spec.name)?;
         let uuid = DmUuid::new(&spec.uuid).map_err(|e| Error::io("uuid", &spec.uuid, e))?;
-        let dm = self.dm()?;
         let id = DevId::Name(name);
-        dm.device_create(name, Some(uuid), udev_flags(spec.private)).map_err(|e| match e {
+        self.dm()?.device_create(name, Some(uuid), udev_flags(spec.private)).map_err(|e| match e {
             e if dm_errno(&e) == Some(nix::errno::Errno::EBUSY) => Error::io(
                 "create dm device",
                 &spec.name,
@@ -296,29 +326,32 @@ impl System for RealSystem {
         let load_options =
             if spec.read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
         let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
-        let activated = dm
-            .table_load(&id, &table, load_options)
-            .map_err(|e| {
-                dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
-            })
-            .and_then(|_| {
-                dm.device_suspend(&id, udev_flags(spec.private)).map_err(|e| dm_error("activate", &spec.name, e))
-            });
+        let loaded = self.dm()?.table_load(&id, &table, load_options).map_err(|e| {
+            dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
+        });
+        let activated = match loaded {
+            Ok(_) => self
+                .udev_bounded(&format!("the activation of {}", spec.name), |dm| {
+                    dm.device_suspend(&id, udev_flags(spec.private))
+                })?
+                .map_err(|e| dm_error("activate", &spec.name, e)),
+            Err(e) => Err(e),
+        };
         match activated {
             Ok(info) => {
                 let dev = info.device();
                 Ok(DevNum { major: dev.major, minor: dev.minor })
             }
             Err(e) => {
-                let _ = dm.device_remove(&id, DmOptions::default());
+                let _ = self.udev_bounded("a removal", |dm| dm.device_remove(&id, DmOptions::default()));
                 Err(e)
             }
         }
     }
 
     fn dm_remove(&mut self, name: &str) -> Result<()> {
-        self.dm()?
-            .device_remove(&DevId::Name(dm_name(name)?), DmOptions::default())
+        let id = DevId::Name(dm_name(name)?);
+        self.udev_bounded(&format!("the removal of {name}"), |dm| dm.device_remove(&id, DmOptions::default()))?
             .map(|_| ())
             .map_err(|e| dm_error("remove dm device", name, e))
     }
@@ -337,15 +370,18 @@ impl System for RealSystem {
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
         let path = format!("/dev/mapper/{name}");
         if probe::udev_running() {
-            // udev makes the node; don't race it.
+            // udev makes the node; don't race it, but don't wait for ever
+            // either: without its dm rules it never will.
+            let limit =
+                if self.udev_silent { Duration::ZERO } else { self.timeout.clamp(UDEV_CONFIRM_MIN, UDEV_CONFIRM_MAX) };
             let start = Instant::now();
-            while !Path::new(&path).exists() {
-                if start.elapsed() > self.timeout {
-                    return Err(Error::io("wait for udev to create", &path, "timed out"));
+            while start.elapsed() <= limit {
+                if Path::new(&path).exists() {
+                    return Ok(false);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            return Ok(false);
+            log::warn!("udev did not create {path} within {} s; creating it", limit.as_secs());
         }
         fs::create_dir_all("/dev/mapper").map_err(|e| Error::io("mkdir", "/dev/mapper", e))?;
         if Path::new(&path).exists() {
