@@ -39,7 +39,7 @@ install() {
     inst_binary /usr/sbin/cowroot
     inst_hook cmdline 20 "$moddir/cowroot-cmdline.sh"
     inst_script "$moddir/cowroot-setup.sh" /sbin/cowroot-setup
-    inst_rules 57-cowroot.rules
+    inst_rules 12-cowroot.rules
     if dracut_module_included "systemd"; then
         inst_simple "$moddir/cowroot.service" "$systemdsystemunitdir/cowroot.service"
         inst_script "$moddir/cowroot-generator.sh" "$systemdutildir/system-generators/cowroot-generator"
