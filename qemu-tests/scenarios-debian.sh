@@ -83,6 +83,35 @@ lvm_pool() {
     debian_images_unchanged
 }
 
+# The image host on an LVM logical volume that dracut's own LVM module
+# activates (rd.lvm.lv=): cowroot's setup must not block the initqueue
+# (or, with systemd, the initqueue service) that runs lvm_scan.
+lvm_image_host() {
+    local tag=$1 disk="$WORK/$1-lvmhost.img" pool="$WORK/$1-lvmhost-pool.img" dev rc pe_start sha
+    blank_disk "$disk" 2200M
+    dev=$(losetup -f --show "$disk")
+    local cfg='global { activation = 0 } backup { backup = 0 archive = 0 }'
+    {
+        LVM_SUPPRESS_FD_WARNINGS=1 pvcreate -q --config "$cfg" "$dev" \
+            && LVM_SUPPRESS_FD_WARNINGS=1 vgcreate -q --config "$cfg" hostvg "$dev" \
+            && LVM_SUPPRESS_FD_WARNINGS=1 lvcreate -q --config "$cfg" -an -Zn -L 2100M -n images hostvg
+    } > /dev/null 2>&1
+    rc=$?
+    pe_start=$(LVM_SUPPRESS_FD_WARNINGS=1 pvs --config "$cfg" --noheadings --units b --nosuffix -o pe_start "$dev" 2>/dev/null | tr -d ' ')
+    losetup -d "$dev"
+    if [ $rc != 0 ] || [ -z "$pe_start" ]; then die "could not make the LVM image host"; fi
+    # A fresh VG: the LV's one segment starts at the first extent.
+    dd if="$DEB_IMAGES" of="$disk" bs=1M seek=$((pe_start / 1048576)) conv=notrunc,sparse status=none \
+        || die "cannot write the images filesystem into the LV"
+    sha=$(sha "$disk")
+    blank_disk "$pool" 1G
+    run_debian "$tag-lvmhost" "rd.lvm.lv=hostvg/images cowroot=/root.img cowroot.dev=/dev/mapper/hostvg-images cowpool=/dev/vdb" "$disk" "$pool"
+    expect 'cowroot: /dev/mapper/cowroot ready: origin /root.img on /dev/mapper/hostvg-images .*generation 1 \(formatted\)'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    same "$(sha "$disk")" "$sha" "the LVM image host changed"
+}
+
 # PROMPT is what the initramfs's emergency shell shows.
 onfail_shell() {
     local tag=$1 prompt=$2 pool="$WORK/$1-shell-pool.img" sha
@@ -224,6 +253,8 @@ scenario_debian_initramfs_tools_shell_exit_fails_closed() { DEB_BOOT_INITRD=$DEB
 scenario_debian_initramfs_tools_broken_binary() { DEB_BOOT_INITRD=$DEB_INITRD broken_binary itools boots; }
 
 scenario_debian_dracut_nosystemd_keep_then_reset() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD keep_then_reset dnosd; }
+scenario_debian_dracut_nosystemd_lvm_image_host() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD lvm_image_host dnosd; }
+scenario_debian_dracut_systemd_lvm_image_host() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD lvm_image_host dsd; }
 scenario_debian_dracut_nosystemd_lvm_pool() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD lvm_pool dnosd; }
 scenario_debian_dracut_nosystemd_onfail_shell() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD onfail_shell dnosd 'cowroot:/#'; }
 scenario_debian_dracut_nosystemd_onfail_halt() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD onfail_halt dnosd; }

@@ -24,6 +24,9 @@ pub const READ_ONLY_MARKER: &str = "/run/cowroot/read-only-origin";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootMode {
     Normal,
+    /// Set up only if every device is there now, else `DeviceNotYet`: for
+    /// initqueues that call again rather than be blocked.
+    NoWait,
     /// Print the plan, change nothing.
     DryRun,
     /// The `cowroot.onfail=ro` fallback: the origin alone, read-only.
@@ -59,9 +62,9 @@ impl Devices {
     }
 }
 
-fn resolve_devices(cfg: &Config, need_pool: bool) -> Result<Devices> {
+fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices> {
     // One deadline for all devices together.
-    let deadline = Instant::now() + Duration::from_secs(cfg.timeout_secs);
+    let deadline = wait.then(|| Instant::now() + Duration::from_secs(cfg.timeout_secs));
     let mut waited = Duration::ZERO;
     let mut wait = |spec, key| -> Result<String> {
         let (path, took) = probe::wait_for(spec, key, deadline, cfg.timeout_secs)?;
@@ -114,6 +117,26 @@ fn check_separate(cfg: &Config, pool: &str, others: [(&str, &Option<String>); 2]
     Ok(())
 }
 
+/// Seconds since the first `boot --no-wait` of this boot found a device
+/// missing (0 on that first call): `cowroot.timeout` bounds the calls
+/// together, as it bounds one call that waits.
+fn waited_since_first_try() -> Result<u64> {
+    const SINCE: &str = "/run/cowroot/waiting-since";
+    let uptime = || -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/uptime").ok()?;
+        text.split('.').next()?.parse().ok()
+    };
+    let now = uptime().unwrap_or(0);
+    match std::fs::read_to_string(SINCE).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
+        Some(first) => Ok(now.saturating_sub(first)),
+        None => {
+            std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
+            std::fs::write(SINCE, now.to_string()).map_err(|e| Error::io("write", SINCE, e))?;
+            Ok(0)
+        }
+    }
+}
+
 /// Is our root device already there (the agent ran earlier in this boot)?
 fn already_active<S: System>(sys: &mut S, cfg: &Config) -> Result<bool> {
     let root = cfg.name.dm_name(Role::Thin);
@@ -148,7 +171,12 @@ pub fn boot<S: System>(sys: &mut S, cmdline_bytes: &[u8], mode: BootMode) -> Res
             return Ok(Outcome::AlreadyActive { root, message });
         }
     }
-    let devices = resolve_devices(&cfg, mode != BootMode::ReadOnlyOrigin)?;
+    let devices = match resolve_devices(&cfg, mode != BootMode::ReadOnlyOrigin, mode != BootMode::NoWait) {
+        Err(Error::DeviceNotYet { spec, key }) if waited_since_first_try()? >= cfg.timeout_secs => {
+            return Err(Error::DeviceTimeout { spec, key, seconds: cfg.timeout_secs })
+        }
+        other => other?,
+    };
     log::debug!(
         "devices: cowroot.dev {}, origin {}, pool {} (waited {} ms)",
         devices.host.as_deref().unwrap_or("-"),
@@ -159,7 +187,7 @@ pub fn boot<S: System>(sys: &mut S, cmdline_bytes: &[u8], mode: BootMode) -> Res
     match mode {
         BootMode::DryRun => return dry_run_plan(sys, &cfg, &devices).map(Outcome::DryRun),
         BootMode::ReadOnlyOrigin => return read_only_origin(sys, &cfg, &devices),
-        BootMode::Normal => {}
+        BootMode::Normal | BootMode::NoWait => {}
     }
 
     let mut exec = Executor::new(sys, &cfg.name);

@@ -11,6 +11,8 @@ pub enum Error {
     Usage(String),
     /// A device named on the command line did not show up in time.
     DeviceTimeout { spec: String, key: String, seconds: u64 },
+    /// `boot --no-wait`: a device is not there yet; try again later.
+    DeviceNotYet { spec: String, key: String },
     /// The image file does not exist on the host filesystem.
     ImageMissing { path: String, host: String },
     /// The pool device carries something that is not ours.
@@ -63,6 +65,9 @@ impl fmt::Display for Error {
                 "{key}: device {spec} did not appear within {seconds} s; check that the disk is \
                  attached and its driver is in the initramfs, or raise cowroot.timeout"
             ),
+            Error::DeviceNotYet { spec, key } => {
+                write!(f, "{key}: device {spec} is not there yet; nothing was done (--no-wait)")
+            }
             Error::ImageMissing { path, host } => write!(
                 f,
                 "image {path} not found on {host}; check the path given as cowroot= (it is \

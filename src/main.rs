@@ -11,9 +11,11 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::ExitCode;
 
-/// Exit codes: 0 done (or nothing to do), 1 failed, 2 bad usage.
+/// Exit codes: 0 done (or nothing to do), 1 failed, 2 bad usage, 3 a
+/// device is not there yet (`boot --no-wait`: call again).
 const FAILED: u8 = 1;
 const USAGE: u8 = 2;
+const NOT_YET: u8 = 3;
 
 const HELP: &str = "\
 cowroot: copy-on-write root filesystems at the block layer
@@ -21,6 +23,8 @@ cowroot: copy-on-write root filesystems at the block layer
 usage:
   cowroot boot [--cmdline STR] [--dry-run] [--print-root]
                                              set up /dev/mapper/NAME from the kernel command line
+  cowroot boot --no-wait [--print-root]      the same, but exit 3 at once when a device is not
+                                             there yet (for initqueues that call again)
   cowroot boot --read-only-origin [--print-root]
                                              the cowroot.onfail=ro fallback: the origin, read-only
   cowroot format DEVICE [--block-size SIZE] [--force]
@@ -127,17 +131,19 @@ fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
         "boot" => {
             let dry_run = args.flag("--dry-run");
             let read_only = args.flag("--read-only-origin");
+            let no_wait = args.flag("--no-wait");
             let print_root = args.flag("--print-root");
             let given = args.raw_value("--cmdline")?;
             let rest = args.done()?;
             if !rest.is_empty() {
                 return Err(Error::Usage(format!("unexpected argument {}", rest[0])));
             }
-            let mode = match (dry_run, read_only) {
-                (true, true) => return Err(Error::Usage("--dry-run and --read-only-origin exclude each other".into())),
-                (true, false) => BootMode::DryRun,
-                (false, true) => BootMode::ReadOnlyOrigin,
-                (false, false) => BootMode::Normal,
+            let mode = match (dry_run, read_only, no_wait) {
+                (false, false, false) => BootMode::Normal,
+                (true, false, false) => BootMode::DryRun,
+                (false, true, false) => BootMode::ReadOnlyOrigin,
+                (false, false, true) => BootMode::NoWait,
+                _ => return Err(Error::Usage("--dry-run, --read-only-origin and --no-wait exclude each other".into())),
             };
             klog::init(!dry_run, level);
             let text = match given {
@@ -257,6 +263,11 @@ fn main() -> ExitCode {
     let (command, _) = args.remove(0);
     match run(&command, args, level) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::DeviceNotYet { spec, key }) => {
+            // Not a failure: the initqueue calls again.
+            log::debug!("{key}: {spec} is not there yet");
+            ExitCode::from(NOT_YET)
+        }
         Err(err) => {
             let usage = matches!(err, Error::Usage(_));
             // In early boot the message goes to the kernel log too, so it

@@ -184,12 +184,16 @@ pub fn resolve(spec: &DevSpec, key: &str) -> Result<Option<String>> {
 
 /// Waits until `deadline` for a spec to resolve; returns the path and the
 /// time spent waiting. `timeout_secs` is what the user set, for the message.
-pub fn wait_for(spec: &DevSpec, key: &str, deadline: Instant, timeout_secs: u64) -> Result<(String, Duration)> {
+/// `None` for `deadline` looks once (`boot --no-wait`).
+pub fn wait_for(spec: &DevSpec, key: &str, deadline: Option<Instant>, timeout_secs: u64) -> Result<(String, Duration)> {
     let start = Instant::now();
     loop {
         if let Some(path) = resolve(spec, key)? {
             return Ok((path, start.elapsed()));
         }
+        let Some(deadline) = deadline else {
+            return Err(Error::DeviceNotYet { spec: spec.to_string(), key: key.to_string() });
+        };
         if Instant::now() >= deadline {
             return Err(Error::DeviceTimeout { spec: spec.to_string(), key: key.to_string(), seconds: timeout_secs });
         }

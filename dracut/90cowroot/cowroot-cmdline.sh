@@ -21,9 +21,13 @@ if [ -n "$cowroot_root" ]; then
     # shellcheck disable=SC2034
     rootok=1
     # With systemd, cowroot.service sets up the root; without, the
-    # initqueue does once udev has settled.
+    # initqueue does, in a job that returns at once while a device is
+    # missing (a blocking job would starve cryptroot-ask and lvm_scan, and
+    # the devices on LUKS, LVM or md would never appear); the timeout hook
+    # is the last try.
     if [ -z "$DRACUT_SYSTEMD" ]; then
-        /sbin/initqueue --settled --onetime --unique --name cowroot /sbin/cowroot-setup
+        /sbin/initqueue --settled --unique --name cowroot /sbin/cowroot-setup
+        /sbin/initqueue --timeout --unique --name cowroot /sbin/cowroot-setup --final
     fi
 fi
 unset cowroot_root

@@ -1,15 +1,35 @@
 #!/bin/sh
-# Sets up the copy-on-write root (from the initqueue, or cowroot.service
-# with systemd) and follows cowroot.onfail when that fails. Safe to run
+# Sets up the copy-on-write root and follows cowroot.onfail when that
+# fails. Without systemd it runs from the initqueue again and again:
+# `cowroot boot --no-wait` does nothing and exits 3 while a device is
+# missing, so the jobs that bring devices up (cryptroot-ask, lvm_scan, md)
+# get their turn; cowroot.timeout bounds the calls together. With systemd
+# (cowroot.service) it waits itself, up to cowroot.timeout. Safe to run
 # again: cowroot does nothing when the root device exists already. No
 # command-line value is ever read here; the binary prints only what it made.
 
 # shellcheck source=/dev/null
 type emergency_shell > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
-if /usr/sbin/cowroot boot; then
-    exit 0
+if [ -n "$DRACUT_SYSTEMD" ] || [ "$1" = --final ]; then
+    /usr/sbin/cowroot boot
+else
+    /usr/sbin/cowroot boot --no-wait
 fi
+case $? in
+0)
+    # Done: no more calls from the initqueue.
+    rm -f "${hookdir:-/lib/dracut/hooks}/initqueue/settled/cowroot.sh" \
+        "${hookdir:-/lib/dracut/hooks}/initqueue/timeout/cowroot.sh"
+    exit 0
+    ;;
+3)
+    # A device is not there yet: the initqueue calls again.
+    exit 0
+    ;;
+esac
+rm -f "${hookdir:-/lib/dracut/hooks}/initqueue/settled/cowroot.sh" \
+    "${hookdir:-/lib/dracut/hooks}/initqueue/timeout/cowroot.sh"
 
 case "$(/usr/sbin/cowroot onfail)" in
     halt)
