@@ -79,10 +79,7 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
     let pool = match (need_pool, &cfg.pool) {
         (false, _) => None,
         (true, PoolSpec::Device(spec)) => Some(wait(spec, "cowpool")?),
-        (true, PoolSpec::Lvm { vg, lv }) => {
-            crate::lvm::activate(vg, lv)?;
-            Some(wait(&DevSpec::Path(crate::lvm::mapper_path(vg, lv)), "cowpool")?)
-        }
+        (true, PoolSpec::Lvm { vg, lv }) => Some(wait_for_lv(vg, lv, deadline, cfg.timeout_secs)?),
         (true, PoolSpec::Ram(_)) => {
             return Err(Error::Unsupported { key: "cowpool".into(), what: cfg.pool.to_string() });
         }
@@ -91,6 +88,32 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
         check_separate(cfg, pool, [("cowroot.dev", &host), ("cowroot", &origin)])?;
     }
     Ok(Devices { host, origin, pool, waited })
+}
+
+/// Activates VG/LV until it is there: its physical volumes may come later
+/// (md, LUKS). The last activation error is the message if they never do.
+fn wait_for_lv(vg: &str, lv: &str, deadline: Option<Instant>, timeout_secs: u64) -> Result<String> {
+    let path = crate::lvm::mapper_path(vg, lv);
+    loop {
+        let failed = crate::lvm::activate(vg, lv).err();
+        match probe::wait_for(&DevSpec::Path(path.clone()), "cowpool", None, timeout_secs) {
+            Ok((found, _)) => return Ok(found),
+            Err(Error::DeviceNotYet { .. }) if deadline.is_some_and(|d| Instant::now() < d) => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(Error::DeviceNotYet { spec, key }) if deadline.is_none() => {
+                return Err(Error::DeviceNotYet { spec, key });
+            }
+            Err(Error::DeviceNotYet { .. }) => {
+                return Err(failed.unwrap_or(Error::DeviceTimeout {
+                    spec: format!("{vg}/{lv}"),
+                    key: "cowpool".into(),
+                    seconds: timeout_secs,
+                }))
+            }
+            Err(other) => return Err(other),
+        }
+    }
 }
 
 /// The pool must not be, contain or be built on what must stay untouched:
