@@ -28,15 +28,18 @@ debian_mirror() {
 
 # Runs a command inside the root tree with /proc, /sys and /dev, in a
 # private mount namespace so nothing stays mounted on the host.
+# CHROOT_SETUP: more shell commands (fixed text, never a test value) run
+# in that namespace before the chroot, with $root set.
 chroot_run() {
     local root=$1
     shift
     # shellcheck disable=SC2016  # expanded by the inner shell
-    unshare --mount --fork -- sh -ec '
+    CHROOT_SETUP=${CHROOT_SETUP:-} unshare --mount --fork -- sh -ec '
         root=$1; shift
         mount -t proc proc "$root/proc"
         mount -t sysfs sys "$root/sys"
         mount --rbind /dev "$root/dev"
+        eval "$CHROOT_SETUP"
         exec chroot "$root" "$@"
     ' sh "$root" "$@"
 }
@@ -44,22 +47,15 @@ chroot_run() {
 # chroot_run as on a system that booted with cowroot=: a command line with
 # cowroot= and a root device /dev/mapper/cowroot (a node on a private tmpfs).
 chroot_run_booted() {
-    local root=$1
-    shift
-    # shellcheck disable=SC2016  # expanded by the inner shell
-    unshare --mount --fork -- sh -ec '
-        root=$1; shift
-        mount -t proc proc "$root/proc"
-        mount -t sysfs sys "$root/sys"
-        mount --rbind /dev "$root/dev"
+    # shellcheck disable=SC2016  # expanded by chroot_run's inner shell
+    CHROOT_SETUP='
         mount --make-rprivate "$root/dev"
         echo "root=UUID=x ro cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb" > "$root/tmp/cmdline"
         mount --bind "$root/tmp/cmdline" "$root/proc/cmdline"
         mkdir -p "$root/dev/mapper"
         mount -t tmpfs tmp "$root/dev/mapper"
         mknod "$root/dev/mapper/cowroot" b 7 0
-        exec chroot "$root" "$@"
-    ' sh "$root" "$@"
+    ' chroot_run "$@"
 }
 
 # The package set as mmdebstrap left it, cached by its inputs.

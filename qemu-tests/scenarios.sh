@@ -399,15 +399,10 @@ scenario_debug_lines_do_not_crowd_out_the_summary() {
 }
 
 scenario_pool_stacked_on_the_image_host_is_refused() {
-    D="$WORK/stacked"
-    rm -rf "$D"
-    mkdir -p "$D"
-    make_origin "$D/root.img" "origin-A"
-    make_images_disk "$D/images.img" "$D/root.img"
+    fresh_disks stacked
     # The host filesystem fills the first 128 MiB; the zeros after it look
     # like a blank pool to anything that does not see the stacking.
     truncate -s 256M "$D/images.img"
-    blank_disk "$D/pool.img" 256M
     IMAGES_SHA=$(sha "$D/images.img")
     # dmsetup is in the crash scenario's initramfs only.
     VM_INITRD=$CRASH_INITRD run_vm stacked "root=/dev/vda cowtest=stackedpool,state" "$D/images.img" "$D/pool.img"
