@@ -40,6 +40,11 @@ install() {
     inst_hook cmdline 20 "$moddir/cowroot-cmdline.sh"
     inst_script "$moddir/cowroot-setup.sh" /sbin/cowroot-setup
     inst_rules 57-cowroot.rules
+    # The configuration file (README: "Configuration file"), read by the
+    # binary at boot; editing it takes effect after dracut -f.
+    if [[ -f ${dracutsysrootdir-}/etc/cowroot.conf ]]; then
+        inst_simple /etc/cowroot.conf
+    fi
     if dracut_module_included "systemd"; then
         inst_simple "$moddir/cowroot.service" "$systemdsystemunitdir/cowroot.service"
         inst_script "$moddir/cowroot-generator.sh" "$systemdutildir/system-generators/cowroot-generator"
