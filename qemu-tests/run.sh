@@ -10,6 +10,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/scenarios.sh"
 # shellcheck source=qemu-tests/scenarios-crash.sh
 . "$here/scenarios-crash.sh"
+# shellcheck source=qemu-tests/scenarios-config.sh
+. "$here/scenarios-config.sh"
 # shellcheck source=qemu-tests/debian.sh
 . "$here/debian.sh"
 # shellcheck source=qemu-tests/scenarios-debian.sh

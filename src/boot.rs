@@ -1,9 +1,8 @@
 //! `cowroot boot`: the early-boot agent. Wires the pure stages to the
-//! system: cmdline → config → resolve devices → origin → probe → plan →
+//! system: settings (configuration file, cmdline.d, kernel command line) → config → resolve devices → origin → probe → plan →
 //! execute (with rollback) → one summary line. Every effect goes through
 //! `System`.
 
-use crate::cmdline;
 use crate::config::{Config, DevSpec, PoolSpec, Source};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, System};
@@ -12,6 +11,7 @@ use crate::names::Role;
 use crate::plan::{self, origin_ref, OriginFacts, HOST_MOUNT};
 use crate::probe;
 use crate::render;
+use crate::settings::Settings;
 use crate::sys::random_uuid;
 use crate::units::Bytes;
 use std::path::Path;
@@ -176,13 +176,14 @@ fn already_active<S: System>(sys: &mut S, cfg: &Config) -> Result<bool> {
     ))
 }
 
-pub fn boot<S: System>(sys: &mut S, cmdline_bytes: &[u8], mode: BootMode) -> Result<Outcome> {
-    let Some(cfg) = Config::from_params(&cmdline::split_bytes(cmdline_bytes))? else {
+pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Result<Outcome> {
+    let Some(cfg) = settings.config()? else {
         return Ok(Outcome::NothingToDo);
     };
     if cfg.debug {
         log::set_max_level(log::LevelFilter::Debug);
     }
+    log::debug!("keys: {}", settings.describe());
     cfg.check_supported()?;
     sys.set_timeout(Duration::from_secs(cfg.timeout_secs));
     let started = Instant::now();

@@ -29,18 +29,35 @@ pub fn split(cmdline: &str) -> Vec<Param> {
 
 /// Splits raw command-line bytes (as `/proc/cmdline` holds them).
 pub fn split_bytes(bytes: &[u8]) -> Vec<Param> {
+    split_with(bytes, Rules { double_dash_ends: true, comments: false })
+}
+
+/// Splits one line of a file of command-line words: the kernel's rules,
+/// except that `--` is a word like any other (nothing follows it to hand
+/// to init) and, with `comments`, a word that starts with `#` (outside
+/// double quotes) begins a comment that runs to the end of the line.
+pub fn split_line(line: &[u8], comments: bool) -> Vec<Param> {
+    split_with(line, Rules { double_dash_ends: false, comments })
+}
+
+struct Rules {
+    double_dash_ends: bool,
+    comments: bool,
+}
+
+fn split_with(bytes: &[u8], rules: Rules) -> Vec<Param> {
     let mut params = Vec::new();
     let mut pos = 0;
     loop {
         while pos < bytes.len() && is_space(bytes[pos]) {
             pos += 1;
         }
-        if pos >= bytes.len() {
+        if pos >= bytes.len() || (rules.comments && bytes[pos] == b'#') {
             break;
         }
         let (param, next) = next_arg(bytes, pos);
         pos = next;
-        if param.key == "--" && param.value.is_none() {
+        if rules.double_dash_ends && param.key == "--" && param.value.is_none() {
             // Everything after `--` is handed to init, not to the kernel.
             break;
         }
@@ -172,5 +189,28 @@ mod tests {
         assert!(!params[1].utf8 && !params[2].utf8);
         assert_eq!(params[2].key, "cowroot");
         assert_eq!(params[3], p("cowpool", Some("/dev/vdb")));
+    }
+
+    #[test]
+    fn lines_of_a_file_split_like_the_kernel_with_comments() {
+        let line = |l: &str, comments| split_line(l.as_bytes(), comments);
+        let cases: &[(&str, Vec<Param>)] = &[
+            ("", vec![]),
+            ("# a comment", vec![]),
+            ("   # an indented comment cowroot=/x", vec![]),
+            ("cowroot.reset=1   # keep it short", vec![p("cowroot.reset", Some("1"))]),
+            ("cowroot.reset=1#not-a-comment", vec![p("cowroot.reset", Some("1#not-a-comment"))]),
+            ("cowroot=/images/build#3.img", vec![p("cowroot", Some("/images/build#3.img"))]),
+            ("cowroot=\"/my images/#1.img\" # the image", vec![p("cowroot", Some("/my images/#1.img"))]),
+            ("\"#quoted\" x", vec![p("#quoted", None), p("x", None)]),
+            ("a=1 -- b=2", vec![p("a", Some("1")), p("--", None), p("b", Some("2"))]),
+            ("a=1\r", vec![p("a", Some("1"))]),
+        ];
+        for (l, want) in cases {
+            assert_eq!(&line(l, true), want, "line {l:?}");
+        }
+        // Without comments (dracut's cmdline.d), `#` is an ordinary byte.
+        assert_eq!(line("# x=1", false), vec![p("#", None), p("x", Some("1"))]);
+        assert_eq!(line("a -- b", false), vec![p("a", None), p("--", None), p("b", None)]);
     }
 }

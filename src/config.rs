@@ -226,31 +226,84 @@ fn require<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str> {
     value.ok_or_else(|| Error::config(key, "needs a value (key=value)"))
 }
 
+/// Where a word was read when it was not on the kernel command line: a
+/// line of `/etc/cowroot.conf` or of one of dracut's `/etc/cmdline.d` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+}
+
+impl Location {
+    /// `err`, said to be about this line of this file.
+    pub fn wrap(&self, err: Error) -> Error {
+        Error::InFile { file: self.file.clone(), line: self.line, cause: Box::new(err) }
+    }
+}
+
+/// `err` as it is for a word of the kernel command line (`None`), or said to
+/// be about the line it was read from.
+fn located(err: Error, at: Option<&Location>) -> Error {
+    match at {
+        Some(at) => at.wrap(err),
+        None => err,
+    }
+}
+
+/// Is this word one of cowroot's (known or not)?
+pub fn is_ours(key: &str) -> bool {
+    key == "cowroot" || key == "cowpool" || key.starts_with("cowroot.")
+}
+
+/// Each key's last value, and where that value was read.
+type Latest<'a> = [(&'a str, Option<&'a str>, Option<&'a Location>)];
+
 impl Config {
     /// `Ok(None)` when `cowroot=` is absent: cowroot has nothing to do.
     /// Repeated keys: the last one wins, as in the kernel.
     pub fn from_params(params: &[Param]) -> Result<Option<Config>> {
-        let mut latest: Vec<(&str, Option<&str>)> = Vec::new();
-        for param in params {
+        Config::from_located(params.iter().map(|p| (p, None)))
+    }
+
+    /// As `from_params`, for words that may come from files: an error about
+    /// a key whose value was read from a file names the file and line.
+    pub fn from_located<'a>(
+        words: impl IntoIterator<Item = (&'a Param, Option<&'a Location>)>,
+    ) -> Result<Option<Config>> {
+        let mut latest: Vec<(&str, Option<&str>, Option<&Location>)> = Vec::new();
+        for (param, at) in words {
             let key = param.key.as_str();
-            let ours = key == "cowroot" || key == "cowpool" || key.starts_with("cowroot.");
-            if !ours {
+            if !is_ours(key) {
                 continue;
             }
             if !KEYS.contains(&key) {
-                return Err(Error::config(key, format!("unknown key; cowroot knows {}", KEYS.join(", "))));
+                let err = Error::config(key, format!("unknown key; cowroot knows {}", KEYS.join(", ")));
+                return Err(located(err, at));
             }
             if !param.utf8 {
-                return Err(Error::config(
+                let err = Error::config(
                     key,
                     "the value holds bytes that are not UTF-8 (a mistyped or mis-encoded boot entry?); \
                      write it in plain ASCII or UTF-8",
-                ));
+                );
+                return Err(located(err, at));
             }
-            latest.retain(|(k, _)| *k != key);
-            latest.push((key, param.value.as_deref()));
+            latest.retain(|(k, _, _)| *k != key);
+            latest.push((key, param.value.as_deref(), at));
         }
-        let get = |key: &str| latest.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        // A value is checked only where it wins: an error about a key is
+        // about the word that gave it its last value.
+        Config::from_latest(&latest).map_err(|err| {
+            let at = match &err {
+                Error::Config { key, .. } => latest.iter().find(|(k, _, _)| k == key).and_then(|(_, _, at)| *at),
+                _ => None,
+            };
+            located(err, at)
+        })
+    }
+
+    fn from_latest(latest: &Latest<'_>) -> Result<Option<Config>> {
+        let get = |key: &str| latest.iter().find(|(k, _, _)| *k == key).map(|(_, v, _)| *v);
 
         let Some(source) = get("cowroot") else {
             return Ok(None);

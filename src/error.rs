@@ -43,6 +43,9 @@ pub enum Error {
     Unsupported { key: String, what: String },
     /// Setting up failed and so did undoing part of it.
     Rollback { cause: Box<Error>, failures: Vec<String> },
+    /// A problem with a word read from a file (`/etc/cowroot.conf`,
+    /// dracut's `/etc/cmdline.d`) rather than the kernel command line.
+    InFile { file: String, line: usize, cause: Box<Error> },
 }
 
 impl Error {
@@ -148,6 +151,7 @@ impl fmt::Display for Error {
             Error::Rollback { cause, failures } => {
                 write!(f, "{cause}; cleaning up also failed: {}", failures.join("; "))
             }
+            Error::InFile { file, line, cause } => write!(f, "{file}:{line}: {cause}"),
         }
     }
 }

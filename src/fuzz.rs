@@ -1,5 +1,5 @@
 //! Property tests over every parser that reads outside input: the command
-//! line, the config, the pool header, pool classification, filesystem and
+//! line, the config (with the configuration file and dracut's cmdline.d), the pool header, pool classification, filesystem and
 //! partition probes, signatures, dm table and status lines, sizes. Each
 //! runs `COWROOT_FUZZ_CASES` inputs (a fixed count in `./test.sh`; a million
 //! with `./test.sh --fuzz`), random and mutated from valid ones; none may
@@ -11,6 +11,7 @@ use crate::cmdline;
 use crate::config::Config;
 use crate::header::{self, Copies, PoolHeader, SLOT_BYTES};
 use crate::pool::{self, PoolState};
+use crate::settings::Settings;
 use crate::signature;
 use crate::table::{DevNum, Linear, PoolStatus, Thin, ThinPool};
 use crate::units;
@@ -123,6 +124,36 @@ fn fuzz_cmdline_and_config() {
         }
         let _ = crate::config::root_device_name(&params);
         let _ = crate::config::onfail_policy(&params);
+    });
+}
+
+#[test]
+fn fuzz_config_file_and_cmdline_d() {
+    run("config file+cmdline.d", |rng| {
+        let mut file = random_cmdline(rng);
+        // Comments and more lines than a command line has.
+        for _ in 0..rng.below(4) {
+            let at = rng.below(file.len() + 1);
+            file.insert(at, if rng.below(2) == 0 { b'#' } else { b'\n' });
+        }
+        let dracut = vec![("/etc/cmdline.d/a.conf".to_string(), random_cmdline(rng))];
+        let lines = |bytes: &[u8]| bytes.split(|&b| b == b'\n').count();
+        let lines = [lines(&file), lines(&dracut[0].1)];
+        let cmdline = random_cmdline(rng);
+        let settings = Settings::merge(Some(("/etc/cowroot.conf", &file)), &dracut, &cmdline);
+        let config = settings.config();
+        // An error from a file names a line it has.
+        if let Err(err @ crate::error::Error::InFile { file, line, .. }) = &config {
+            let has = lines[usize::from(file != "/etc/cowroot.conf")];
+            assert!(*line >= 1 && *line <= has, "{err}");
+        }
+        // Turned on only by a `cowroot` word somewhere.
+        if matches!(config, Ok(Some(_))) {
+            assert!(settings.params().iter().any(|p| p.key == "cowroot"));
+        }
+        let _ = crate::config::root_device_name(&settings.params());
+        let _ = crate::config::onfail_policy(&settings.params());
+        let _ = settings.describe();
     });
 }
 

@@ -1,6 +1,7 @@
 //! cowroot: copy-on-write root filesystems at the block layer.
 //!
-//! Data flows one way: [`cmdline`] → [`config`] → probe → [`plan`] →
+//! Data flows one way: [`cmdline`] (and [`settings`]: the configuration
+//! file, dracut's cmdline.d) → [`config`] → probe → [`plan`] →
 //! execute → report. Everything up to the plan is pure and unit-tested; the
 //! effects live behind the [`exec::System`] trait.
 
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod pool;
 pub mod probe;
 pub mod render;
+pub mod settings;
 pub mod signature;
 pub mod status;
 pub mod sys;

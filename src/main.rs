@@ -4,8 +4,9 @@ use cowroot::boot::{self, BootMode, Outcome};
 use cowroot::error::Error;
 use cowroot::layout::BlockSize;
 use cowroot::names::DeviceName;
+use cowroot::settings::{self, Settings};
 use cowroot::sys::RealSystem;
-use cowroot::{cmdline, config, format, inspect, klog, names, status, units};
+use cowroot::{config, format, inspect, klog, names, status, units};
 use log::LevelFilter;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -22,7 +23,7 @@ cowroot: copy-on-write root filesystems at the block layer
 
 usage:
   cowroot boot [--cmdline STR] [--dry-run] [--print-root]
-                                             set up /dev/mapper/NAME from the kernel command line
+                                             set up /dev/mapper/NAME as the keys say
   cowroot boot --no-wait [--print-root]      the same, but exit 3 at once when a device is not
                                              there yet (for initqueues that call again)
   cowroot boot --read-only-origin [--print-root]
@@ -33,15 +34,20 @@ usage:
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
   cowroot root [--unit]                      print the root device (or its systemd unit) when
-                                             cowroot= is present (for initramfs hooks)
+                                             cowroot= is set (for initramfs hooks)
   cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot --version
 
   -v, --verbose    log every step (as cowroot.debug=1 does at boot)
+  --config PATH    read the keys from PATH instead of /etc/cowroot.conf (which may be
+                   missing; PATH may not)
+  --cmdline STR    (boot) use STR instead of /proc/cmdline
 
-Command-line keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset=
-cowroot.name= cowroot.timeout= cowroot.onfail= cowroot.debug= (see the README).
+Keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset= cowroot.name=
+cowroot.timeout= cowroot.onfail= cowroot.debug= (see the README). They are read from
+/etc/cowroot.conf (key=value words, # comments, only cowroot's keys), then dracut's
+/etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
 
 /// The arguments, as bytes: `--cmdline` takes any bytes the kernel could
@@ -109,16 +115,64 @@ fn read_cmdline() -> Result<Vec<u8>, Error> {
     std::fs::read("/proc/cmdline").map_err(|e| Error::io("read", "/proc/cmdline", e))
 }
 
-fn cmdline_params() -> Result<Vec<cmdline::Param>, Error> {
-    Ok(cmdline::split_bytes(&read_cmdline()?))
+/// A file's bytes, or `None` when there is no such file.
+fn read_if_present(path: &str) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
 }
 
-/// `--name` wins, then `cowroot.name=` of the running system.
-fn device_name(args: &mut Args) -> Result<DeviceName, Error> {
+/// dracut's `/etc/cmdline.d/*.conf`, path and bytes, in the order dracut
+/// reads them.
+fn read_cmdline_d() -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let entries = match std::fs::read_dir(settings::CMDLINE_D) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", settings::CMDLINE_D, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", settings::CMDLINE_D, e))?;
+        // A name that is not UTF-8 becomes one that is not there, and is skipped.
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    let mut files = Vec::new();
+    for name in settings::cmdline_d_order(names) {
+        let path = format!("{}/{name}", settings::CMDLINE_D);
+        if let Some(bytes) = read_if_present(&path)? {
+            files.push((path, bytes));
+        }
+    }
+    Ok(files)
+}
+
+/// Every place keys come from, read: `--config PATH` (which must exist) or
+/// `/etc/cowroot.conf` (which need not), dracut's cmdline.d, and the kernel
+/// command line or `--cmdline`. An unreadable one is an error, never
+/// "no keys": the hooks would then mount root=, the origin, writable.
+fn read_settings(config: Option<&str>, cmdline: Option<Vec<u8>>) -> Result<Settings, Error> {
+    let file = match config {
+        Some(path) => {
+            Some((path.to_string(), std::fs::read(path).map_err(|e| Error::io("read", format!("--config {path}"), e))?))
+        }
+        None => read_if_present(settings::CONFIG_FILE)?.map(|bytes| (settings::CONFIG_FILE.to_string(), bytes)),
+    };
+    let cmdline_d = read_cmdline_d()?;
+    let cmdline = match cmdline {
+        Some(text) => text,
+        None => read_cmdline()?,
+    };
+    Ok(Settings::merge(file.as_ref().map(|(path, bytes)| (path.as_str(), bytes.as_slice())), &cmdline_d, &cmdline))
+}
+
+/// `--name` wins, then `cowroot.name=` of the running system's settings.
+fn device_name(args: &mut Args, settings: &Result<Settings, Error>) -> Result<DeviceName, Error> {
     if let Some(name) = args.value("--name")? {
         return DeviceName::parse(&name);
     }
-    let params = cmdline_params()?;
+    let params = settings.as_ref().map_err(Clone::clone)?.params();
     let given = params.iter().rev().find(|p| p.key == "cowroot.name").and_then(|p| p.value.clone());
     match given {
         Some(name) => DeviceName::parse(&name),
@@ -126,7 +180,8 @@ fn device_name(args: &mut Args) -> Result<DeviceName, Error> {
     }
 }
 
-fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
+/// `config`: the global `--config PATH`.
+fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) -> Result<(), Error> {
     match command {
         "boot" => {
             let dry_run = args.flag("--dry-run");
@@ -146,13 +201,10 @@ fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
                 _ => return Err(Error::Usage("--dry-run, --read-only-origin and --no-wait exclude each other".into())),
             };
             klog::init(!dry_run, level);
-            let text = match given {
-                Some(text) => text,
-                None => read_cmdline()?,
-            };
+            let settings = read_settings(config, given)?;
             let mut sys = RealSystem::new(std::time::Duration::from_secs(config::DEFAULT_TIMEOUT_SECS));
-            match boot::boot(&mut sys, &text, mode)? {
-                Outcome::NothingToDo => log::debug!("no cowroot= on the command line; nothing to do"),
+            match boot::boot(&mut sys, &settings, mode)? {
+                Outcome::NothingToDo => log::debug!("no cowroot= anywhere; nothing to do"),
                 Outcome::AlreadyActive { root, message: line } | Outcome::Ready { root, summary: line } => {
                     log::info!("{line}");
                     if print_root {
@@ -166,16 +218,17 @@ fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
         "root" => {
             let unit = args.flag("--unit");
             args.done()?;
-            // An unreadable command line is an error, never "no cowroot=":
-            // the hooks would then mount root=, the origin, writable.
-            if let Some(name) = config::root_device_name(&cmdline_params()?) {
+            // Read leniently past bad values and foreign words: the hooks
+            // then wait for the root device, and the boot fails closed.
+            if let Some(name) = config::root_device_name(&read_settings(config, None)?.params()) {
                 println!("{}", if unit { name.device_unit() } else { name.mapper_path(names::Role::Thin) });
             }
             Ok(())
         }
         "onfail" => {
             args.done()?;
-            let policy = config::onfail_policy(&cmdline_params().unwrap_or_default());
+            let params = read_settings(config, None).map(|s| s.params()).unwrap_or_default();
+            let policy = config::onfail_policy(&params);
             println!("{policy}");
             Ok(())
         }
@@ -210,10 +263,18 @@ fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
         "status" => {
             klog::init(false, level);
             let json = args.flag("--json");
-            let name = device_name(&mut args)?;
+            let settings = read_settings(config, None);
+            let name = device_name(&mut args, &settings)?;
             args.done()?;
+            // Where this boot's cowroot.reset=1 came from, as the files
+            // read now say (an edited /etc/cowroot.conf may differ from the
+            // initramfs's copy).
+            let booted_with_reset = settings.ok().and_then(|s| match s.config() {
+                Ok(Some(cfg)) if cfg.reset => s.origin("cowroot.reset"),
+                _ => None,
+            });
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
-            let info = status::gather(&mut sys, &name, &read_cmdline().unwrap_or_default())?;
+            let info = status::gather(&mut sys, &name, booted_with_reset)?;
             if json {
                 println!("{}", info.render_json());
             } else {
@@ -224,7 +285,7 @@ fn run(command: &str, mut args: Args, level: LevelFilter) -> Result<(), Error> {
         "reset" => {
             klog::init(false, level);
             let cancel = args.flag("--cancel");
-            let name = device_name(&mut args)?;
+            let name = device_name(&mut args, &read_settings(config, None))?;
             args.done()?;
             println!(
                 "{}",
@@ -256,12 +317,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let level = if args.flag("-v") | args.flag("--verbose") { LevelFilter::Debug } else { LevelFilter::Info };
+    let config = match args.value("--config") {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("cowroot: {err}");
+            return ExitCode::from(USAGE);
+        }
+    };
     if args.words.is_empty() {
         print!("{HELP}");
         return ExitCode::from(USAGE);
     }
     let (command, _) = args.remove(0);
-    match run(&command, args, level) {
+    match run(&command, args, level, config.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::DeviceNotYet { spec, key }) => {
             // Not a failure: the initqueue calls again.

@@ -28,8 +28,9 @@ pub struct StatusInfo {
     pub pool_mode: String,
     pub needs_check: bool,
     pub reset_requested: bool,
-    /// The running kernel command line asked for a reset.
-    pub booted_with_reset: bool,
+    /// This boot was asked for a reset by `cowroot.reset=1`: where it was
+    /// set (the kernel command line, or a file).
+    pub booted_with_reset: Option<String>,
     /// A header copy that is damaged (repaired by the next header write).
     pub damaged_copy: Option<(usize, SlotFault)>,
     pub header_version: u32,
@@ -49,11 +50,8 @@ impl StatusInfo {
     pub fn next_boot(&self) -> String {
         if self.reset_requested {
             "reset: discard all changes (requested with `cowroot reset`)".into()
-        } else if self.booted_with_reset {
-            format!(
-                "keep generation {} unless the boot loader still passes cowroot.reset=1 (this boot had it)",
-                self.generation
-            )
+        } else if let Some(from) = &self.booted_with_reset {
+            format!("keep generation {} unless {from} still sets cowroot.reset=1 (this boot had it)", self.generation)
         } else {
             format!("keep the changes of generation {}", self.generation)
         }
@@ -218,7 +216,8 @@ fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
     })
 }
 
-pub fn gather<S: System>(sys: &mut S, name: &DeviceName, cmdline: &[u8]) -> Result<StatusInfo> {
+/// `booted_with_reset`: where `cowroot.reset=1` was set for this boot, if it was.
+pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted_with_reset: Option<String>) -> Result<StatusInfo> {
     let live = live(sys, name)?;
     let usage = sys.pool_status(&name.dm_name(Role::Pool))?;
     let mapped_bytes = sys
@@ -229,10 +228,6 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, cmdline: &[u8]) -> Resu
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
     let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
     let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
-    let booted_with_reset = crate::config::Config::from_params(&crate::cmdline::split_bytes(cmdline))
-        .ok()
-        .flatten()
-        .is_some_and(|c| c.reset);
     Ok(StatusInfo {
         device: name.mapper_path(Role::Thin),
         origin,
@@ -302,7 +297,7 @@ mod tests {
             pool_mode: "rw".into(),
             needs_check: false,
             reset_requested: false,
-            booted_with_reset: false,
+            booted_with_reset: None,
             damaged_copy: None,
             header_version: 2,
         }
@@ -339,6 +334,14 @@ mod tests {
         s.pool_mode = "Fail".into();
         s.needs_check = false;
         assert_eq!(s.health(), "failed");
+        s.booted_with_reset = Some("/etc/cowroot.conf".into());
+        assert!(
+            s.render_text().contains(
+                "next boot:  keep generation 2 unless /etc/cowroot.conf still sets cowroot.reset=1 (this boot had it)"
+            ),
+            "{}",
+            s.render_text()
+        );
         s.reset_requested = true;
         assert!(s.render_json().contains("\"next_boot\":\"reset\""));
         assert_eq!(json_string("a\u{1}\\"), "\"a\\u0001\\\\\"");

@@ -3,11 +3,23 @@
 # dracut module for cowroot: copy-on-write root filesystems.
 # Works with and without systemd in the initramfs.
 
+# The image's own configuration file, and the running system's command
+# line only when that system itself booted with cowroot (a chroot or an
+# image builder has its host's command line, which says nothing of the
+# image being built).
+cowroot_sources() {
+    local conf="${dracutsysrootdir-}/etc/cowroot.conf"
+    [[ -f $conf ]] && echo "$conf"
+    local root
+    root=$(cowroot root 2> /dev/null) && [[ -n $root ]] && [[ -b $root ]] && echo /proc/cmdline
+    return 0
+}
+
 # called by dracut
 check() {
     require_binaries cowroot || return 1
-    # A host-only image includes cowroot when this host boots with it.
-    if [[ $hostonly ]] && grep -qE '(^|[[:space:]])cowroot=' /proc/cmdline 2> /dev/null; then
+    # A host-only image includes cowroot when the system is set up for it.
+    if [[ $hostonly ]] && [[ -n "$(cowroot_sources)" ]]; then
         return 0
     fi
     # Otherwise only when asked for: add_dracutmodules+=" cowroot "
@@ -17,11 +29,14 @@ check() {
 
 # called by dracut
 depends() {
-    local deps="dm rootfs-block"
+    local deps="dm rootfs-block" src
     # A VG/LV pool (cowpool= without a leading slash or tag) needs lvm.
-    if grep -qE '(^|[[:space:]])cowpool=[^/=[:space:]]+/' /proc/cmdline 2> /dev/null; then
-        deps="$deps lvm"
-    fi
+    for src in $(cowroot_sources); do
+        if grep -qE '(^|[[:space:]])cowpool=[^/=[:space:]]+/' "$src" 2> /dev/null; then
+            deps="$deps lvm"
+            break
+        fi
+    done
     echo "$deps"
     return 0
 }
@@ -40,6 +55,11 @@ install() {
     inst_hook cmdline 20 "$moddir/cowroot-cmdline.sh"
     inst_script "$moddir/cowroot-setup.sh" /sbin/cowroot-setup
     inst_rules 12-cowroot.rules
+    # The configuration file (README: "Configuration file"), read by the
+    # binary at boot; editing it takes effect after dracut -f.
+    if [[ -f ${dracutsysrootdir-}/etc/cowroot.conf ]]; then
+        inst_simple /etc/cowroot.conf
+    fi
     if dracut_module_included "systemd"; then
         inst_simple "$moddir/cowroot.service" "$systemdsystemunitdir/cowroot.service"
         inst_script "$moddir/cowroot-generator.sh" "$systemdutildir/system-generators/cowroot-generator"
