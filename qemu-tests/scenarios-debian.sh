@@ -206,7 +206,7 @@ shell_exit_fails_closed() {
 # as if cowroot were not installed; with it, the boot stops (fail closed)
 # and never mounts the origin.
 broken_binary() {
-    local tag=$1 expect_without=$2 origin="$WORK/$1-broken-origin.img" pool="$WORK/$1-broken-pool.img" initrd="$WORK/$1-broken.img"
+    local tag=$1 expect_without=${2:-} origin="$WORK/$1-broken-origin.img" pool="$WORK/$1-broken-pool.img" initrd="$WORK/$1-broken.img"
     broken_binary_initrd "$initrd"
     blank_disk "$pool" 256M
     if [ "$expect_without" = boots ]; then
