@@ -203,12 +203,13 @@ console_send() {
     printf '%b' "$1" >&7
 }
 
-# Pulls the plug of an interactive guest and closes its console.
+# Pulls the plug of an interactive guest and closes its console. (The
+# waits return the killed processes' status: not a failure here.)
 console_stop() {
-    kill -9 "$QEMU_PID" 2>/dev/null
-    wait "$QEMU_PID" 2>/dev/null
-    kill "$CONSOLE_READER" 2>/dev/null
-    wait "$CONSOLE_READER" 2>/dev/null
+    kill -9 "$QEMU_PID" 2>/dev/null || true
+    wait "$QEMU_PID" 2>/dev/null || true
+    kill "$CONSOLE_READER" 2>/dev/null || true
+    wait "$CONSOLE_READER" 2>/dev/null || true
     exec 7>&-
     console_tidy
     return 0
