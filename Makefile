@@ -33,7 +33,6 @@ install: $(BIN)
 	install -D -m 0755 dracut/90cowroot/cowroot-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-setup.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-generator.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-generator.sh
 	install -D -m 0644 dracut/90cowroot/cowroot.service $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot.service
-	install -D -m 0644 dracut/90cowroot/fsck-read-only-origin.conf $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/fsck-read-only-origin.conf
 	install -D -m 0644 dracut/cowroot.conf $(DESTDIR)/usr/share/cowroot/dracut.conf.d/90-cowroot.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/cowroot/README.md
 

@@ -28,34 +28,17 @@ debian_mirror() {
 
 # Runs a command inside the root tree with /proc, /sys and /dev, in a
 # private mount namespace so nothing stays mounted on the host.
-# CHROOT_SETUP: more shell commands (fixed text, never a test value) run
-# in that namespace before the chroot, with $root set.
 chroot_run() {
     local root=$1
     shift
     # shellcheck disable=SC2016  # expanded by the inner shell
-    CHROOT_SETUP=${CHROOT_SETUP:-} unshare --mount --fork -- sh -ec '
+    unshare --mount --fork -- sh -ec '
         root=$1; shift
         mount -t proc proc "$root/proc"
         mount -t sysfs sys "$root/sys"
         mount --rbind /dev "$root/dev"
-        eval "$CHROOT_SETUP"
         exec chroot "$root" "$@"
     ' sh "$root" "$@"
-}
-
-# chroot_run as on a system that booted with cowroot=: a command line with
-# cowroot= and a root device /dev/mapper/cowroot (a node on a private tmpfs).
-chroot_run_booted() {
-    # shellcheck disable=SC2016  # expanded by chroot_run's inner shell
-    CHROOT_SETUP='
-        mount --make-rprivate "$root/dev"
-        echo "root=UUID=x ro cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb" > "$root/tmp/cmdline"
-        mount --bind "$root/tmp/cmdline" "$root/proc/cmdline"
-        mkdir -p "$root/dev/mapper"
-        mount -t tmpfs tmp "$root/dev/mapper"
-        mknod "$root/dev/mapper/cowroot" b 7 0
-    ' chroot_run "$@"
 }
 
 # The package set as mmdebstrap left it, cached by its inputs.
@@ -146,14 +129,16 @@ build_debian_images() {
     for want in usr/sbin/cowroot scripts/local-top/cowroot usr/lib/udev/rules.d/12-cowroot.rules dm-thin-pool.ko loop.ko; do
         grep -q "$want" "$root.out/contents" || die "the initramfs lacks $want"
     done
-    # A system that booted with cowroot= refuses to remove it (the next boot
-    # would mount root=, the origin, read-write), unless forced.
-    if chroot_run_booted "$root" dpkg -r cowroot > "$WORK/debian-$kind-refused.log" 2>&1; then
-        die "removing cowroot from a system booted with cowroot= was not refused"
+    # A system whose boot loader passes cowroot= refuses to remove it (the
+    # next boot would mount root=, the origin, read-write), unless forced.
+    mkdir -p "$root/etc/kernel"
+    echo "root=UUID=$ROOT_UUID ro cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb" > "$root/etc/kernel/cmdline"
+    if chroot_run "$root" dpkg -r cowroot > "$WORK/debian-$kind-refused.log" 2>&1; then
+        die "removing cowroot from a system whose boot loader passes cowroot= was not refused"
     fi
-    grep -q 'refusing to remove cowroot: this system booted with cowroot= (its root is /dev/mapper/cowroot)' \
+    grep -q 'refusing to remove cowroot: this system uses it (cowroot= in /etc/kernel/cmdline)' \
         "$WORK/debian-$kind-refused.log" || { cat "$WORK/debian-$kind-refused.log" >&2; die "the refusal does not say why"; }
-    rm -f "$root/tmp/cmdline"
+    rm -f "$root/etc/kernel/cmdline"
     # Otherwise removing the package leaves an initramfs without cowroot;
     # then install it again.
     chroot_run "$root" dpkg -r cowroot > "$WORK/debian-$kind-remove.log" 2>&1 || die "removing the package failed"

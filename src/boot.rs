@@ -27,6 +27,8 @@ pub enum BootMode {
     /// Set up only if every device is there now, else `DeviceNotYet`: for
     /// initqueues that call again rather than be blocked.
     NoWait,
+    /// The last of those calls: a device still missing is a timeout.
+    LastTry,
     /// Print the plan, change nothing.
     DryRun,
     /// The `cowroot.onfail=ro` fallback: the origin alone, read-only.
@@ -140,21 +142,29 @@ fn check_separate(cfg: &Config, pool: &str, others: [(&str, &Option<String>); 2]
     Ok(())
 }
 
-/// Seconds since the first `boot --no-wait` of this boot found a device
-/// missing (0 on that first call): `cowroot.timeout` bounds the calls
-/// together, as it bounds one call that waits.
+/// Seconds that `boot --no-wait` calls have found a device missing while
+/// nothing else happened: the clock starts again whenever the kernel sent
+/// a device event since the last call (a disk appeared, LUKS was opened, an
+/// LV was activated), so the time a passphrase takes to type does not
+/// count. `cowroot.timeout` bounds the quiet time, as it bounds one call
+/// that waits.
 fn waited_since_first_try() -> Result<u64> {
     const SINCE: &str = "/run/cowroot/waiting-since";
-    let uptime = || -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/uptime").ok()?;
-        text.split('.').next()?.parse().ok()
+    let number = |path: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.split(['.', ' ', '\n']).next()?.parse().ok()
     };
-    let now = uptime().unwrap_or(0);
-    match std::fs::read_to_string(SINCE).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
-        Some(first) => Ok(now.saturating_sub(first)),
-        None => {
+    let now = number("/proc/uptime").unwrap_or(0);
+    let events = number("/sys/kernel/uevent_seqnum").unwrap_or(0);
+    let stored = std::fs::read_to_string(SINCE).ok().and_then(|t| {
+        let (since, seen) = t.trim().split_once(' ')?;
+        Some((since.parse::<u64>().ok()?, seen.parse::<u64>().ok()?))
+    });
+    match stored {
+        Some((since, seen)) if seen == events => Ok(now.saturating_sub(since)),
+        _ => {
             std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
-            std::fs::write(SINCE, now.to_string()).map_err(|e| Error::io("write", SINCE, e))?;
+            std::fs::write(SINCE, format!("{now} {events}")).map_err(|e| Error::io("write", SINCE, e))?;
             Ok(0)
         }
     }
@@ -195,8 +205,11 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
             return Ok(Outcome::AlreadyActive { root, message });
         }
     }
-    let devices = match resolve_devices(&cfg, mode != BootMode::ReadOnlyOrigin, mode != BootMode::NoWait) {
-        Err(Error::DeviceNotYet { spec, key }) if waited_since_first_try()? >= cfg.timeout_secs => {
+    let wait = !matches!(mode, BootMode::NoWait | BootMode::LastTry);
+    let devices = match resolve_devices(&cfg, mode != BootMode::ReadOnlyOrigin, wait) {
+        Err(Error::DeviceNotYet { spec, key })
+            if mode == BootMode::LastTry || waited_since_first_try()? >= cfg.timeout_secs =>
+        {
             return Err(Error::DeviceTimeout { spec, key, seconds: cfg.timeout_secs })
         }
         other => other?,
@@ -211,7 +224,7 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
     match mode {
         BootMode::DryRun => return dry_run_plan(sys, &cfg, &devices).map(Outcome::DryRun),
         BootMode::ReadOnlyOrigin => return read_only_origin(sys, &cfg, &devices),
-        BootMode::Normal | BootMode::NoWait => {}
+        BootMode::Normal | BootMode::NoWait | BootMode::LastTry => {}
     }
 
     let mut exec = Executor::new(sys, &cfg.name);

@@ -26,6 +26,7 @@ usage:
                                              set up /dev/mapper/NAME as the keys say
   cowroot boot --no-wait [--print-root]      the same, but exit 3 at once when a device is not
                                              there yet (for initqueues that call again)
+  cowroot boot --last-try [--print-root]     the last such call: a missing device is a timeout
   cowroot boot --read-only-origin [--print-root]
                                              the cowroot.onfail=ro fallback: the origin, read-only
   cowroot format DEVICE [--block-size SIZE] [--force]
@@ -187,16 +188,18 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             let dry_run = args.flag("--dry-run");
             let read_only = args.flag("--read-only-origin");
             let no_wait = args.flag("--no-wait");
+            let last_try = args.flag("--last-try");
             let print_root = args.flag("--print-root");
             let given = args.raw_value("--cmdline")?;
             let rest = args.done()?;
             if !rest.is_empty() {
                 return Err(Error::Usage(format!("unexpected argument {}", rest[0])));
             }
-            let mode = match (dry_run, read_only, no_wait) {
+            let mode = match (dry_run, read_only, no_wait || last_try) {
                 (false, false, false) => BootMode::Normal,
                 (true, false, false) => BootMode::DryRun,
                 (false, true, false) => BootMode::ReadOnlyOrigin,
+                (false, false, true) if last_try => BootMode::LastTry,
                 (false, false, true) => BootMode::NoWait,
                 _ => return Err(Error::Usage("--dry-run, --read-only-origin and --no-wait exclude each other".into())),
             };

@@ -28,11 +28,24 @@ pub fn dm_cookie_semids(table: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Releases every pending dm cookie once; returns how many it released.
+/// Releases this process's dm cookies that are being waited for (someone
+/// waits for zero, and the last operation on it was ours: the wait after
+/// our own decrement), one step at a time; returns how many it touched.
+/// Other processes' cookies, and ours before the library's own decrement,
+/// are left alone.
 fn release_dm_cookies() -> usize {
     let table = std::fs::read_to_string("/proc/sysvipc/sem").unwrap_or_default();
+    let me = std::process::id() as i32;
     let mut released = 0;
     for semid in dm_cookie_semids(&table) {
+        // SAFETY: semctl with GETZCNT/GETPID takes no argument; a vanished
+        // id is an error return.
+        let (waiters, last) = unsafe {
+            (nix::libc::semctl(semid, 0, nix::libc::GETZCNT), nix::libc::semctl(semid, 0, nix::libc::GETPID))
+        };
+        if waiters <= 0 || last != me {
+            continue;
+        }
         let mut op = nix::libc::sembuf { sem_num: 0, sem_op: -1, sem_flg: nix::libc::IPC_NOWAIT as i16 };
         // SAFETY: semop reads one sembuf; a wrong or vanished id is an error return.
         if unsafe { nix::libc::semop(semid, &mut op, 1) } == 0 {

@@ -26,8 +26,9 @@ if [ -n "$cowroot_root" ]; then
     # the devices on LUKS, LVM or md would never appear); the timeout hook
     # is the last try.
     if [ -z "$DRACUT_SYSTEMD" ]; then
-        /sbin/initqueue --settled --unique --name cowroot /sbin/cowroot-setup
-        /sbin/initqueue --timeout --unique --name cowroot /sbin/cowroot-setup --final
+        # zz-: after cryptroot-ask, lvm_scan and mdraid jobs in each pass.
+        /sbin/initqueue --settled --unique --name zz-cowroot /sbin/cowroot-setup
+        /sbin/initqueue --timeout --unique --name zz-cowroot /sbin/cowroot-setup --final
     fi
 fi
 unset cowroot_root

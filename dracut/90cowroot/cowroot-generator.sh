@@ -17,7 +17,16 @@ else
     exit 0
 fi
 
-mkdir -p "$normal_dir/sysroot.mount.d" "$normal_dir/initrd-root-device.target.d" "$normal_dir/initrd.target.wants"
+mkdir -p "$normal_dir/sysroot.mount.d" "$normal_dir/initrd-root-device.target.d" "$normal_dir/initrd.target.wants" \
+    "$normal_dir/systemd-fsck-root.service.d"
+# systemd-fsck-root checks the device root= names: the origin, which must
+# never be written (fsck -a writes; after a failed setup the origin is
+# writable again), or a read-only device it cannot check. The
+# copy-on-write root replays its own journal when it is mounted.
+cat > "$normal_dir/systemd-fsck-root.service.d/50-cowroot.conf" << CONF
+[Unit]
+ConditionPathExists=/run/cowroot/never-check-the-origin
+CONF
 cat > "$normal_dir/sysroot.mount.d/50-cowroot.conf" << CONF
 [Unit]
 Requires=$unit

@@ -11,16 +11,19 @@
 # shellcheck source=/dev/null
 type emergency_shell > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
-if [ -n "$DRACUT_SYSTEMD" ] || [ "$1" = --final ]; then
+if [ -n "$DRACUT_SYSTEMD" ]; then
     /usr/sbin/cowroot boot
+elif [ "$1" = --final ]; then
+    # The initqueue's timeout hook: one more look, without blocking it.
+    /usr/sbin/cowroot boot --last-try
 else
     /usr/sbin/cowroot boot --no-wait
 fi
 case $? in
 0)
     # Done: no more calls from the initqueue.
-    rm -f "${hookdir:-/lib/dracut/hooks}/initqueue/settled/cowroot.sh" \
-        "${hookdir:-/lib/dracut/hooks}/initqueue/timeout/cowroot.sh"
+    rm -f "${hookdir:-/lib/dracut/hooks}/initqueue/settled/zz-cowroot.sh" \
+        "${hookdir:-/lib/dracut/hooks}/initqueue/timeout/zz-cowroot.sh"
     exit 0
     ;;
 3)
@@ -28,8 +31,8 @@ case $? in
     exit 0
     ;;
 esac
-rm -f "${hookdir:-/lib/dracut/hooks}/initqueue/settled/cowroot.sh" \
-    "${hookdir:-/lib/dracut/hooks}/initqueue/timeout/cowroot.sh"
+rm -f "${hookdir:-/lib/dracut/hooks}/initqueue/settled/zz-cowroot.sh" \
+    "${hookdir:-/lib/dracut/hooks}/initqueue/timeout/zz-cowroot.sh"
 
 case "$(/usr/sbin/cowroot onfail)" in
     halt)
@@ -47,10 +50,10 @@ case "$(/usr/sbin/cowroot onfail)" in
             exit 0
         fi
         rm -f /etc/cmdline.d/90-cowroot-ro.conf
-        emergency_shell -n cowroot "cowroot: setup failed and the origin cannot be booted read-only either (see the messages above). Check the devices named by cowroot= and cowroot.dev="
+        emergency_shell -n cowroot "cowroot: setup failed and the origin cannot be booted read-only either (see the messages above). Check the devices named by cowroot= and cowroot.dev=; to try again after fixing it here, run /sbin/cowroot-setup --final."
         ;;
     *)
-        emergency_shell -n cowroot "cowroot: setting up the copy-on-write root failed (see the message above). Check the devices named by cowroot=, cowroot.dev= and cowpool=; boot with cowroot.debug=1 for details, or with cowroot.reset=1 if the image was replaced."
+        emergency_shell -n cowroot "cowroot: setting up the copy-on-write root failed (see the message above). Check the devices named by cowroot=, cowroot.dev= and cowpool=; boot with cowroot.debug=1 for details, or with cowroot.reset=1 if the image was replaced. Leaving this shell does not boot the origin; to try again after fixing it here, run /sbin/cowroot-setup --final."
         ;;
 esac
 exit 1

@@ -17,14 +17,11 @@ cowroot_sources() {
 
 # called by dracut
 check() {
+    # Always, once cowroot is installed: it does nothing without its keys,
+    # and an initramfs without it would boot a cowroot= command line from
+    # root= (the origin), writable.
     require_binaries cowroot || return 1
-    # A host-only image includes cowroot when the system is set up for it.
-    if [[ $hostonly ]] && [[ -n "$(cowroot_sources)" ]]; then
-        return 0
-    fi
-    # Otherwise only when asked for: add_dracutmodules+=" cowroot "
-    # (see cowroot.conf) or dracut --add cowroot.
-    return 255
+    return 0
 }
 
 # called by dracut
@@ -63,7 +60,6 @@ install() {
     if dracut_module_included "systemd"; then
         inst_simple "$moddir/cowroot.service" "$systemdsystemunitdir/cowroot.service"
         inst_script "$moddir/cowroot-generator.sh" "$systemdutildir/system-generators/cowroot-generator"
-        inst_simple "$moddir/fsck-read-only-origin.conf" "$systemdsystemunitdir/systemd-fsck@.service.d/cowroot.conf"
     fi
     dracut_need_initqueue
 }
