@@ -11,14 +11,19 @@
 # shellcheck source=/dev/null
 type emergency_shell > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
-if [ -n "$DRACUT_SYSTEMD" ]; then
+case "$1" in
+--wait)
+    # cowroot.service (systemd): it waits itself, up to cowroot.timeout.
     /usr/sbin/cowroot boot
-elif [ "$1" = --final ]; then
+    ;;
+--final)
     # The initqueue's timeout hook: one more look, without blocking it.
     /usr/sbin/cowroot boot --last-try
-else
+    ;;
+*)
     /usr/sbin/cowroot boot --no-wait
-fi
+    ;;
+esac
 case $? in
 0)
     # Done: no more calls from the initqueue.
