@@ -68,7 +68,9 @@ t0=\$(up)
 udevadm settle -t 30
 t1=\$(up)
 say "root \$(findmnt -no SOURCE /) \$(findmnt -no OPTIONS / | cut -d, -f1)"
-say "by-uuid \$(readlink -f /dev/disk/by-uuid/$ROOT_UUID) mapper \$(readlink -f \$(findmnt -no SOURCE /))"
+# Device numbers: /dev/mapper/NAME may be a node cowroot made itself (when
+# udev's dm rules were missing), not udev's link to dm-N.
+say "by-uuid \$(stat -Lc %t:%T /dev/disk/by-uuid/$ROOT_UUID) mapper \$(stat -Lc %t:%T \$(findmnt -no SOURCE /))"
 marker=/var/lib/cowroot-test/marker
 if [ -f \$marker ]; then say "marker present: \$(cat \$marker)"; else say "marker absent"; fi
 if mkdir -p /var/lib/cowroot-test 2>/dev/null && echo "written at boot \$(cat /proc/sys/kernel/random/boot_id)" > \$marker 2>/dev/null && sync; then
