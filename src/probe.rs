@@ -112,12 +112,6 @@ fn block_devices() -> Vec<BlockDev> {
         if read_sys(&format!("{sys}/dm/uuid")).is_some_and(|u| u.starts_with(UUID_PREFIX)) {
             continue;
         }
-        // A device something is built on (an md RAID1 member, an LVM raid
-        // image, a multipath path) can carry the same label and uuid as
-        // the device built on it; the spec names the one on top.
-        if fs::read_dir(format!("{sys}/holders")).is_ok_and(|mut d| d.next().is_some()) {
-            continue;
-        }
         let partition = read_sys(&format!("{sys}/partition")).and_then(|n| n.parse().ok()).and_then(|n| {
             let parent = fs::canonicalize(format!("{sys}/..")).ok()?;
             Some((n, parent.file_name()?.to_string_lossy().into_owned()))
