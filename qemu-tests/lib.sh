@@ -300,6 +300,11 @@ run_vm_cut() {
     die "$name: the guest kernel stalled before init three times"
 }
 
+# The number after PREFIX on the last console (empty if none).
+console_number() {
+    sed -n "s/.*$1\([0-9]*\).*/\1/p" "$CONSOLE" | head -n 1
+}
+
 # Assertions on the last console.
 # -a: a console may carry bytes that are not text (a test's own command line).
 expect() {

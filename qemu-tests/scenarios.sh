@@ -158,7 +158,7 @@ scenario_full_pool_fails_writes_promptly() {
     expect 'COWTEST fill rc=1 '
     expect 'dd: error writing .*(I/O error|No space left on device)'
     local secs
-    secs=$(sed -n 's/.*COWTEST fill rc=1 secs=\([0-9]*\).*/\1/p' "$CONSOLE")
+    secs=$(console_number 'COWTEST fill rc=1 secs=')
     [ "$secs" -le 60 ] || die "the writer waited $secs s for an I/O error"
     expect '"pool_mode":"out_of_data_space"'
     expect '"health":"out_of_data_space"'
@@ -392,7 +392,7 @@ scenario_debug_lines_do_not_crowd_out_the_summary() {
     expect 'cowroot: [0-9]+ more debug lines in /run/cowroot/boot.log'
     expect 'COWTEST boot.log: cowroot: [0-9]+ ms: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table "0 [0-9]+ thin-pool '
     local lines
-    lines=$(sed -n 's/.*COWTEST boot.log lines: \([0-9]*\).*/\1/p' "$CONSOLE")
+    lines=$(console_number 'COWTEST boot.log lines: ')
     [ "${lines:-0}" -ge 15 ] || die "the boot log holds ${lines:-no} lines"
     reject 'output lines suppressed'
     origin_unchanged
