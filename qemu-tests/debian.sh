@@ -214,6 +214,53 @@ build_dracut_images() {
     if grep -q 'systemd-udevd.service' <<< "$contents"; then die "the no-systemd dracut image holds systemd"; fi
 }
 
+# The built images, cached by their inputs: the sources of the binary and
+# of the package (the README it ships excepted: the tests never read it),
+# this file and the Debian base. A hit saves the 4-6 minutes of a build;
+# the run works on copies, checked against the sums stored with them.
+debian_images_key() {
+    ensure_debian_base
+    (
+        cd "$REPO" || exit 1
+        find src dracut initramfs-tools packaging udev systemd -type f -print0 | sort -z | xargs -0 sha256sum
+        sha256sum Cargo.toml Cargo.lock Makefile qemu-tests/debian.sh
+        echo "$DEBIAN_BASE"
+    ) | sha256sum | cut -c1-16
+}
+
+# Sets what build_debian_images sets, from the cache or by building (then
+# cached; older entries are removed). Writes the variables to $1.
+debian_images() {
+    local env_out=$1 key dir out="$WORK/debian-initramfs-tools.out" f
+    key=$(debian_images_key) || die "cannot compute the Debian images' cache key"
+    dir="$CACHE/debian-images-$key"
+    if [ -f "$dir/env" ]; then
+        log "Debian test images from the cache ($dir)"
+        rm -rf "$out"
+        mkdir -p "$out"
+        for f in "$dir"/*; do cp --sparse=always "$f" "$out/" || die "cannot copy $f"; done
+        # shellcheck source=/dev/null
+        . "$out/env"
+        # Built under another work directory, perhaps: the names hold.
+        DEB_KERNEL="$out/${DEB_KERNEL##*/}" DEB_INITRD="$out/${DEB_INITRD##*/}"
+        DRACUT_INITRD_NOSYSTEMD="$out/${DRACUT_INITRD_NOSYSTEMD##*/}" DRACUT_INITRD_SYSTEMD="$out/${DRACUT_INITRD_SYSTEMD##*/}"
+        DEB_IMAGES="$out/${DEB_IMAGES##*/}" DEB_ROOT_IMG="$out/${DEB_ROOT_IMG##*/}"
+        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DEB_IMAGES DEB_IMAGES_SHA \
+            DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
+        same "$(sha "$DEB_IMAGES")" "$DEB_IMAGES_SHA" "the cached images disk"
+        same "$(sha "$DEB_ROOT_IMG")" "$DEB_ROOT_SHA" "the cached root disk"
+    else
+        build_debian_images initramfs-tools
+        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DEB_IMAGES DEB_IMAGES_SHA \
+            DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
+        rm -rf "$CACHE"/debian-images-* "$dir.tmp"
+        mkdir -p "$dir.tmp"
+        for f in "$out"/*; do [ -f "$f" ] && { cp --sparse=always "$f" "$dir.tmp/" || die "cannot cache $f"; }; done
+        mv "$dir.tmp" "$dir"
+    fi
+    cp "$out/env" "$env_out"
+}
+
 # Boots the Debian image with the user's keys and waits for it to power off.
 run_debian() {
     local name=$1 cmdline=$2

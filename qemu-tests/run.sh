@@ -39,7 +39,7 @@ if printf '%s\n' "${selected[@]}" | grep -q '^debian_'; then
     start=$(date +%s)
     # Not inside `if !` or `||`: bash turns set -e off there, and an
     # unguarded failing step would go unseen.
-    ( set -euo pipefail; build_debian_images initramfs-tools; declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DEB_IMAGES DEB_IMAGES_SHA DEB_ROOT_IMG DEB_ROOT_SHA > "$WORK/debian-env" ) > "$WORK/debian-build.out" 2>&1
+    ( set -euo pipefail; debian_images "$WORK/debian-env" ) > "$WORK/debian-build.out" 2>&1
     built=$?
     if [ $built != 0 ]; then
         tail -n 30 "$WORK/debian-build.out"
@@ -49,7 +49,7 @@ if printf '%s\n' "${selected[@]}" | grep -q '^debian_'; then
     fi
     # shellcheck source=/dev/null
     . "$WORK/debian-env"
-    log "Debian test images built in $(( $(date +%s) - start )) s"
+    log "Debian test images ready in $(( $(date +%s) - start )) s"
 fi
 rm -f "$WORK/debian-measures"
 
