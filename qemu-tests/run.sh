@@ -57,7 +57,7 @@ passed=0 failed=0 failures=()
 for name in "${selected[@]}"; do
     start=$(date +%s)
     # A step that fails under set -e says which one, so no failure is silent.
-    ( set -euo pipefail; trap 'log "failed: line $LINENO: $BASH_COMMAND"' ERR; "scenario_$name" ) > "$WORK/$name.out" 2>&1
+    ( set -eEuo pipefail; trap 'log "failed: line $LINENO: $BASH_COMMAND"' ERR; "scenario_$name" ) > "$WORK/$name.out" 2>&1
     rc=$?
     secs=$(( $(date +%s) - start ))
     if [ $rc = 0 ]; then
