@@ -112,6 +112,10 @@ build_debian_images() {
     tar -xf "$DEBIAN_BASE" -C "$root"
 
     echo cowroot-test > "$root/etc/hostname"
+    # A fixed machine id: otherwise every fresh root (every reset) runs
+    # systemd-machine-id-commit, which under TCG can outlast its timeout
+    # and show up as a failed unit that has nothing to do with cowroot.
+    echo 5eedc0de00004000800000000000c0de > "$root/etc/machine-id"
     echo "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
     # Under -cpu max a Debian root may stall ~80 s loading kvm_amd.
     printf 'blacklist kvm\nblacklist kvm_amd\nblacklist kvm_intel\n' > "$root/etc/modprobe.d/test-vm-no-kvm.conf"
