@@ -3,9 +3,16 @@
 # property tests at a fixed count), the static-binary checks, then every VM
 # scenario. Installs what it needs on Debian.
 #   ./test.sh --fuzz   only the parser property tests, a million inputs each
+#   ./test.sh --full   also the scenarios that repeat a fault class under
+#                      another generator
 set -euo pipefail
 cd "$(dirname "$0")"
 
+if [ "${1:-}" = --full ]; then
+    # Every scenario, the whole generator matrix included.
+    export COWROOT_FULL=1
+    shift
+fi
 if [ "${1:-}" = --fuzz ]; then
     ./qemu-tests/prereqs.sh
     COWROOT_FUZZ_CASES=${COWROOT_FUZZ_CASES:-1000000} \
