@@ -29,11 +29,12 @@ log "kernel $KVER, binary $(stat -c %s "$BIN") bytes"
 mapfile -t all < <(declare -F | awk '{print $3}' | grep '^scenario_' | sed 's/^scenario_//')
 # Run by ./test.sh --full (COWROOT_FULL=1) or when named: the same fault
 # class is proven under another generator in every run.
-FULL_ONLY=" debian_dracut_nosystemd_onfail_halt debian_dracut_systemd_onfail_halt debian_dracut_nosystemd_onfail_ro "
+FULL_ONLY=" debian_dracut_nosystemd_onfail_halt debian_dracut_systemd_onfail_halt debian_dracut_nosystemd_onfail_ro
+ debian_dracut_nosystemd_onfail_shell debian_dracut_nosystemd_lvm_pool "
 selected=()
 for name in "${all[@]}"; do
     if [ $# = 0 ]; then
-        [[ ${COWROOT_FULL:-} != 1 && $FULL_ONLY == *" $name "* ]] && continue
+        [[ ${COWROOT_FULL:-} != 1 && $FULL_ONLY =~ [[:space:]]${name}[[:space:]] ]] && continue
         selected+=("$name")
         continue
     fi

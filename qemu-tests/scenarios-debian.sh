@@ -45,11 +45,14 @@ keep_then_reset() {
     expect_cow_root
     expect 'COWTEST marker present: written at boot'
     expect_clean_poweroff "$tag-boot2"
-    run_debian "$tag-keep-3" "$DEB_KEYS cowroot.reset=1" "$DEB_IMAGES" "$pool"
-    expect 'generation 2 \(reset\)'
-    expect_cow_root
-    expect 'COWTEST marker absent'
-    expect_clean_poweroff "$tag-boot3"
+    # A reset is the binary's doing; one generator proves it in every run.
+    if [ "${2:-}" = reset ] || [ "${COWROOT_FULL:-}" = 1 ]; then
+        run_debian "$tag-keep-3" "$DEB_KEYS cowroot.reset=1" "$DEB_IMAGES" "$pool"
+        expect 'generation 2 \(reset\)'
+        expect_cow_root
+        expect 'COWTEST marker absent'
+        expect_clean_poweroff "$tag-boot3"
+    fi
     debian_images_unchanged
 }
 
@@ -244,7 +247,7 @@ scenario_debian_initramfs_tools_without_dm_notify_rules() {
     debian_images_unchanged
 }
 
-scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools; }
+scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools reset; }
 scenario_debian_initramfs_tools_lvm_pool() { DEB_BOOT_INITRD=$DEB_INITRD lvm_pool itools again; }
 scenario_debian_initramfs_tools_onfail_shell() { DEB_BOOT_INITRD=$DEB_INITRD onfail_shell itools '(initramfs)'; }
 scenario_debian_initramfs_tools_onfail_halt() { DEB_BOOT_INITRD=$DEB_INITRD onfail_halt itools; }
