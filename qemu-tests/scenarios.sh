@@ -410,3 +410,28 @@ scenario_pool_stacked_on_the_image_host_is_refused() {
     expect 'COWTEST dm: 0 devices'
     origin_unchanged
 }
+
+# A hibernated cowroot system, then a boot that would write to the pool (a
+# reset) with resume= naming the image: cowroot resumes the hibernated
+# system before writing anything, so its pool stays as it was in memory.
+# (The generators resume later: initramfs-tools in local-premount.)
+scenario_hibernated_system_is_resumed_before_the_pool_is_written() {
+    fresh_disks hibernate
+    blank_disk "$D/swap.img" 512M
+    VM_DONE_PATTERN='COWTEST hibernating' \
+        run_vm hibernate-1 "$FILE_KEYS cowtest=boot,write,hibernate,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+    expect 'COWTEST wrote marker'
+    expect 'COWTEST hibernating'
+    reject 'COWTEST resumed from hibernation|COWTEST hibernate failed'
+    [ "$(dd if="$D/swap.img" bs=1 skip=4086 count=9 status=none)" = S1SUSPEND ] || die "no hibernation image on the swap disk"
+    run_vm hibernate-2 "$FILE_KEYS cowroot.reset=1 resume=/dev/vdc cowtest=boot,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+    expect 'cowroot: /dev/vdc \(resume=/dev/vdc\) holds a hibernation image \(S1SUSPEND\); resuming it before anything is written to the pool'
+    expect 'COWTEST marker present: kept-change'
+    reject 'COWTEST boot rc=|generation 2'
+    # The image is used up: the next boot sets up as usual, the changes kept.
+    run_vm hibernate-3 "$FILE_KEYS resume=/dev/vdc cowtest=boot,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+    expect 'ready: .* generation 1 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    reject 'hibernation image'
+    origin_unchanged
+}

@@ -3,6 +3,7 @@
 //! execute (with rollback) → one summary line. Every effect goes through
 //! `System`.
 
+use crate::cmdline::Param;
 use crate::config::{Config, DevSpec, PoolSpec, Source};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, System};
@@ -11,6 +12,7 @@ use crate::names::Role;
 use crate::plan::{self, origin_ref, OriginFacts, HOST_MOUNT};
 use crate::probe;
 use crate::render;
+use crate::resume::{self, Request, ResumeDevice};
 use crate::settings::Settings;
 use crate::sys::random_uuid;
 use crate::units::Bytes;
@@ -170,6 +172,87 @@ fn waited_since_first_try() -> Result<u64> {
     }
 }
 
+/// Before anything is written to the pool: a hibernation image on the
+/// `resume=` device is resumed first (see `resume`). The resume device is
+/// waited for like cowroot's own, but its absence only warns: the
+/// generator's own resume step would not find it either.
+fn resume_first<S: System>(
+    sys: &mut S,
+    params: &[Param],
+    cfg: &Config,
+    mode: BootMode,
+    waited: Duration,
+) -> Result<()> {
+    let (device, offset_pages) = match resume::request(params) {
+        Request::None => return Ok(()),
+        Request::Unknown(value) => {
+            log::warn!(
+                "resume={value}: cowroot cannot look up a device named this way, so it cannot check it for a \
+                 hibernation image before writing to the pool; name it as /dev/..., UUID=, LABEL=, PARTUUID= or MAJ:MIN"
+            );
+            return Ok(());
+        }
+        Request::Resume { device, offset_pages } => (device, offset_pages),
+    };
+    let look = || -> Result<Option<String>> {
+        match &device {
+            ResumeDevice::Number(num) => Ok(probe::dev_path(*num).filter(|p| Path::new(p).exists())),
+            ResumeDevice::Spec(spec) => probe::resolve(spec, "resume"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(cfg.timeout_secs).saturating_sub(waited);
+    let path = loop {
+        if let Some(path) = look()? {
+            break path;
+        }
+        let give_up = match mode {
+            BootMode::NoWait => {
+                if waited_since_first_try()? < cfg.timeout_secs {
+                    return Err(Error::DeviceNotYet { spec: device.to_string(), key: "resume".into() });
+                }
+                true
+            }
+            BootMode::Normal => Instant::now() >= deadline,
+            _ => true,
+        };
+        if give_up {
+            log::warn!(
+                "resume={device}: no such device after {} s; setting up without checking it for a hibernation image",
+                cfg.timeout_secs
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let signature = |path: &str| resume::read_header_page(path, offset_pages).map(|p| resume::image_signature(&p));
+    let found = match signature(&path) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            log::warn!(
+                "resume={device}: cannot read {path} ({err}); setting up without checking it for a hibernation image"
+            );
+            return Ok(());
+        }
+    };
+    log::warn!("{path} (resume={device}) holds a hibernation image ({found}); resuming it before anything is written to the pool");
+    let tried = probe::dev_num(&path).and_then(|num| sys.resume_hibernation(num, offset_pages));
+    match signature(&path)? {
+        None => {
+            log::warn!("the kernel did not resume the image on {path} and discarded it (see its messages above); setting up as usual");
+            Ok(())
+        }
+        Some(_) => Err(Error::HibernationPending {
+            spec: device.to_string(),
+            device: path,
+            why: match tried {
+                Err(err) => err.to_string(),
+                Ok(()) => "the image is still there".into(),
+            },
+        }),
+    }
+}
+
 /// Is our root device already there (the agent ran earlier in this boot)?
 fn already_active<S: System>(sys: &mut S, cfg: &Config) -> Result<bool> {
     let root = cfg.name.dm_name(Role::Thin);
@@ -226,6 +309,7 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
         BootMode::ReadOnlyOrigin => return read_only_origin(sys, &cfg, &devices),
         BootMode::Normal | BootMode::NoWait | BootMode::LastTry => {}
     }
+    resume_first(sys, &settings.params(), &cfg, mode, devices.waited)?;
 
     let mut exec = Executor::new(sys, &cfg.name);
     let (thins, origin_size) = match setup(&cfg, &devices, &mut exec) {

@@ -43,6 +43,8 @@ pub enum Error {
     Unsupported { key: String, what: String },
     /// Setting up failed and so did undoing part of it.
     Rollback { cause: Box<Error>, failures: Vec<String> },
+    /// A hibernation image waits on the resume device and was not resumed.
+    HibernationPending { spec: String, device: String, why: String },
     /// A problem with a word read from a file (`/etc/cowroot.conf`,
     /// dracut's `/etc/cmdline.d`) rather than the kernel command line.
     InFile { file: String, line: usize, cause: Box<Error> },
@@ -142,6 +144,13 @@ impl fmt::Display for Error {
                  {metadata}: the header was restored from an older copy or came from another \
                  pool. Nothing was changed. Put back the header and metadata that belong \
                  together, or start over with `cowroot format --force {device}`"
+            ),
+            Error::HibernationPending { spec, device, why } => write!(
+                f,
+                "resume={spec}: {device} holds a hibernation image that the kernel did not resume \
+                 ({why}); cowroot writes nothing to the pool while it may still be resumed, as the \
+                 resumed system would overwrite what this boot wrote. Boot once with noresume to \
+                 discard the image (the hibernated session is lost), or boot the kernel that wrote it"
             ),
             Error::Inconsistent(m) => write!(f, "pool is inconsistent: {m}"),
             Error::Io { op, target, errno } => write!(f, "{op} {target}: {errno}"),

@@ -68,6 +68,9 @@ pub trait System {
     /// returns whether cowroot created the node itself.
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool>;
     fn remove_node(&mut self, name: &str) -> Result<()>;
+    /// Asks the kernel to resume the hibernation image on `device`: returns
+    /// only if it did not (see `resume`).
+    fn resume_hibernation(&mut self, device: DevNum, offset_pages: u64) -> Result<()>;
 
     /// How long waits may take (`cowroot.timeout`).
     fn set_timeout(&mut self, _timeout: std::time::Duration) {}
@@ -326,6 +329,9 @@ pub mod fake {
         fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
             self.record(format!("mknod {name} {dev}"))?;
             Ok(true)
+        }
+        fn resume_hibernation(&mut self, device: DevNum, offset_pages: u64) -> Result<()> {
+            self.record(format!("resume {device} {offset_pages}"))
         }
         fn remove_node(&mut self, name: &str) -> Result<()> {
             self.record(format!("rmnode {name}"))

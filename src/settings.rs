@@ -7,8 +7,8 @@
 //!    any other word is an error naming the word, the file and the line.
 //!    It alone can turn cowroot on.
 //! 2. dracut's `/etc/cmdline.d/*.conf`, in name order: command-line words
-//!    for everyone in the initramfs. cowroot takes its own keys and ignores
-//!    the rest, which are dracut's.
+//!    for everyone in the initramfs. cowroot takes its own keys and the
+//!    kernel's resume keys (see `resume`), and ignores the rest.
 //! 3. The kernel command line.
 //!
 //! The words are kept in that order, so `Config`'s rule that the last value
@@ -84,7 +84,10 @@ impl Settings {
             }
         }
         for (path, bytes) in cmdline_d {
-            let ours = file_words(path, bytes, false).into_iter().filter(|(p, _)| is_ours(&p.key));
+            // dracut writes resume= there too (host-only images).
+            let ours = file_words(path, bytes, false)
+                .into_iter()
+                .filter(|(p, _)| is_ours(&p.key) || crate::resume::KEYS.contains(&p.key.as_str()));
             settings.words.extend(ours.map(|(p, at)| (p, Some(at))));
         }
         settings.words.extend(cmdline::split_bytes(cmdline).into_iter().map(|p| (p, None)));

@@ -144,6 +144,17 @@ impl System for RealSystem {
         self.timeout = timeout;
     }
 
+    fn resume_hibernation(&mut self, device: DevNum, offset_pages: u64) -> Result<()> {
+        // What the generators' resume steps write; the kernel reads the
+        // image and jumps into it, or comes back here.
+        if offset_pages != 0 {
+            let path = "/sys/power/resume_offset";
+            fs::write(path, format!("{offset_pages}\n")).map_err(|e| Error::io("write", path, e))?;
+        }
+        let path = "/sys/power/resume";
+        fs::write(path, format!("{device}\n")).map_err(|e| Error::io("write", path, e))
+    }
+
     fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
