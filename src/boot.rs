@@ -217,7 +217,9 @@ fn resume_first<S: System>(
         };
         if give_up {
             log::warn!(
-                "resume={device}: no such device after {} s; setting up without checking it for a hibernation image",
+                "resume={device}: no such device after {} s; setting up without checking it for a hibernation \
+                 image. If resume= names a swap file inside the copy-on-write root or a device that is gone, \
+                 add noresume (or fix resume=) to save this wait",
                 cfg.timeout_secs
             );
             return Ok(());
