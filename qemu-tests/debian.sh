@@ -229,7 +229,7 @@ debian_images_key() {
 }
 
 # Sets what build_debian_images sets, from the cache or by building (then
-# cached; older entries are removed). Writes the variables to $1.
+# cached; all but the newest entries are removed). Writes the variables to $1.
 debian_images() {
     local env_out=$1 key dir out="$WORK/debian-initramfs-tools.out" f
     key=$(debian_images_key) || die "cannot compute the Debian images' cache key"
@@ -253,7 +253,10 @@ debian_images() {
         build_debian_images initramfs-tools
         declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DEB_IMAGES DEB_IMAGES_SHA \
             DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
-        rm -rf "$CACHE"/debian-images-* "$dir.tmp"
+        # The newest two stay (work on two branches at once hits both).
+        find "$CACHE" -maxdepth 1 -name 'debian-images-*' -printf '%T@ %p\n' | sort -rn | tail -n +3 | cut -d' ' -f2- \
+            | xargs -r rm -rf
+        rm -rf "$dir.tmp"
         mkdir -p "$dir.tmp"
         for f in "$out"/*; do [ -f "$f" ] && { cp --sparse=always "$f" "$dir.tmp/" || die "cannot cache $f"; }; done
         mv "$dir.tmp" "$dir"
