@@ -247,6 +247,47 @@ scenario_debian_initramfs_tools_without_dm_notify_rules() {
     debian_images_unchanged
 }
 
+# Fedora's udev rule layout (upstream lvm2: the dm rules are 10-dm.rules
+# and 13-dm-disk.rules, which makes the /dev/disk links of dm devices):
+# Debian's dm rules are moved there in the dracut image by an appended
+# archive, which also adds a pre-pivot hook that reports every /dev/disk
+# link udev made in the initramfs to cowroot's private layers (pool,
+# tmeta, tdata). cowroot's rule must act before the links are made.
+scenario_debian_dracut_systemd_fedora_udev_rule_order() {
+    local initrd="$WORK/fedora-rules.img" dir pool="$WORK/fedora-rules-pool.img" rules=/usr/lib/udev/rules.d
+    dir=$(mktemp -d "$WORK/fedora-rules.XXXX")
+    mkdir -p "$dir$rules" "$dir/usr/lib/dracut/hooks/pre-pivot"
+    cp "$rules/55-dm.rules" "$dir$rules/10-dm.rules" || die "no 55-dm.rules on this machine (dmsetup)"
+    cp "$rules/60-persistent-storage-dm.rules" "$dir$rules/13-dm-disk.rules" || die "no 60-persistent-storage-dm.rules"
+    : > "$dir$rules/55-dm.rules"
+    : > "$dir$rules/60-persistent-storage-dm.rules"
+    cat > "$dir/usr/lib/dracut/hooks/pre-pivot/99-cowtest.sh" <<'HOOK'
+# cowroot test: the /dev/disk links udev made to cowroot's private layers.
+cowtest_layers=0 cowtest_links=""
+for cowtest_d in /sys/block/dm-*; do
+    case "$(cat "$cowtest_d/dm/uuid" 2>/dev/null)" in
+        COWROOT-pool-* | COWROOT-tmeta-* | COWROOT-tdata-*) cowtest_layers=$((cowtest_layers + 1)) ;;
+        *) continue ;;
+    esac
+    for cowtest_l in $(find /dev/disk -type l); do
+        [ "$(readlink -f "$cowtest_l")" = "/dev/${cowtest_d##*/}" ] && cowtest_links="$cowtest_links $cowtest_l"
+    done
+done
+echo "COWTEST initramfs: $cowtest_layers private layers, links to them:$cowtest_links" > /dev/kmsg
+echo "COWTEST initramfs: rules $(ls /usr/lib/udev/rules.d | grep -E 'dm|cowroot' | tr '\n' ' ')" > /dev/kmsg
+HOOK
+    { cat "$DRACUT_INITRD_SYSTEMD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+        || die "cannot make the initramfs with Fedora's rule layout"
+    rm -rf "$dir"
+    blank_disk "$pool" 1G
+    DEB_BOOT_INITRD=$initrd run_debian fedora-rules "$DEB_KEYS" "$DEB_IMAGES" "$pool"
+    expect 'COWTEST initramfs: rules 10-dm.rules 12-cowroot.rules 13-dm-disk.rules '
+    expect 'COWTEST initramfs: 3 private layers, links to them:$'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    debian_images_unchanged
+}
+
 scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools reset; }
 scenario_debian_initramfs_tools_lvm_pool() { DEB_BOOT_INITRD=$DEB_INITRD lvm_pool itools again; }
 scenario_debian_initramfs_tools_onfail_shell() { DEB_BOOT_INITRD=$DEB_INITRD onfail_shell itools '(initramfs)'; }
