@@ -163,11 +163,12 @@ build_debian_images() {
 
     DEB_KERNEL=$(find "$root/boot" -name 'vmlinuz-*' | head -n 1)
     DEB_INITRD=$(find "$root/boot" -name 'initrd.img-*' | head -n 1)
-    cp "$DEB_KERNEL" "$DEB_INITRD" "$root/boot/dracut-nosystemd.img" "$root/boot/dracut-systemd.img" "$root.out/"
+    cp "$DEB_KERNEL" "$DEB_INITRD" "$root"/boot/dracut-{nosystemd,systemd,hostonly}.img "$root.out/"
     DEB_KERNEL="$root.out/$(basename "$DEB_KERNEL")"
     DEB_INITRD="$root.out/$(basename "$DEB_INITRD")"
     DRACUT_INITRD_NOSYSTEMD="$root.out/dracut-nosystemd.img"
     DRACUT_INITRD_SYSTEMD="$root.out/dracut-systemd.img"
+    DRACUT_INITRD_HOSTONLY="$root.out/dracut-hostonly.img"
 
     mkdir -p "$root.out/images"
     mkfs.ext4 -q -F -U "$ROOT_UUID" -L debroot -d "$root" "$root.out/images/root.img" 1600M \
@@ -202,7 +203,12 @@ build_dracut_images() {
     chroot_run "$root" dracut "${common[@]}" --add "cowroot systemd" \
         /boot/dracut-systemd.img "$kver" > "$WORK/dracut-systemd.log" 2>&1 \
         || { tail -n 20 "$WORK/dracut-systemd.log" >&2; die "dracut (with systemd) failed"; }
-    for kind in nosystemd systemd; do
+    # Host-only, as most dracut systems build it: the chroot sees this
+    # machine's disks and loaded modules, so the VM's disk driver is added.
+    chroot_run "$root" dracut --force --hostonly --no-hostonly-cmdline --add-drivers "virtio_pci virtio_blk" \
+        --add "cowroot systemd" /boot/dracut-hostonly.img "$kver" > "$WORK/dracut-hostonly.log" 2>&1 \
+        || { tail -n 20 "$WORK/dracut-hostonly.log" >&2; die "dracut (host-only) failed"; }
+    for kind in nosystemd systemd hostonly; do
         contents=$(chroot_run "$root" lsinitrd "/boot/dracut-$kind.img")
         for want in usr/sbin/cowroot sbin/cowroot-setup cowroot-cmdline.sh 12-cowroot.rules dm-thin-pool.ko; do
             grep -q "$want" <<< "$contents" || die "the dracut $kind image lacks $want"
@@ -244,14 +250,15 @@ debian_images() {
         # Built under another work directory, perhaps: the names hold.
         DEB_KERNEL="$out/${DEB_KERNEL##*/}" DEB_INITRD="$out/${DEB_INITRD##*/}"
         DRACUT_INITRD_NOSYSTEMD="$out/${DRACUT_INITRD_NOSYSTEMD##*/}" DRACUT_INITRD_SYSTEMD="$out/${DRACUT_INITRD_SYSTEMD##*/}"
+        DRACUT_INITRD_HOSTONLY="$out/${DRACUT_INITRD_HOSTONLY##*/}"
         DEB_IMAGES="$out/${DEB_IMAGES##*/}" DEB_ROOT_IMG="$out/${DEB_ROOT_IMG##*/}"
-        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DEB_IMAGES DEB_IMAGES_SHA \
+        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DRACUT_INITRD_HOSTONLY DEB_IMAGES DEB_IMAGES_SHA \
             DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
         same "$(sha "$DEB_IMAGES")" "$DEB_IMAGES_SHA" "the cached images disk"
         same "$(sha "$DEB_ROOT_IMG")" "$DEB_ROOT_SHA" "the cached root disk"
     else
         build_debian_images initramfs-tools
-        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DEB_IMAGES DEB_IMAGES_SHA \
+        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DRACUT_INITRD_HOSTONLY DEB_IMAGES DEB_IMAGES_SHA \
             DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
         # The newest two stay (work on two branches at once hits both).
         find "$CACHE" -maxdepth 1 -name 'debian-images-*' -printf '%T@ %p\n' | sort -rn | tail -n +3 | cut -d' ' -f2- \

@@ -288,6 +288,18 @@ HOOK
     debian_images_unchanged
 }
 
+# A host-only dracut image (dracut --hostonly, built in a chroot): the
+# modules cowroot needs are there whatever the build host had loaded.
+scenario_debian_dracut_hostonly_image_boots() {
+    local pool="$WORK/hostonly-pool.img"
+    blank_disk "$pool" 1G
+    DEB_BOOT_INITRD=$DRACUT_INITRD_HOSTONLY run_debian hostonly "$DEB_KEYS" "$DEB_IMAGES" "$pool"
+    expect 'cowroot: /dev/mapper/cowroot ready: .*generation 1 \(formatted\)'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    debian_images_unchanged
+}
+
 scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools reset; }
 scenario_debian_initramfs_tools_lvm_pool() { DEB_BOOT_INITRD=$DEB_INITRD lvm_pool itools again; }
 scenario_debian_initramfs_tools_onfail_shell() { DEB_BOOT_INITRD=$DEB_INITRD onfail_shell itools '(initramfs)'; }

@@ -15,12 +15,35 @@ cowroot_sources() {
     return 0
 }
 
+# On a system that booted with cowroot, the device under the image host
+# (/run/cowroot/host). dracut finds the root's storage by following its
+# slaves, and a loop device has none: a host-only image would lack what
+# the image host needs (its LVM, md or LUKS module, its disk driver's
+# module when that is not loaded otherwise).
+cowroot_image_host() {
+    local src
+    src=$(awk '$2 == "/run/cowroot/host" { print $1; exit }' /proc/self/mounts 2> /dev/null)
+    [[ -b $src ]] && echo "$src"
+    return 0
+}
+
 # called by dracut
 check() {
     # Always, once cowroot is installed: it does nothing without its keys,
     # and an initramfs without it would boot a cowroot= command line from
     # root= (the origin), writable.
     require_binaries cowroot || return 1
+    # 90cowroot sorts before 90crypt, 90lvm and 90mdraid, whose checks then
+    # see the image host among the host's devices.
+    local dev
+    dev=$(cowroot_image_host)
+    if [[ $hostonly && -n $dev ]]; then
+        if declare -F push_host_devs > /dev/null; then
+            push_host_devs "$dev"
+        else
+            host_devs+=("$dev")
+        fi
+    fi
     return 0
 }
 
