@@ -26,6 +26,8 @@ install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
 	install -D -m 0755 initramfs-tools/scripts/local-top/cowroot $(DESTDIR)/usr/share/initramfs-tools/scripts/local-top/cowroot
+	install -D -m 0755 initramfs-tools/scripts/local-block/cowroot $(DESTDIR)/usr/share/initramfs-tools/scripts/local-block/cowroot
+	install -D -m 0644 initramfs-tools/cowroot-setup $(DESTDIR)/usr/share/cowroot/initramfs-tools/cowroot-setup
 	install -D -m 0644 udev/12-cowroot.rules $(DESTDIR)/usr/lib/udev/rules.d/12-cowroot.rules
 	install -D -m 0644 systemd/run-cowroot-host.mount.conf $(DESTDIR)/usr/lib/systemd/system/run-cowroot-host.mount.d/cowroot.conf
 	install -D -m 0755 dracut/90cowroot/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/module-setup.sh

@@ -27,7 +27,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo fmt --manifest-path qemu-tests/logreplay/Cargo.toml -- --check
 cargo clippy --manifest-path qemu-tests/logreplay/Cargo.toml --all-targets --quiet -- -D warnings
 shellcheck -x qemu-tests/*.sh qemu-tests/guest/init qemu-tests/guest/crash.sh demo.sh test.sh .ci/run \
-    initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot dracut/90cowroot/*.sh
+    initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot initramfs-tools/scripts/local-block/cowroot \
+    initramfs-tools/cowroot-setup dracut/90cowroot/*.sh
 
 echo "== unit tests"
 COWROOT_FUZZ_CASES=${COWROOT_FUZZ_CASES:-5000} cargo test --quiet

@@ -132,7 +132,7 @@ build_debian_images() {
         || { cat "$WORK/debian-$kind-install.log" >&2; die "installing the package failed"; }
     grep -q "update-initramfs" "$WORK/debian-$kind-install.log" || die "installing did not regenerate the initramfs"
     chroot_run "$root" sh -c 'lsinitramfs /boot/initrd.img-*' > "$root.out/contents" || die "lsinitramfs failed"
-    for want in usr/sbin/cowroot scripts/local-top/cowroot usr/lib/udev/rules.d/12-cowroot.rules dm-thin-pool.ko loop.ko; do
+    for want in usr/sbin/cowroot scripts/local-top/cowroot scripts/local-block/cowroot scripts/cowroot-setup usr/lib/udev/rules.d/12-cowroot.rules dm-thin-pool.ko loop.ko; do
         grep -q "$want" "$root.out/contents" || die "the initramfs lacks $want"
     done
     # A system whose boot loader passes cowroot= refuses to remove it (the
@@ -152,7 +152,7 @@ build_debian_images() {
         || die "lsinitramfs after removal failed"
     # An empty listing would pass the check below: it must be a real one.
     grep -qx 'scripts/local' "$root.out/contents-removed" || die "the initramfs listing after removal is empty or broken"
-    if grep -qE 'usr/sbin/cowroot|local-top/cowroot|12-cowroot' "$root.out/contents-removed"; then
+    if grep -qE 'usr/sbin/cowroot|local-top/cowroot|local-block/cowroot|cowroot-setup|12-cowroot' "$root.out/contents-removed"; then
         die "the initramfs still holds cowroot after removal"
     fi
     grep -q 'Processing triggers for initramfs-tools' "$WORK/debian-$kind-remove.log" \

@@ -300,6 +300,50 @@ scenario_debian_dracut_hostonly_image_boots() {
     debian_images_unchanged
 }
 
+# initramfs-tools brings some devices only in local-block, which runs
+# after local-top while init waits for the root (mdadm starts degraded
+# arrays there, cryptroot opens late LUKS devices). An appended archive
+# adds a local-block script that makes the pool (a dm linear map of the
+# pool disk) on its second call, as mdadm does after a while; cowroot must
+# wait for it there. With cowroot.onfail=halt, a setup that gave up in
+# local-top powers off.
+scenario_debian_initramfs_tools_pool_made_in_local_block() {
+    local initrd="$WORK/itools-local-block.img" dir pool="$WORK/localblock-pool.img" sha
+    dir=$(mktemp -d "$WORK/localblock.XXXX")
+    mkdir -p "$dir/scripts/local-block"
+    cat > "$dir/scripts/local-block/cowtest-latepool" <<'SCRIPT'
+#!/bin/sh
+# cowroot test: the pool appears on the second call only.
+count=$(($(cat /run/cowtest-latepool 2>/dev/null || echo 0) + 1))
+echo "$count" > /run/cowtest-latepool
+if [ "$count" = 2 ]; then
+    dmsetup create latepool --table "0 $(blockdev --getsz /dev/vdb) linear /dev/vdb 0"
+    echo "COWTEST local-block: made the pool on call $count" > /dev/kmsg
+fi
+SCRIPT
+    chmod 0755 "$dir/scripts/local-block/cowtest-latepool"
+    cat > "$dir/scripts/local-block/ORDER" <<'ORDER'
+/scripts/local-block/cowtest-latepool "$@"
+[ -e /conf/param.conf ] && . /conf/param.conf
+[ -x /scripts/local-block/lvm2 ] && /scripts/local-block/lvm2 "$@"
+[ -e /conf/param.conf ] && . /conf/param.conf
+/scripts/local-block/cowroot "$@"
+[ -e /conf/param.conf ] && . /conf/param.conf
+ORDER
+    { cat "$DEB_INITRD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+        || die "cannot make the initramfs with a late pool"
+    rm -rf "$dir"
+    blank_disk "$pool" 1G
+    DEB_BOOT_INITRD=$initrd run_debian localblock \
+        "cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/mapper/latepool cowroot.onfail=halt" "$DEB_IMAGES" "$pool"
+    expect 'cowroot: waiting for the devices named by cowroot=, cowroot.dev= and cowpool='
+    expect 'COWTEST local-block: made the pool on call 2'
+    expect 'cowroot: /dev/mapper/cowroot ready: .*pool /dev/mapper/latepool, generation 1 \(formatted\)'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    debian_images_unchanged
+}
+
 scenario_debian_initramfs_tools_keep_then_reset() { DEB_BOOT_INITRD=$DEB_INITRD keep_then_reset itools reset; }
 scenario_debian_initramfs_tools_lvm_pool() { DEB_BOOT_INITRD=$DEB_INITRD lvm_pool itools again; }
 scenario_debian_initramfs_tools_onfail_shell() { DEB_BOOT_INITRD=$DEB_INITRD onfail_shell itools '(initramfs)'; }
