@@ -181,14 +181,21 @@ broken_binary_initrd() {
 # emergency shell never boots the origin. initramfs-tools (AGAIN=yes):
 # `exit` and then Ctrl-D bring the shell back each time; dracut: the boot
 # keeps waiting for the copy-on-write root and never mounts root=.
+# LOGIN: dracut+systemd's emergency service runs sulogin, which asks to
+# press Enter (root is locked in the test root) after printing LOGIN.
 shell_exit_fails_closed() {
-    local tag=$1 prompt=$2 again=${3:-} origin="$WORK/$1-exit-origin.img" pool="$WORK/$1-exit-pool.img" sha
+    local tag=$1 prompt=$2 again=${3:-} login=${4:-} origin="$WORK/$1-exit-origin.img" pool="$WORK/$1-exit-pool.img" sha
     fresh_root_disk "$origin"
     blank_disk "$pool" 256M
     mkfs.ext4 -q -F -L precious "$pool"
     sha=$(sha "$pool")
     VM_KERNEL=$DEB_KERNEL VM_INITRD=$DEB_BOOT_INITRD VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" \
         qemu_start_interactive "$tag-exit" "cowroot=UUID=$ROOT_UUID cowpool=/dev/vdb" "$origin" "$pool"
+    if [ -n "$login" ]; then
+        console_wait "$login" 1 300
+        sleep 2
+        console_send '\n'
+    fi
     console_wait "$prompt" 1 300
     console_send 'exit\n'
     if [ "$again" = yes ]; then
@@ -364,10 +371,15 @@ scenario_debian_dracut_nosystemd_broken_binary() { DEB_BOOT_INITRD=$DRACUT_INITR
 
 scenario_debian_dracut_systemd_keep_then_reset() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD keep_then_reset dsd; }
 scenario_debian_dracut_systemd_lvm_pool() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD lvm_pool dsd; }
-scenario_debian_dracut_systemd_onfail_shell() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_shell dsd 'cowroot:/#'; }
+# The shell is dracut-emergency.service's, as for any other failure there.
+scenario_debian_dracut_systemd_onfail_shell() {
+    DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_shell dsd 'Entering emergency mode. Exit the shell to continue.'
+}
 scenario_debian_dracut_systemd_onfail_halt() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_halt dsd; }
 scenario_debian_dracut_systemd_onfail_ro() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_ro dsd; }
-scenario_debian_dracut_systemd_shell_exit_fails_closed() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD shell_exit_fails_closed dsd 'cowroot:/#'; }
+scenario_debian_dracut_systemd_shell_exit_fails_closed() {
+    DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD shell_exit_fails_closed dsd 'cowroot:/#' '' 'Entering emergency mode'
+}
 scenario_debian_dracut_systemd_broken_binary() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD broken_binary dsd; }
 
 # One pool, first under the initramfs-tools image, then under dracut (the
