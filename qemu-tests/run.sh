@@ -61,21 +61,57 @@ if printf '%s\n' "${selected[@]}" | grep -q '^debian_'; then
 fi
 rm -f "$WORK/debian-measures"
 
-passed=0 failed=0 failures=()
-for name in "${selected[@]}"; do
-    start=$(date +%s)
-    # A step that fails under set -e says which one, so no failure is silent.
-    ( set -eEuo pipefail; trap 'log "failed: line $LINENO: $BASH_COMMAND"' ERR; "scenario_$name" ) > "$WORK/$name.out" 2>&1
-    rc=$?
-    secs=$(( $(date +%s) - start ))
-    if [ $rc = 0 ]; then
-        passed=$((passed + 1)); printf 'PASS %-55s %4ds\n' "$name" "$secs"
-    else
-        failed=$((failed + 1)); failures+=("$name"); printf 'FAIL %-55s %4ds\n' "$name" "$secs"
-        sed 's/^/    /' "$WORK/$name.out" | tail -n 30
-    fi
+# Two lanes by default (QEMU_LANES): each takes the next scenario from one
+# queue, so two guests run side by side, one CPU each (QEMU_SMP=1). The
+# long Debian scenarios go first, the short ones fill in at the end.
+LANES=${QEMU_LANES:-2}
+[ "$LANES" -gt 1 ] && QEMU_SMP=1
+{
+    printf '%s\n' "${selected[@]}" | grep '^debian_'
+    printf '%s\n' "${selected[@]}" | grep '^crash_'
+    printf '%s\n' "${selected[@]}" | grep -v '^debian_\|^crash_'
+} > "$WORK/queue"
+rm -f "$WORK/results"
+
+next_scenario() {
+    {
+        flock 9
+        head -n 1 "$WORK/queue"
+        sed -i 1d "$WORK/queue"
+    } 9> "$WORK/queue.lock"
+}
+
+run_lane() {
+    local name start rc secs verdict
+    while name=$(next_scenario) && [ -n "$name" ]; do
+        start=$(date +%s)
+        # A step that fails under set -e says which one, so no failure is silent.
+        ( set -eEuo pipefail; trap 'log "failed: line $LINENO: $BASH_COMMAND"' ERR; "scenario_$name" ) > "$WORK/$name.out" 2>&1
+        rc=$?
+        secs=$(( $(date +%s) - start ))
+        verdict=PASS
+        [ $rc = 0 ] || verdict=FAIL
+        printf '%s %-55s %4ds\n' "$verdict" "$name" "$secs"
+        echo "$verdict $name" >> "$WORK/results"
+    done
+}
+
+started=$(date +%s)
+for _ in $(seq "$LANES"); do run_lane & done
+wait
+passed=$(grep -c '^PASS ' "$WORK/results" 2>/dev/null)
+failures=()
+mapfile -t failures < <(sed -n 's/^FAIL //p' "$WORK/results" 2>/dev/null)
+# Every selected scenario must have a verdict: a lane that died is a failure.
+missing=$(( ${#selected[@]} - passed - ${#failures[@]} ))
+for name in "${failures[@]}"; do
+    echo "--- $name"
+    sed 's/^/    /' "$WORK/$name.out" | tail -n 30
 done
 [ -f "$WORK/debian-measures" ] && sed 's/^/measured: /' "$WORK/debian-measures"
-[ $failed = 0 ] || log "failed: ${failures[*]}"
+failed=$(( ${#failures[@]} + missing ))
+[ ${#failures[@]} = 0 ] || log "failed: ${failures[*]}"
+[ $missing = 0 ] || log "$missing scenarios have no verdict"
+log "scenarios took $(( $(date +%s) - started )) s in $LANES lanes"
 echo "$passed passed, $failed failed"
-[ $failed = 0 ]
+[ "$failed" = 0 ]
