@@ -224,6 +224,17 @@ cowroot.onfail=halt   # a kiosk powers off rather than open a shell
     }
 
     #[test]
+    fn resume_keys_of_cmdline_d_are_kept_and_the_command_line_wins() {
+        use crate::resume::{request, Request, ResumeDevice};
+        let d = [("/etc/cmdline.d/95resume.conf", " resume=UUID=5wap rd.lvm=0 ")];
+        let s = merge(KIOSK, &d, "root=UUID=abcd ro");
+        let want = Request::Resume { device: ResumeDevice::Spec(DevSpec::Uuid("5wap".into())), offset_pages: 0 };
+        assert_eq!(request(&s.params()), want);
+        assert!(s.params().iter().all(|p| p.key != "rd.lvm"), "dracut's own keys stay dracut's");
+        assert_eq!(request(&merge(KIOSK, &d, "ro noresume").params()), Request::None);
+    }
+
+    #[test]
     fn cmdline_d_is_read_in_name_order_as_dracut_globs_it() {
         let names = ["99-z.conf", "10-a.conf", ".hidden.conf", "50-m.conf.bak", "README", "01-b.conf", "A.conf"];
         assert_eq!(
