@@ -133,10 +133,15 @@ fn matches(dev: &BlockDev, spec: &DevSpec) -> bool {
             let Some(info) = blkid::probe_fs(&buf) else {
                 return false;
             };
-            match spec {
+            let same = match spec {
                 DevSpec::Label(_) => info.label.as_deref() == Some(want.as_str()),
                 _ => info.uuid.is_some_and(|u| u.eq_ignore_ascii_case(want)),
-            }
+            };
+            // A member of an md array with its superblock at the end (0.90,
+            // 1.0) shows the array's filesystem at its start; blkid calls
+            // it a raid member, and so does cowroot: the array is meant
+            // (not yet assembled, or degraded, it must not be used alone).
+            same && !md_member_at_end(&path)
         }
         DevSpec::PartUuid(want) | DevSpec::PartLabel(want) => {
             let Some((number, disk)) = &dev.partition else {
@@ -173,6 +178,12 @@ pub fn resolve(spec: &DevSpec, key: &str) -> Result<Option<String>> {
     }
     let found: Vec<String> =
         block_devices().iter().filter(|d| matches(d, spec)).map(|d| format!("/dev/{}", d.name)).collect();
+    let found = if found.len() > 1 {
+        let numbered = found.into_iter().map(|p| dev_num(&p).map(|n| (p, n))).collect::<Result<Vec<_>>>()?;
+        topmost(Path::new("/sys"), numbered)
+    } else {
+        found
+    };
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.into_iter().next()),
@@ -261,6 +272,25 @@ pub fn stack(sys: &Path, num: DevNum) -> Vec<DevNum> {
     seen
 }
 
+fn md_member_at_end(path: &str) -> bool {
+    let Ok(size) = size_of(path) else { return false };
+    read_end(path, size.0, 128 * 1024, 0)
+        .is_ok_and(|end| crate::signature::detect_end(&end, size.0).is_some_and(|what| what.contains("MD RAID")))
+}
+
+/// Of several devices that match one spec, those that no other match is
+/// built on: the members of an md RAID1 (metadata at the end) and the
+/// paths of a multipath device carry the filesystem of the array or the
+/// multipath device above them, which is the one meant.
+pub fn topmost(sys: &Path, found: Vec<(String, DevNum)>) -> Vec<String> {
+    let stacks: Vec<Vec<DevNum>> = found.iter().map(|(_, num)| stack(sys, *num)).collect();
+    found
+        .iter()
+        .filter(|(_, num)| !stacks.iter().any(|s| s.first() != Some(num) && s[1..].contains(num)))
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
 /// Whether two device stacks overlap: one device is built on the other
 /// (a partition of it, a dm/md/loop device over it). Two partitions of one
 /// disk, or two LVs of one VG, do not overlap.
@@ -279,8 +309,8 @@ mod tests {
     /// A fake sysfs: vda (252:0) with partitions vda1 (252:1) and vda2
     /// (252:2); dm-0 (254:0) over vda1; dm-1 (254:1) over vda1 too; loop0
     /// (7:0) backed by a file on this test's filesystem.
-    fn fake_sysfs() -> (std::path::PathBuf, DevNum) {
-        let root = std::env::temp_dir().join(format!("cowroot-sysfs-{}", std::process::id()));
+    fn fake_sysfs(tag: &str) -> (std::path::PathBuf, DevNum) {
+        let root = std::env::temp_dir().join(format!("cowroot-sysfs-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let block = root.join("devices/block");
         let link = |name: &str, dev: &str| {
@@ -315,7 +345,7 @@ mod tests {
 
     #[test]
     fn stacked_devices_overlap_and_neighbours_do_not() {
-        let (sys, host) = fake_sysfs();
+        let (sys, host) = fake_sysfs("stack");
         let s = |d: DevNum| stack(&sys, d);
         let (vda, vda1, vda2, dm0, dm1, loop0) =
             (num(252, 0), num(252, 1), num(252, 2), num(254, 0), num(254, 1), num(7, 0));
@@ -333,6 +363,22 @@ mod tests {
         assert!(!overlaps(&s(vda1), &s(vda2)));
         assert!(!overlaps(&s(dm0), &s(dm1)));
         assert!(!overlaps(&s(dm0), &s(vda2)));
+        let _ = fs::remove_dir_all(&sys);
+    }
+
+    #[test]
+    fn of_several_matches_the_device_built_on_the_others_is_meant() {
+        let (sys, _) = fake_sysfs("topmost");
+        let found = |names: &[(&str, DevNum)]| {
+            topmost(&sys, names.iter().map(|(n, d)| (n.to_string(), *d)).collect::<Vec<_>>())
+        };
+        // An array (dm-0 stands for it) over its member, e.g. md RAID1 with
+        // metadata at the end: the array.
+        assert_eq!(found(&[("/dev/vda1", num(252, 1)), ("/dev/dm-0", num(254, 0))]), ["/dev/dm-0"]);
+        assert_eq!(found(&[("/dev/vda", num(252, 0)), ("/dev/dm-0", num(254, 0))]), ["/dev/dm-0"]);
+        // Unrelated devices, or two built on the same one: still ambiguous.
+        assert_eq!(found(&[("/dev/vda1", num(252, 1)), ("/dev/vda2", num(252, 2))]).len(), 2);
+        assert_eq!(found(&[("/dev/dm-0", num(254, 0)), ("/dev/dm-1", num(254, 1))]).len(), 2);
         let _ = fs::remove_dir_all(&sys);
     }
 }
