@@ -435,3 +435,20 @@ scenario_hibernated_system_is_resumed_before_the_pool_is_written() {
     reject 'hibernation image'
     origin_unchanged
 }
+
+# A member of an md RAID1 with its superblock at the end (metadata 1.0)
+# shows the array's filesystem at its start; blkid calls it a raid member,
+# and cowroot.dev=LABEL= must not take it for the image host (the array,
+# not assembled here, is meant).
+scenario_md_member_is_not_taken_for_the_image_host() {
+    fresh_disks mdmember
+    local size offset
+    size=$(stat -c %s "$D/images.img")
+    offset=$(( (size / 512 - 16) / 8 * 8 * 512 ))
+    printf '\374\116\053\251' | dd of="$D/images.img" bs=1 seek="$offset" conv=notrunc status=none
+    IMAGES_SHA=$(sha "$D/images.img")
+    run_vm mdmember "$FILE_KEYS cowroot.timeout=3 cowtest=boot" "$D/images.img" "$D/pool.img"
+    expect 'cowroot.dev: device LABEL=images did not appear within 3 s'
+    reject 'ready:'
+    origin_unchanged
+}
