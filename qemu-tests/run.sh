@@ -30,7 +30,8 @@ mapfile -t all < <(declare -F | awk '{print $3}' | grep '^scenario_' | sed 's/^s
 # Run by ./test.sh --full (COWROOT_FULL=1) or when named: the same fault
 # class is proven under another generator in every run.
 FULL_ONLY=" debian_dracut_nosystemd_onfail_halt debian_dracut_systemd_onfail_halt debian_dracut_nosystemd_onfail_ro
- debian_dracut_nosystemd_onfail_shell debian_dracut_nosystemd_lvm_pool "
+ debian_dracut_nosystemd_onfail_shell debian_dracut_nosystemd_lvm_pool
+ debian_dracut_systemd_fedora_udev_rule_order "
 selected=()
 for name in "${all[@]}"; do
     if [ $# = 0 ]; then

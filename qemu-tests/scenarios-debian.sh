@@ -260,6 +260,10 @@ scenario_debian_initramfs_tools_without_dm_notify_rules() {
 # archive, which also adds a pre-pivot hook that reports every /dev/disk
 # link udev made in the initramfs to cowroot's private layers (pool,
 # tmeta, tdata). cowroot's rule must act before the links are made.
+# It passes with the old rule (57-cowroot.rules) too: cowroot's own dm calls
+# set the udev flags that make the disk rules skip those layers, and the
+# dm rules keep them in udev's database for later events; the rule is the
+# second guard, for events without them. So it runs with --full.
 scenario_debian_dracut_systemd_fedora_udev_rule_order() {
     local initrd="$WORK/fedora-rules.img" dir pool="$WORK/fedora-rules-pool.img" rules=/usr/lib/udev/rules.d
     dir=$(mktemp -d "$WORK/fedora-rules.XXXX")
