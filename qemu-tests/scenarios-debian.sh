@@ -115,9 +115,10 @@ lvm_image_host() {
     same "$(sha "$disk")" "$sha" "the LVM image host changed"
 }
 
-# PROMPT is what the initramfs's emergency shell shows.
+# PROMPT is what the initramfs's emergency shell shows; NOT, if given,
+# what must not show (a shell other than the generator's own).
 onfail_shell() {
-    local tag=$1 prompt=$2 pool="$WORK/$1-shell-pool.img" sha
+    local tag=$1 prompt=$2 not=${3:-} pool="$WORK/$1-shell-pool.img" sha
     blank_disk "$pool" 256M
     sha=$(sha "$pool")
     VM_KERNEL=$DEB_KERNEL VM_INITRD=$DEB_BOOT_INITRD VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" \
@@ -126,6 +127,7 @@ onfail_shell() {
     expect 'image /missing.img not found on LABEL=images'
     expect 'cowroot: setting up the copy-on-write root failed'
     reject 'COWTEST root'
+    [ -z "$not" ] || reject "$not"
     same "$(sha "$pool")" "$sha" "the pool was touched"
     debian_images_unchanged
 }
@@ -377,7 +379,8 @@ scenario_debian_dracut_systemd_keep_then_reset() { DEB_BOOT_INITRD=$DRACUT_INITR
 scenario_debian_dracut_systemd_lvm_pool() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD lvm_pool dsd; }
 # The shell is dracut-emergency.service's, as for any other failure there.
 scenario_debian_dracut_systemd_onfail_shell() {
-    DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_shell dsd 'Entering emergency mode. Exit the shell to continue.'
+    DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_shell dsd 'Entering emergency mode. Exit the shell to continue.' \
+        'cowroot-setup\[[0-9]+\]: Dropping to debug shell'
 }
 scenario_debian_dracut_systemd_onfail_halt() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_halt dsd; }
 scenario_debian_dracut_systemd_onfail_ro() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD onfail_ro dsd; }
