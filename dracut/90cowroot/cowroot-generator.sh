@@ -40,4 +40,12 @@ Requires=$unit
 After=$unit
 CONF
 ln -sf /usr/lib/systemd/system/cowroot.service "$normal_dir/initrd.target.wants/cowroot.service"
+# No 90 s job timeout on the root device: cowroot.service bounds the wait
+# (cowroot.timeout, counted after cryptsetup.target) and opens the shell on
+# failure; a device timeout would pull emergency.target in under that shell.
+mkdir -p "$normal_dir/$unit.d"
+cat > "$normal_dir/$unit.d/50-cowroot.conf" << CONF
+[Unit]
+JobRunningTimeoutSec=infinity
+CONF
 exit 0
