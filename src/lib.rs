@@ -26,6 +26,7 @@ pub mod pool;
 pub mod probe;
 pub mod render;
 pub mod settings;
+pub mod shutdown;
 pub mod signature;
 pub mod status;
 pub mod sys;
