@@ -37,7 +37,7 @@ expect_clean_shutdown() {
     fi
     grep -aq 'Returning to initrd' <<< "$log" \
         || die "systemd-shutdown did not hand over to /run/initramfs/shutdown, so the root's devices were never taken down ($CONSOLE)"
-    grep -aqE 'cowroot: shutdown: unmounted the root; removed cowroot(,|;).*; unmounted the image host; powering off' <<< "$log" \
+    grep -aqE 'cowroot: shutdown: unmounted the root; removed cowroot[,;].* unmounted the image host; powering off' <<< "$log" \
         || die "cowroot's shutdown did not take the root, its devices and the image host down ($CONSOLE)"
 }
 
