@@ -33,6 +33,7 @@ install: $(BIN)
 	install -D -m 0755 dracut/90cowroot/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/module-setup.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-cmdline.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-cmdline.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-setup.sh
+	install -D -m 0755 dracut/90cowroot/cowroot-shutdown.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-shutdown.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-generator.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-generator.sh
 	install -D -m 0644 dracut/90cowroot/cowroot.service $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot.service
 	install -D -m 0644 dracut/cowroot.conf $(DESTDIR)/usr/share/cowroot/dracut.conf.d/90-cowroot.conf

@@ -20,8 +20,30 @@ expect_cow_root() {
     expect 'COWTEST failed units: $'
 }
 
+# The shutdown, from the test service's poweroff on. systemd-shutdown
+# cannot take the root's devices down while it runs from the root: it must
+# hand over to cowroot's /run/initramfs/shutdown ("Returning to initrd"),
+# which unmounts the root, removes every dm device, lets the loop device
+# go, unmounts the image host and says so in one line. Before handing over,
+# systemd logs at info level what it could not detach ("Could not detach
+# DM ...", "Cannot finalize remaining ..., continuing."): it always does
+# for a root on dm (systemd 252, src/shutdown/shutdown.c). "Failed to
+# finalize" is what it says when nothing took over.
+expect_clean_shutdown() {
+    local log
+    log=$(sed -n '/COWTEST poweroff at/,$p' "$CONSOLE")
+    if grep -aE '\[FAILED\]|Failed to finalize|Failed to (switch root|execute shutdown)|Critical error|cowroot: shutdown: (could not|cannot|still)' <<< "$log" >&2; then
+        die "the shutdown was not clean ($CONSOLE)"
+    fi
+    grep -aq 'Returning to initrd' <<< "$log" \
+        || die "systemd-shutdown did not hand over to /run/initramfs/shutdown, so the root's devices were never taken down ($CONSOLE)"
+    grep -aqE 'cowroot: shutdown: unmounted the root; removed cowroot[,;].* unmounted the image host; powering off' <<< "$log" \
+        || die "cowroot's shutdown did not take the root, its devices and the image host down ($CONSOLE)"
+}
+
 expect_clean_poweroff() {
     expect 'reboot: Power down'
+    expect_clean_shutdown
     local secs
     secs=$(shutdown_seconds)
     log "shutdown took $secs s"
@@ -40,6 +62,11 @@ keep_then_reset() {
     expect 'COWTEST marker written'
     expect '"health":"ok"'
     expect_clean_poweroff "$tag-boot1"
+    # The pool as the clean poweroff left it: its thin-pool metadata checks
+    # clean (thin_check), and the next boot finds the marker.
+    local D="$WORK/$tag-keep-meta"
+    mkdir -p "$D"
+    same "$(host_check_point "$pool")" "thin_check ok" "the pool's metadata after a clean poweroff"
     run_debian "$tag-keep-2" "$DEB_KEYS" "$DEB_IMAGES" "$pool"
     expect 'generation 1 \(kept\)'
     expect_cow_root

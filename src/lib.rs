@@ -27,6 +27,7 @@ pub mod probe;
 pub mod render;
 pub mod resume;
 pub mod settings;
+pub mod shutdown;
 pub mod signature;
 pub mod status;
 pub mod sys;

@@ -6,10 +6,11 @@ use cowroot::layout::BlockSize;
 use cowroot::names::DeviceName;
 use cowroot::settings::{self, Settings};
 use cowroot::sys::RealSystem;
-use cowroot::{config, format, inspect, klog, names, status, units};
+use cowroot::{config, format, inspect, klog, names, shutdown, status, units};
 use log::LevelFilter;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Exit codes: 0 done (or nothing to do), 1 failed, 2 bad usage, 3 a
@@ -38,6 +39,11 @@ usage:
                                              cowroot= is set (for initramfs hooks)
   cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
+  cowroot shutdown VERB                      run as PID 1 after systemd-shutdown's pivot into
+                                             /run/initramfs (where `boot` copies the binary, as
+                                             /shutdown): unmount the old root, remove the dm and
+                                             loop devices, unmount the image host, then VERB
+                                             (poweroff, reboot, halt, kexec)
   cowroot --version
 
   -v, --verbose    log every step (as cowroot.debug=1 does at boot)
@@ -210,6 +216,16 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 Outcome::NothingToDo => log::debug!("no cowroot= anywhere; nothing to do"),
                 Outcome::AlreadyActive { root, message: line } | Outcome::Ready { root, summary: line } => {
                     log::info!("{line}");
+                    // What tears the devices down at shutdown (src/shutdown.rs);
+                    // without it they stay until power-off, which is safe.
+                    match shutdown::install() {
+                        Ok(true) => log::debug!("installed {} for a clean shutdown", shutdown::SHUTDOWN),
+                        Ok(false) => log::debug!("{} exists already; left as it is", shutdown::SHUTDOWN),
+                        Err(e) => log::warn!(
+                            "{e}; the devices cannot be torn down at shutdown, which is safe (the root is \
+                             remounted read-only and synced first)"
+                        ),
+                    }
                     if print_root {
                         println!("{root}");
                     }
@@ -241,6 +257,10 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF)
                 .map_err(|e| Error::io("power off", "the machine", e))?;
             Ok(())
+        }
+        "shutdown" => {
+            let rest = args.done()?;
+            shutdown::run(shutdown::Action::parse(rest.first().map(String::as_str)))
         }
         "format" => {
             klog::init(false, level);
@@ -309,6 +329,13 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
 }
 
 fn main() -> ExitCode {
+    // systemd-shutdown runs /run/initramfs/shutdown as `/shutdown VERB
+    // --log-level ...` (options of its own that do not concern us).
+    let mut os = std::env::args_os();
+    if os.next().is_some_and(|argv0| Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("shutdown"))) {
+        let verb = os.next().map(|v| v.to_string_lossy().into_owned());
+        shutdown::run(shutdown::Action::parse(verb.as_deref()));
+    }
     // args_os: std::env::args() panics on an argument that is not UTF-8.
     let mut args = Args::new(std::env::args_os().skip(1).collect());
     if args.words.is_empty() || args.words.iter().any(|w| w == "--help" || w == "-h") {

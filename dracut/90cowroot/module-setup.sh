@@ -75,6 +75,9 @@ install() {
     inst_hook cmdline 20 "$moddir/cowroot-cmdline.sh"
     inst_script "$moddir/cowroot-setup.sh" /sbin/cowroot-setup
     inst_rules 12-cowroot.rules
+    # cowroot's own /run/initramfs/shutdown (src/shutdown.rs) tears the
+    # devices down; this hook only serves dracut's shutdown, if that runs.
+    inst_hook shutdown 40 "$moddir/cowroot-shutdown.sh"
     # The configuration file (README: "Configuration file"), read by the
     # binary at boot; editing it takes effect after dracut -f.
     if [[ -f ${dracutsysrootdir-}/etc/cowroot.conf ]]; then
