@@ -25,6 +25,7 @@ pub mod plan;
 pub mod pool;
 pub mod probe;
 pub mod render;
+pub mod rootarg;
 pub mod settings;
 pub mod signature;
 pub mod status;
