@@ -272,11 +272,13 @@ debian_images() {
 }
 
 # Boots the Debian image with the user's keys and waits for it to power off.
+# DEB_ROOT_ARG replaces the boot loader's root=UUID=$ROOT_UUID (set and
+# empty: no root= at all).
 run_debian() {
     local name=$1 cmdline=$2
     shift 2
     VM_KERNEL=$DEB_KERNEL VM_INITRD=${DEB_BOOT_INITRD:-$DEB_INITRD} QEMU_TIMEOUT=$DEBIAN_TIMEOUT \
-        VM_KERNEL_CMDLINE="console=ttyS0 root=UUID=$ROOT_UUID ro" VM_DONE_PATTERN="${VM_DONE_PATTERN_DEBIAN:-COWTEST poweroff at}" \
+        VM_KERNEL_CMDLINE="console=ttyS0 ${DEB_ROOT_ARG-root=UUID=$ROOT_UUID} ro" VM_DONE_PATTERN="${VM_DONE_PATTERN_DEBIAN:-COWTEST poweroff at}" \
         run_vm "$name" "$cmdline" "$@"
 }
 

@@ -244,12 +244,14 @@ run_vm() {
             if [ $quiet -ge "$STALL_SECONDS" ] && stalled_before_init; then
                 log "$1: the guest kernel stalled before starting init (attempt $attempt); booting again"
                 kill -9 "$QEMU_PID" 2>/dev/null
-                wait "$QEMU_PID" 2>/dev/null
+                wait "$QEMU_PID" 2>/dev/null || true
                 continue 2
             fi
             if [ $waited -ge "$QEMU_TIMEOUT" ]; then
+                # The killed QEMU's status is no failure of its own (set -e
+                # would stop here and hide the message below).
                 kill -9 "$QEMU_PID" 2>/dev/null
-                wait "$QEMU_PID" 2>/dev/null
+                wait "$QEMU_PID" 2>/dev/null || true
                 console_tidy
                 log "--- console of $1 ---"; tail -n 40 "$CONSOLE" >&2
                 die "$1: the guest did not power off within $QEMU_TIMEOUT s"
@@ -281,11 +283,11 @@ run_vm_cut() {
             if [ "$size" = "$last_size" ]; then quiet=$((quiet + 1)); else quiet=0; last_size=$size; fi
             if [ $quiet -ge "$STALL_SECONDS" ] && stalled_before_init; then
                 log "$name: the guest kernel stalled before starting init (attempt $attempt); booting again"
-                kill -9 "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null
+                kill -9 "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null || true
                 continue 2
             fi
             if [ $waited -ge "$QEMU_TIMEOUT" ] || ! kill -0 "$QEMU_PID" 2>/dev/null; then
-                kill -9 "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null
+                kill -9 "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null || true
                 console_tidy
                 tail -n 40 "$CONSOLE" >&2
                 die "$name: /$pattern/ never showed"

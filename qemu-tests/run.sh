@@ -31,7 +31,11 @@ mapfile -t all < <(declare -F | awk '{print $3}' | grep '^scenario_' | sed 's/^s
 # class is proven under another generator in every run.
 FULL_ONLY=" debian_dracut_nosystemd_onfail_halt debian_dracut_systemd_onfail_halt debian_dracut_nosystemd_onfail_ro
  debian_dracut_nosystemd_onfail_shell debian_dracut_nosystemd_lvm_pool
- debian_dracut_systemd_fedora_udev_rule_order "
+ debian_dracut_systemd_fedora_udev_rule_order debian_dracut_nosystemd_root_stale_partuuid
+ debian_initramfs_tools_root_stale_partuuid debian_initramfs_tools_root_stale_uuid debian_initramfs_tools_root_label
+ debian_initramfs_tools_root_dev_vda debian_dracut_nosystemd_root_stale_uuid debian_dracut_nosystemd_root_absent
+ debian_dracut_nosystemd_root_label debian_dracut_nosystemd_root_dev_vda debian_dracut_systemd_root_stale_partuuid
+ debian_dracut_systemd_root_label debian_dracut_systemd_root_dev_vda "
 selected=()
 for name in "${all[@]}"; do
     if [ $# = 0 ]; then

@@ -142,6 +142,25 @@ lvm_image_host() {
     same "$(sha "$disk")" "$sha" "the LVM image host changed"
 }
 
+# With cowroot= the root is /dev/mapper/cowroot whatever root= says (SPEC
+# section 2): a stale UUID or PARTUUID that never appears, the origin's own
+# LABEL, the image host's /dev/vda, or no root= at all. Nothing may wait for
+# the root= device, check it or mount it; the origin (the image, on a loop
+# device) is never mounted.
+STALE_UUID=0badc0de-0000-4000-8000-00000000dead
+STALE_PARTUUID=0badc0de-0000-4000-8000-0000000000aa
+# root_arg TAG ROOT_ARG: TAG names the console log.
+root_arg() {
+    local tag=$1 arg=$2 pool="$WORK/$1-rootarg-pool.img"
+    blank_disk "$pool" 1G
+    DEB_ROOT_ARG=$arg run_debian "$tag" "$DEB_KEYS" "$DEB_IMAGES" "$pool"
+    expect 'cowroot: /dev/mapper/cowroot ready: origin /root.img on /dev/vda .*generation 1 \(formatted\)'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    reject 'EXT4-fs \(loop[0-9]+\): mounted|File System Check on /dev/(vd|disk/by-)|fsck.*/dev/(vd|disk/by-)'
+    debian_images_unchanged
+}
+
 # PROMPT is what the initramfs's emergency shell shows; NOT, if given,
 # what must not show (a shell other than the generator's own).
 onfail_shell() {
@@ -424,6 +443,22 @@ scenario_debian_dracut_systemd_shell_exit_fails_closed() {
     DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD shell_exit_fails_closed dsd '' '' 'Press Enter for maintenance'
 }
 scenario_debian_dracut_systemd_broken_binary() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD broken_binary dsd; }
+
+scenario_debian_initramfs_tools_root_absent() { DEB_BOOT_INITRD=$DEB_INITRD root_arg itools-root-absent ""; }
+scenario_debian_initramfs_tools_root_stale_partuuid() { DEB_BOOT_INITRD=$DEB_INITRD root_arg itools-root-stale-partuuid "root=PARTUUID=$STALE_PARTUUID"; }
+scenario_debian_initramfs_tools_root_stale_uuid() { DEB_BOOT_INITRD=$DEB_INITRD root_arg itools-root-stale-uuid "root=UUID=$STALE_UUID"; }
+scenario_debian_initramfs_tools_root_label() { DEB_BOOT_INITRD=$DEB_INITRD root_arg itools-root-label "root=LABEL=debroot"; }
+scenario_debian_initramfs_tools_root_dev_vda() { DEB_BOOT_INITRD=$DEB_INITRD root_arg itools-root-dev-vda "root=/dev/vda"; }
+scenario_debian_dracut_nosystemd_root_stale_partuuid() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD root_arg dnosd-root-stale-partuuid "root=PARTUUID=$STALE_PARTUUID"; }
+scenario_debian_dracut_nosystemd_root_stale_uuid() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD root_arg dnosd-root-stale-uuid "root=UUID=$STALE_UUID"; }
+scenario_debian_dracut_nosystemd_root_absent() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD root_arg dnosd-root-absent ""; }
+scenario_debian_dracut_nosystemd_root_label() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD root_arg dnosd-root-label "root=LABEL=debroot"; }
+scenario_debian_dracut_nosystemd_root_dev_vda() { DEB_BOOT_INITRD=$DRACUT_INITRD_NOSYSTEMD root_arg dnosd-root-dev-vda "root=/dev/vda"; }
+scenario_debian_dracut_systemd_root_stale_uuid() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD root_arg dsd-root-stale-uuid "root=UUID=$STALE_UUID"; }
+scenario_debian_dracut_systemd_root_absent() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD root_arg dsd-root-absent ""; }
+scenario_debian_dracut_systemd_root_stale_partuuid() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD root_arg dsd-root-stale-partuuid "root=PARTUUID=$STALE_PARTUUID"; }
+scenario_debian_dracut_systemd_root_label() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD root_arg dsd-root-label "root=LABEL=debroot"; }
+scenario_debian_dracut_systemd_root_dev_vda() { DEB_BOOT_INITRD=$DRACUT_INITRD_SYSTEMD root_arg dsd-root-dev-vda "root=/dev/vda"; }
 
 # One pool, first under the initramfs-tools image, then under dracut (the
 # two dracut images share everything but systemd).

@@ -26,6 +26,7 @@ pub mod pool;
 pub mod probe;
 pub mod render;
 pub mod resume;
+pub mod rootarg;
 pub mod settings;
 pub mod shutdown;
 pub mod signature;

@@ -6,7 +6,7 @@ use cowroot::layout::BlockSize;
 use cowroot::names::DeviceName;
 use cowroot::settings::{self, Settings};
 use cowroot::sys::RealSystem;
-use cowroot::{config, format, inspect, klog, names, shutdown, status, units};
+use cowroot::{config, format, inspect, klog, names, rootarg, shutdown, status, units};
 use log::LevelFilter;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -37,6 +37,9 @@ usage:
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
   cowroot root [--unit]                      print the root device (or its systemd unit) when
                                              cowroot= is set (for initramfs hooks)
+  cowroot root --root-arg-unit|--root-arg-hook
+                                             the systemd device unit / dracut hook name of the
+                                             device root= names, which cowroot replaces
   cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot shutdown VERB                      run as PID 1 after systemd-shutdown's pivot into
@@ -236,11 +239,30 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
         }
         "root" => {
             let unit = args.flag("--unit");
+            let arg_unit = args.flag("--root-arg-unit");
+            let arg_hook = args.flag("--root-arg-hook");
             args.done()?;
+            let settings = read_settings(config, None)?;
             // Read leniently past bad values and foreign words: the hooks
             // then wait for the root device, and the boot fails closed.
-            if let Some(name) = config::root_device_name(&read_settings(config, None)?.params()) {
-                println!("{}", if unit { name.device_unit() } else { name.mapper_path(names::Role::Thin) });
+            let Some(name) = config::root_device_name(&settings.params()) else {
+                return Ok(());
+            };
+            let ours = name.mapper_path(names::Role::Thin);
+            if !(arg_unit || arg_hook) {
+                println!("{}", if unit { name.device_unit() } else { ours });
+                return Ok(());
+            }
+            // The device root= names, for the hooks that stand down the
+            // waits for it; nothing when it is ours or not a block device.
+            let path = settings.root_arg().and_then(rootarg::dracut_device_path).filter(|p| *p != ours);
+            let printed = if arg_unit {
+                path.as_deref().and_then(rootarg::device_unit).filter(|u| *u != name.device_unit())
+            } else {
+                path.as_deref().and_then(rootarg::dracut_hook_name)
+            };
+            if let Some(printed) = printed {
+                println!("{printed}");
             }
             Ok(())
         }

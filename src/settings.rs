@@ -34,6 +34,10 @@ pub struct Settings {
     /// refuses them, but they do not hide the root device's name from the
     /// initramfs hooks (which then wait for it and fail closed).
     foreign: Vec<Error>,
+    /// The last `root=` of dracut's cmdline.d and the kernel command line
+    /// (dracut's `getarg root=`): the device the initramfs would have
+    /// mounted without cowroot.
+    root_arg: Option<String>,
 }
 
 /// The words of a file, each with its line number (from 1).
@@ -83,15 +87,29 @@ impl Settings {
                 }
             }
         }
+        // A root= that is not UTF-8 is no name a hook could use.
+        let last_root = |words: &mut dyn Iterator<Item = &Param>, root: &mut Option<String>| {
+            for p in words.filter(|p| p.key == "root") {
+                *root = p.value.clone().filter(|_| p.utf8);
+            }
+        };
         for (path, bytes) in cmdline_d {
+            let words = file_words(path, bytes, false);
+            last_root(&mut words.iter().map(|(p, _)| p), &mut settings.root_arg);
             // dracut writes resume= there too (host-only images).
-            let ours = file_words(path, bytes, false)
-                .into_iter()
-                .filter(|(p, _)| is_ours(&p.key) || crate::resume::KEYS.contains(&p.key.as_str()));
+            let ours =
+                words.into_iter().filter(|(p, _)| is_ours(&p.key) || crate::resume::KEYS.contains(&p.key.as_str()));
             settings.words.extend(ours.map(|(p, at)| (p, Some(at))));
         }
-        settings.words.extend(cmdline::split_bytes(cmdline).into_iter().map(|p| (p, None)));
+        let words = cmdline::split_bytes(cmdline);
+        last_root(&mut words.iter(), &mut settings.root_arg);
+        settings.words.extend(words.into_iter().map(|p| (p, None)));
         settings
+    }
+
+    /// What `root=` says (the last one, as dracut reads it), if anything.
+    pub fn root_arg(&self) -> Option<&str> {
+        self.root_arg.as_deref()
     }
 
     /// The validated settings (`None`: no `cowroot=` anywhere). An error
@@ -298,6 +316,18 @@ cowroot.onfail=halt   # a kiosk powers off rather than open a shell
         let s = merge("cowroot=/dev/vda cowpool=/dev/vdb cowroot.name=kiosk\nsplash\n", &[], "ro");
         assert!(s.config().is_err());
         assert_eq!(crate::config::root_device_name(&s.params()).unwrap().as_str(), "kiosk");
+    }
+
+    #[test]
+    fn root_arg_is_the_last_root_as_dracut_reads_it() {
+        assert_eq!(merge("", &[], "ro root=UUID=a cowroot=/x root=LABEL=b quiet").root_arg(), Some("LABEL=b"));
+        assert_eq!(merge("", &[("/etc/cmdline.d/95root-dev.conf", "root=UUID=c\n")], "ro").root_arg(), Some("UUID=c"));
+        assert_eq!(
+            merge("", &[("/etc/cmdline.d/95root-dev.conf", "root=UUID=c")], "root=/dev/vda").root_arg(),
+            Some("/dev/vda")
+        );
+        assert_eq!(merge("", &[], "ro cowroot=/x -- root=/dev/vda").root_arg(), None, "after -- the words are init's");
+        assert_eq!(merge("", &[], "ro cowroot=/x").root_arg(), None);
     }
 
     #[test]

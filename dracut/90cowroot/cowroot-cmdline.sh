@@ -20,6 +20,19 @@ if [ -n "$cowroot_root" ]; then
     root="block:$cowroot_root"
     # shellcheck disable=SC2034
     rootok=1
+    # dracut's systemd rootfs generator waits in the initqueue for the device
+    # root= names ("finished" hook, no timeout): a stale UUID never appears.
+    # The hook is rewritten to wait for ours, not removed: the generator
+    # makes it again at every daemon-reload when it is missing. The binary
+    # names it (no shell here reads root=); it prints nothing when root= is
+    # ours or absent.
+    if cowroot_hook=$(/usr/sbin/cowroot root --root-arg-hook) && [ -n "$cowroot_hook" ]; then
+        cowroot_hooks=${hookdir:-/lib/dracut/hooks}
+        if [ -e "$cowroot_hooks/initqueue/finished/devexists-$cowroot_hook.sh" ]; then
+            echo "[ -e \"$cowroot_root\" ]" > "$cowroot_hooks/initqueue/finished/devexists-$cowroot_hook.sh"
+        fi
+        rm -f "$cowroot_hooks/emergency/80-$cowroot_hook.sh"
+    fi
     # With systemd, cowroot.service sets up the root; without, the
     # initqueue does, in a job that returns at once while a device is
     # missing (a blocking job would starve cryptroot-ask and lvm_scan, and
@@ -31,4 +44,4 @@ if [ -n "$cowroot_root" ]; then
         /sbin/initqueue --timeout --unique --name zz-cowroot /sbin/cowroot-setup --final
     fi
 fi
-unset cowroot_root
+unset cowroot_root cowroot_hook cowroot_hooks

@@ -46,8 +46,8 @@ case "$(/usr/sbin/cowroot onfail)" in
         ;;
     ro)
         # fsck cannot check a read-only device; without systemd, dracut
-        # skips it with rd.skipfsck (with systemd, a drop-in does, keyed on
-        # /run/cowroot/read-only-origin).
+        # skips it with rd.skipfsck (with systemd, cowroot-generator's
+        # systemd-fsck-root never runs).
         mkdir -p /etc/cmdline.d
         echo rd.skipfsck > /etc/cmdline.d/90-cowroot-ro.conf
         if /usr/sbin/cowroot boot --read-only-origin; then
