@@ -149,7 +149,10 @@ qemu_start() {
         n=$((n + 1))
         sectors=
         [[ $d == *@4k ]] && sectors=",logical_block_size=4096,physical_block_size=4096"
-        drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n" -device "virtio-blk-pci,drive=d$n$sectors")
+        # No image lock: two guests side by side share the Debian images
+        # disk. Still attached writable, so a write would change the
+        # sha256 every scenario checks afterwards.
+        drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n,file.locking=off" -device "virtio-blk-pci,drive=d$n$sectors")
     done
     local serial=(-serial "file:$WORK/$name.log")
     if [ -n "${VM_SERIAL_PIPE:-}" ]; then
