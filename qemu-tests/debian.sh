@@ -222,14 +222,15 @@ build_dracut_images() {
 
 # The built images, cached by their inputs: the sources of the binary and
 # of the package (the README it ships excepted: the tests never read it),
-# this file and the Debian base. A hit saves the 4-6 minutes of a build;
+# the build configuration and compiler, this file and the Debian base. A hit saves the 4-6 minutes of a build;
 # the run works on copies, checked against the sums stored with them.
 debian_images_key() {
     ensure_debian_base
     (
         cd "$REPO" || exit 1
         find src dracut initramfs-tools packaging udev systemd -type f -print0 | sort -z | xargs -0 sha256sum
-        sha256sum Cargo.toml Cargo.lock Makefile qemu-tests/debian.sh
+        sha256sum Cargo.toml Cargo.lock .cargo/config.toml Makefile qemu-tests/debian.sh
+        rustc -V
         echo "$DEBIAN_BASE"
     ) | sha256sum | cut -c1-16
 }

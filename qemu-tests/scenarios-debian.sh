@@ -474,3 +474,18 @@ scenario_debian_pool_moves_from_initramfs_tools_to_dracut() {
     expect 'COWTEST marker present: written at boot'
     debian_images_unchanged
 }
+
+# root= only in dracut's cmdline.d (as host-only images with
+# hostonly_cmdline write it), stale, none on the kernel command line:
+# dracut's rootfs generator then writes sysroot.mount itself, requiring a
+# check (systemd-fsck@) of that device; nothing may wait for it or check it.
+scenario_debian_dracut_systemd_root_stale_in_cmdline_d() {
+    local initrd="$WORK/dsd-root-cmdline-d.img" dir
+    dir=$(mktemp -d "$WORK/root-cmdline-d.XXXX")
+    mkdir -p "$dir/etc/cmdline.d"
+    echo "root=UUID=$STALE_UUID" > "$dir/etc/cmdline.d/95root-dev.conf"
+    { cat "$DRACUT_INITRD_SYSTEMD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+        || die "cannot make the initramfs with root= in cmdline.d"
+    rm -rf "$dir"
+    DEB_BOOT_INITRD=$initrd root_arg dsd-root-cmdline-d ""
+}

@@ -412,24 +412,35 @@ scenario_pool_stacked_on_the_image_host_is_refused() {
 }
 
 # A hibernated cowroot system, then a boot that would write to the pool (a
-# reset) with resume= naming the image: cowroot resumes the hibernated
+# reset) with the resume device named: cowroot resumes the hibernated
 # system before writing anything, so its pool stays as it was in memory.
-# (The generators resume later: initramfs-tools in local-premount.)
+# (The generators resume later: initramfs-tools in local-premount.) The
+# device is named first as initramfs-tools' init exports it (Debian's
+# resume hook fills it in from the swap devices), then, after the resumed
+# system hibernates again, as resume= on the command line.
 scenario_hibernated_system_is_resumed_before_the_pool_is_written() {
     fresh_disks hibernate
     blank_disk "$D/swap.img" 512M
+    sig() { dd if="$D/swap.img" bs=1 skip=4086 count=9 status=none; }
     VM_DONE_PATTERN='COWTEST hibernating' \
-        run_vm hibernate-1 "$FILE_KEYS cowtest=boot,write,hibernate,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+        run_vm hibernate-1 "$FILE_KEYS cowtest=boot,write,hibernate,check,hibernate,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
     expect 'COWTEST wrote marker'
-    expect 'COWTEST hibernating'
     reject 'COWTEST resumed from hibernation|COWTEST hibernate failed'
-    [ "$(dd if="$D/swap.img" bs=1 skip=4086 count=9 status=none)" = S1SUSPEND ] || die "no hibernation image on the swap disk"
-    run_vm hibernate-2 "$FILE_KEYS cowroot.reset=1 resume=/dev/vdc cowtest=boot,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+    [ "$(sig)" = S1SUSPEND ] || die "no hibernation image on the swap disk"
+    VM_DONE_PATTERN='COWTEST hibernating' \
+        run_vm hibernate-2 "$FILE_KEYS cowroot.reset=1 cowtest=bootenv,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
     expect 'cowroot: /dev/vdc \(resume=/dev/vdc\) holds a hibernation image \(S1SUSPEND\); resuming it before anything is written to the pool'
+    expect 'COWTEST resumed from hibernation'
+    expect 'COWTEST marker present: kept-change'
+    reject 'COWTEST bootenv rc=|generation 2'
+    [ "$(sig)" = S1SUSPEND ] || die "the resumed system did not hibernate again"
+    run_vm hibernate-3 "$FILE_KEYS cowroot.reset=1 resume=/dev/vdc cowtest=boot,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+    expect 'holds a hibernation image \(S1SUSPEND\); resuming it before anything is written to the pool'
+    expect 'COWTEST resumed from hibernation'
     expect 'COWTEST marker present: kept-change'
     reject 'COWTEST boot rc=|generation 2'
     # The image is used up: the next boot sets up as usual, the changes kept.
-    run_vm hibernate-3 "$FILE_KEYS resume=/dev/vdc cowtest=boot,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
+    run_vm hibernate-4 "$FILE_KEYS resume=/dev/vdc cowtest=boot,check" "$D/images.img" "$D/pool.img" "$D/swap.img"
     expect 'ready: .* generation 1 \(kept\)'
     expect 'COWTEST marker present: kept-change'
     reject 'hibernation image'

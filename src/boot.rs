@@ -311,7 +311,9 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
         BootMode::ReadOnlyOrigin => return read_only_origin(sys, &cfg, &devices),
         BootMode::Normal | BootMode::NoWait | BootMode::LastTry => {}
     }
-    resume_first(sys, &settings.params(), &cfg, mode, devices.waited)?;
+    let mut resume_params = resume::environment_params(|key| std::env::var(key).ok());
+    resume_params.extend(settings.params());
+    resume_first(sys, &resume_params, &cfg, mode, devices.waited)?;
 
     let mut exec = Executor::new(sys, &cfg.name);
     let (thins, origin_size) = match setup(&cfg, &devices, &mut exec) {

@@ -59,6 +59,25 @@ pub enum Request {
     },
 }
 
+/// The same keys as initramfs-tools' init exports them to its scripts:
+/// `resume` (from `resume=`, or `RESUME=` of its configuration, which
+/// Debian's resume hook writes for the largest swap device when the
+/// command line names none), `resume_offset`, and `noresume=y`. `var`
+/// reads one environment variable. They go before the command line's words,
+/// so those win.
+pub fn environment_params(var: impl Fn(&str) -> Option<String>) -> Vec<Param> {
+    let mut params = Vec::new();
+    for key in ["resume", "resume_offset"] {
+        if let Some(value) = var(key).filter(|v| !v.is_empty()) {
+            params.push(Param { key: key.into(), value: Some(value), utf8: true });
+        }
+    }
+    if var("noresume").is_some_and(|v| !v.is_empty()) {
+        params.push(Param { key: "noresume".into(), value: None, utf8: true });
+    }
+    params
+}
+
 /// Reads `resume=`, `resume_offset=`, `noresume` and `hibernate=` the way
 /// the kernel does: the last value of a key wins.
 pub fn request(params: &[Param]) -> Request {
@@ -134,6 +153,25 @@ mod tests {
         assert_eq!(request(&split("resume=/dev/vdc hibernate=protect_image,noresume")), Request::None);
         assert_eq!(request(&split("resume=")), Request::None);
         assert_eq!(request(&split("resume=0803")), Request::Unknown("0803".into()));
+    }
+
+    #[test]
+    fn initramfs_tools_exports_count_and_the_command_line_wins() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+        };
+        let mut params = environment_params(env(&[("resume", "UUID=5wap"), ("resume_offset", ""), ("noresume", "")]));
+        assert_eq!(
+            request(&params),
+            Request::Resume { device: ResumeDevice::Spec(DevSpec::Uuid("5wap".into())), offset_pages: 0 }
+        );
+        params.extend(split("resume=/dev/vdc"));
+        assert_eq!(
+            request(&params),
+            Request::Resume { device: ResumeDevice::Spec(DevSpec::Path("/dev/vdc".into())), offset_pages: 0 }
+        );
+        assert_eq!(request(&environment_params(env(&[("resume", "/dev/vdc"), ("noresume", "y")]))), Request::None);
+        assert_eq!(request(&environment_params(env(&[]))), Request::None);
     }
 
     #[test]

@@ -76,10 +76,24 @@ RemainAfterExit=yes
 ExecStart=/usr/sbin/cowroot root
 CONF
 # dracut's rootfs generator makes initrd.target want the root= device, with
-# no timeout (and its initqueue wait for it: cowroot-cmdline.sh).
+# no timeout (and its initqueue wait for it: cowroot-cmdline.sh). When
+# root= comes only from cmdline.d (host-only images), it also writes
+# sysroot.mount itself, requiring systemd-fsck@ of that device: this
+# instance replaces it and never runs either.
 if [ -n "$replaced" ]; then
     mkdir -p "$early_dir/initrd.target.wants"
     ln -sf /dev/null "$early_dir/initrd.target.wants/$replaced"
+    cat > "$early_dir/systemd-fsck@${replaced%.device}.service" << CONF
+# cowroot: replaces dracut's check of the device root= names.
+[Unit]
+Description=File System Check of the root= device (skipped: cowroot)
+DefaultDependencies=no
+ConditionPathExists=/run/cowroot/never-check-the-origin
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/cowroot root
+CONF
 fi
 ln -sf /usr/lib/systemd/system/cowroot.service "$normal_dir/initrd.target.wants/cowroot.service"
 # No 90 s job timeout on the root device: cowroot.service bounds the wait
