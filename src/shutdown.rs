@@ -230,6 +230,27 @@ struct Report {
     problems: Vec<String>,
 }
 
+/// Removes the dm devices there are, holders first. Only the last pass
+/// reports what could not be removed: in the first, the image host's mount
+/// still holds the devices under it.
+fn remove_dm_devices(report: &mut Report, last: bool) {
+    match crate::sys::RealSystem::new(std::time::Duration::from_secs(1)).dm() {
+        Ok(dm) => {
+            for name in removal_order(&dm_devices()) {
+                let Ok(dm_name) = devicemapper::DmName::new(&name) else { continue };
+                let id = devicemapper::DevId::Name(dm_name);
+                match dm.device_remove(&id, devicemapper::DmOptions::default()) {
+                    Ok(_) => report.removed.push(name),
+                    Err(e) if last => report.problems.push(format!("could not remove dm device {name}: {e}")),
+                    Err(_) => {}
+                }
+            }
+        }
+        Err(e) if last => report.problems.push(format!("cannot remove the dm devices: {e}")),
+        Err(_) => {}
+    }
+}
+
 fn teardown() -> Report {
     let mut report = Report::default();
     // The image host: moved out of the old root (see the module comment).
@@ -277,21 +298,10 @@ fn teardown() -> Report {
     // The dm devices, holders first: a thin device is removed before its
     // pool, the pool before its metadata and data layers. The pool commits
     // its metadata when it is removed. Not while the root is mounted: all
-    // would fail, held by it.
+    // would fail, held by it. Those under the image host (its LV, its LUKS
+    // device) are held by its mount: they go in a second pass, after it.
     if report.root_unmounted {
-        match crate::sys::RealSystem::new(std::time::Duration::from_secs(1)).dm() {
-            Ok(dm) => {
-                for name in removal_order(&dm_devices()) {
-                    let Ok(dm_name) = devicemapper::DmName::new(&name) else { continue };
-                    let id = devicemapper::DevId::Name(dm_name);
-                    match dm.device_remove(&id, devicemapper::DmOptions::default()) {
-                        Ok(_) => report.removed.push(name),
-                        Err(e) => report.problems.push(format!("could not remove dm device {name}: {e}")),
-                    }
-                }
-            }
-            Err(e) => report.problems.push(format!("cannot remove the dm devices: {e}")),
-        }
+        remove_dm_devices(&mut report, false);
     }
     // The image's loop device auto-clears when the thin device lets go;
     // any other still bound is detached here.
@@ -300,11 +310,6 @@ fn teardown() -> Report {
             Ok(()) => report.detached.push(path),
             Err(e) => report.problems.push(format!("could not detach loop device {path}: {e}")),
         }
-    }
-    // Said plainly, so a test (or a person) sees what was left behind.
-    let left: Vec<String> = dm_devices().into_iter().map(|d| d.name).chain(bound_loops()).collect();
-    if !left.is_empty() {
-        report.problems.push(format!("still set up: {}", left.join(", ")));
     }
     if parked {
         match umount2(HOST_PARKED, MntFlags::empty()) {
@@ -315,6 +320,14 @@ fn teardown() -> Report {
                 let _ = umount2(HOST_PARKED, MntFlags::MNT_DETACH);
             }
         }
+    }
+    if report.root_unmounted {
+        remove_dm_devices(&mut report, true);
+    }
+    // Said plainly, so a test (or a person) sees what was left behind.
+    let left: Vec<String> = dm_devices().into_iter().map(|d| d.name).chain(bound_loops()).collect();
+    if !left.is_empty() {
+        report.problems.push(format!("still set up: {}", left.join(", ")));
     }
     report
 }
