@@ -104,7 +104,8 @@ run_lane() {
 started=$(date +%s)
 for _ in $(seq "$LANES"); do run_lane & done
 wait
-passed=$(grep -c '^PASS ' "$WORK/results" 2>/dev/null)
+passed=$(grep -c '^PASS ' "$WORK/results" 2>/dev/null || true)
+passed=${passed:-0}
 failures=()
 mapfile -t failures < <(sed -n 's/^FAIL //p' "$WORK/results" 2>/dev/null)
 # Every selected scenario must have a verdict: a lane that died is a failure.
