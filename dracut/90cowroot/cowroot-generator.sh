@@ -28,6 +28,22 @@ else
     exit 0
 fi
 
+# never_check FILE WHAT: a filesystem check unit that replaces the one of
+# the same name and never runs.
+never_check() {
+    cat > "$1" << CONF
+# cowroot: replaces the unit that checks $2.
+[Unit]
+Description=File System Check of $2 (skipped: cowroot)
+DefaultDependencies=no
+ConditionPathExists=/run/cowroot/never-check-the-origin
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/cowroot root
+CONF
+}
+
 mkdir -p "$normal_dir/sysroot.mount.d" "$normal_dir/initrd.target.wants" \
     "$early_dir/initrd-root-device.target.d" "$late_dir/initrd-root-fs.target.requires"
 # The fstab generator's sysroot.mount (from root=) gets our device; with no
@@ -64,17 +80,7 @@ CONF
 # after a failed setup the origin is writable again) or the read-only
 # fallback device. This one replaces the fstab generator's and never runs:
 # the copy-on-write root replays its own journal when it is mounted.
-cat > "$early_dir/systemd-fsck-root.service" << CONF
-# cowroot: replaces the fstab generator's unit, which checks root=.
-[Unit]
-Description=File System Check on the root device (skipped: cowroot)
-DefaultDependencies=no
-ConditionPathExists=/run/cowroot/never-check-the-origin
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/sbin/cowroot root
-CONF
+never_check "$early_dir/systemd-fsck-root.service" "the root device"
 # dracut's rootfs generator makes initrd.target want the root= device, with
 # no timeout (and its initqueue wait for it: cowroot-cmdline.sh). When
 # root= comes only from cmdline.d (host-only images), it also writes
@@ -83,17 +89,7 @@ CONF
 if [ -n "$replaced" ]; then
     mkdir -p "$early_dir/initrd.target.wants"
     ln -sf /dev/null "$early_dir/initrd.target.wants/$replaced"
-    cat > "$early_dir/systemd-fsck@${replaced%.device}.service" << CONF
-# cowroot: replaces dracut's check of the device root= names.
-[Unit]
-Description=File System Check of the root= device (skipped: cowroot)
-DefaultDependencies=no
-ConditionPathExists=/run/cowroot/never-check-the-origin
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/sbin/cowroot root
-CONF
+    never_check "$early_dir/systemd-fsck@${replaced%.device}.service" "the device root= names"
 fi
 ln -sf /usr/lib/systemd/system/cowroot.service "$normal_dir/initrd.target.wants/cowroot.service"
 # No 90 s job timeout on the root device: cowroot.service bounds the wait
