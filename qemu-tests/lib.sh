@@ -97,7 +97,7 @@ build_initramfs() {
         cp -L "$m" "$extra$m" || die "cannot copy $m (dmsetup) into the initramfs"
     done
     CRASH_INITRD="$WORK/initramfs-crash.cpio.gz"
-    { cat "$INITRD" && (cd "$extra" && find . | cpio -o -H newc --quiet | gzip -1); } > "$CRASH_INITRD" \
+    initrd_with "$INITRD" "$extra" "$CRASH_INITRD" \
         || die "cannot pack the crash initramfs"
 }
 
@@ -128,6 +128,12 @@ make_images_disk() {
 blank_disk() {
     rm -f "$1"
     truncate -s "$2" "$1"
+}
+
+# initrd_with BASE DIR OUT: OUT is the initramfs BASE with an archive of
+# DIR appended (the kernel unpacks archives in order: DIR's files win).
+initrd_with() {
+    { cat "$1" && (cd "$2" && find . | cpio -o -H newc --quiet | gzip -1); } > "$3"
 }
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }

@@ -11,7 +11,7 @@
 config_initrd() {
     local tree="$WORK/$1-files"
     CONFIG_INITRD="$WORK/$1.cpio.gz"
-    { cat "$INITRD" && (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1); } > "$CONFIG_INITRD" \
+    initrd_with "$INITRD" "$tree" "$CONFIG_INITRD" \
         || die "cannot pack the initramfs with $tree"
 }
 

@@ -220,7 +220,7 @@ broken_binary_initrd() {
     mkdir -p "$dir/usr/sbin"
     printf '#!/bin/sh\nkill -SEGV $$\n' > "$dir/usr/sbin/cowroot"
     chmod 0755 "$dir/usr/sbin/cowroot"
-    { cat "$DEB_BOOT_INITRD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$out" \
+    initrd_with "$DEB_BOOT_INITRD" "$dir" "$out" \
         || die "cannot make the broken-binary initramfs"
     rm -rf "$dir"
 }
@@ -306,7 +306,7 @@ scenario_debian_initramfs_tools_without_dm_notify_rules() {
     dir=$(mktemp -d "$WORK/nodmnotify.XXXX")
     mkdir -p "$dir/usr/lib/udev/rules.d"
     : > "$dir/usr/lib/udev/rules.d/95-dm-notify.rules"
-    { cat "$DEB_INITRD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+    initrd_with "$DEB_INITRD" "$dir" "$initrd" \
         || die "cannot make the initramfs without 95-dm-notify.rules"
     rm -rf "$dir"
     blank_disk "$pool" 1G
@@ -351,7 +351,7 @@ done
 echo "COWTEST initramfs: $cowtest_layers private layers, links to them:$cowtest_links" > /dev/kmsg
 echo "COWTEST initramfs: rules $(ls /usr/lib/udev/rules.d | grep -E 'dm|cowroot' | tr '\n' ' ')" > /dev/kmsg
 HOOK
-    { cat "$DRACUT_INITRD_SYSTEMD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+    initrd_with "$DRACUT_INITRD_SYSTEMD" "$dir" "$initrd" \
         || die "cannot make the initramfs with Fedora's rule layout"
     rm -rf "$dir"
     blank_disk "$pool" 1G
@@ -405,7 +405,7 @@ SCRIPT
 /scripts/local-block/cowroot "$@"
 [ -e /conf/param.conf ] && . /conf/param.conf
 ORDER
-    { cat "$DEB_INITRD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+    initrd_with "$DEB_INITRD" "$dir" "$initrd" \
         || die "cannot make the initramfs with a late pool"
     rm -rf "$dir"
     blank_disk "$pool" 1G
@@ -491,7 +491,7 @@ scenario_debian_dracut_systemd_root_stale_in_cmdline_d() {
     dir=$(mktemp -d "$WORK/root-cmdline-d.XXXX")
     mkdir -p "$dir/etc/cmdline.d"
     echo "root=UUID=$STALE_UUID" > "$dir/etc/cmdline.d/95root-dev.conf"
-    { cat "$DRACUT_INITRD_SYSTEMD" && (cd "$dir" && find . | cpio -o -H newc --quiet | gzip -1); } > "$initrd" \
+    initrd_with "$DRACUT_INITRD_SYSTEMD" "$dir" "$initrd" \
         || die "cannot make the initramfs with root= in cmdline.d"
     rm -rf "$dir"
     DEB_BOOT_INITRD=$initrd root_arg dsd-root-cmdline-d ""
