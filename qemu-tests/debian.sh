@@ -6,8 +6,15 @@
 # shellcheck disable=SC2034  # variables are used by the sourcing scripts
 
 DEBIAN_SUITE=bookworm
-DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,dracut-core,lvm2,e2fsprogs,kmod,busybox"
+# cryptsetup and mdadm: the storage-stack scenarios put the image host on
+# LUKS and on md RAID1, which each generator unlocks or assembles with them.
+DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,dracut-core,lvm2,e2fsprogs,kmod,busybox,cryptsetup-bin,cryptsetup-initramfs,mdadm"
 ROOT_UUID=5eedc0de-0000-4000-8000-00000000c0de
+# The storage-stack fixtures (scenarios-stacks.sh): the LUKS container's
+# UUID and key (a key file in the test initramfs), the md array's UUID.
+LUKS_UUID=5eedc0de-0000-4000-8000-00000000c1c1
+LUKS_KEY_TEXT=cowroot-test-luks-key
+MD_UUID=5eedc0de:00004000:80000000:0000c2c2
 DEBIAN_TIMEOUT=${DEBIAN_TIMEOUT:-400}
 
 # The Debian mirror this machine's apt uses (never written into the repo).
@@ -119,8 +126,17 @@ build_debian_images() {
     # and show up as a failed unit that has nothing to do with cowroot.
     echo 5eedc0de00004000800000000000c0de > "$root/etc/machine-id"
     echo "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
+    # It starts the gettys of tty2-6 through systemctl, whose call timed out
+    # on a loaded CI machine and showed as a failed unit; the tests use the
+    # serial console only.
+    ln -sf /dev/null "$root/etc/systemd/system/getty-static.service"
     # Under -cpu max a Debian root may stall ~80 s loading kvm_amd.
     printf 'blacklist kvm\nblacklist kvm_amd\nblacklist kvm_intel\n' > "$root/etc/modprobe.d/test-vm-no-kvm.conf"
+    # The LUKS fixture's key: in every dracut image (install_items), and in
+    # the storage-stack initramfs-tools image (build_stacks_initramfs).
+    printf '%s' "$LUKS_KEY_TEXT" > "$root/etc/cowtest-luks.key"
+    chmod 0400 "$root/etc/cowtest-luks.key"
+    echo 'install_items+=" /etc/cowtest-luks.key "' > "$root/etc/dracut.conf.d/test-vm-luks.conf"
     # A small initramfs builds in seconds; cowroot's hook adds what it needs.
     echo "MODULES=list" > "$root/etc/initramfs-tools/conf.d/test-vm-small"
     printf 'virtio_pci\nvirtio_blk\next4\n' >> "$root/etc/initramfs-tools/modules"
@@ -159,13 +175,15 @@ build_debian_images() {
         || die "removing did not regenerate the initramfs"
     chroot_run "$root" dpkg -i /tmp/cowroot.deb >> "$WORK/debian-$kind-install.log" 2>&1 || die "reinstalling failed"
     rm -f "$root/tmp/cowroot.deb"
+    build_stacks_initramfs "$root"
     build_dracut_images "$root"
 
     DEB_KERNEL=$(find "$root/boot" -name 'vmlinuz-*' | head -n 1)
     DEB_INITRD=$(find "$root/boot" -name 'initrd.img-*' | head -n 1)
-    cp "$DEB_KERNEL" "$DEB_INITRD" "$root"/boot/dracut-{nosystemd,systemd,hostonly}.img "$root.out/"
+    cp "$DEB_KERNEL" "$DEB_INITRD" "$root"/boot/dracut-{nosystemd,systemd,hostonly}.img "$root/boot/initrd-stacks.img" "$root.out/"
     DEB_KERNEL="$root.out/$(basename "$DEB_KERNEL")"
     DEB_INITRD="$root.out/$(basename "$DEB_INITRD")"
+    DEB_INITRD_STACKS="$root.out/initrd-stacks.img"
     DRACUT_INITRD_NOSYSTEMD="$root.out/dracut-nosystemd.img"
     DRACUT_INITRD_SYSTEMD="$root.out/dracut-systemd.img"
     DRACUT_INITRD_HOSTONLY="$root.out/dracut-hostonly.img"
@@ -183,6 +201,29 @@ build_debian_images() {
     mkfs.ext4 -q -F -L images -d "$root.out/images" "$DEB_IMAGES" 2G || die "mkfs.ext4 of the images disk failed"
     rm -rf "$root.out/images"
     DEB_IMAGES_SHA=$(sha "$DEB_IMAGES")
+}
+
+# An initramfs-tools image that knows the storage-stack fixtures, as a
+# system whose image host is on LUKS and md has it: a crypttab entry with
+# the `initramfs` option and its key file (cryptsetup-initramfs copies keys
+# that match KEYFILE_PATTERN), and mdadm.conf naming the array. Built into
+# /boot/initrd-stacks.img; the files are removed again, so the booted root
+# (and every other image) knows nothing of devices its scenarios lack.
+build_stacks_initramfs() {
+    local root=$1 kver contents
+    kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | head -n 1)
+    cp "$root/etc/mdadm/mdadm.conf" "$root/etc/mdadm/mdadm.conf.orig"
+    echo "ARRAY /dev/md/cowhost metadata=1.2 UUID=$MD_UUID" >> "$root/etc/mdadm/mdadm.conf"
+    echo "cowhost UUID=$LUKS_UUID /etc/cowtest-luks.key luks,initramfs" > "$root/etc/crypttab"
+    echo "KEYFILE_PATTERN=/etc/cowtest-luks.key" > "$root/etc/cryptsetup-initramfs/conf-hook"
+    chroot_run "$root" mkinitramfs -o /boot/initrd-stacks.img "$kver" > "$WORK/initrd-stacks.log" 2>&1 \
+        || { cat "$WORK/initrd-stacks.log" >&2; die "mkinitramfs of the storage-stack initramfs failed"; }
+    mv "$root/etc/mdadm/mdadm.conf.orig" "$root/etc/mdadm/mdadm.conf"
+    rm "$root/etc/crypttab" "$root/etc/cryptsetup-initramfs/conf-hook"
+    contents=$(chroot_run "$root" lsinitramfs /boot/initrd-stacks.img)
+    for want in cryptroot/crypttab cryptroot/keyfiles/cowhost.key sbin/mdadm etc/mdadm/mdadm.conf dm-crypt.ko raid1.ko; do
+        grep -q "$want" <<< "$contents" || { cat "$WORK/initrd-stacks.log" >&2; die "the storage-stack initramfs lacks $want"; }
+    done
 }
 
 # Two dracut images of the same root, built inside it with Debian's
@@ -249,17 +290,17 @@ debian_images() {
         # shellcheck source=/dev/null
         . "$out/env"
         # Built under another work directory, perhaps: the names hold.
-        DEB_KERNEL="$out/${DEB_KERNEL##*/}" DEB_INITRD="$out/${DEB_INITRD##*/}"
+        DEB_KERNEL="$out/${DEB_KERNEL##*/}" DEB_INITRD="$out/${DEB_INITRD##*/}" DEB_INITRD_STACKS="$out/${DEB_INITRD_STACKS##*/}"
         DRACUT_INITRD_NOSYSTEMD="$out/${DRACUT_INITRD_NOSYSTEMD##*/}" DRACUT_INITRD_SYSTEMD="$out/${DRACUT_INITRD_SYSTEMD##*/}"
         DRACUT_INITRD_HOSTONLY="$out/${DRACUT_INITRD_HOSTONLY##*/}"
         DEB_IMAGES="$out/${DEB_IMAGES##*/}" DEB_ROOT_IMG="$out/${DEB_ROOT_IMG##*/}"
-        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DRACUT_INITRD_HOSTONLY DEB_IMAGES DEB_IMAGES_SHA \
+        declare -p DEB_KERNEL DEB_INITRD DEB_INITRD_STACKS DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DRACUT_INITRD_HOSTONLY DEB_IMAGES DEB_IMAGES_SHA \
             DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
         same "$(sha "$DEB_IMAGES")" "$DEB_IMAGES_SHA" "the cached images disk"
         same "$(sha "$DEB_ROOT_IMG")" "$DEB_ROOT_SHA" "the cached root disk"
     else
         build_debian_images initramfs-tools
-        declare -p DEB_KERNEL DEB_INITRD DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DRACUT_INITRD_HOSTONLY DEB_IMAGES DEB_IMAGES_SHA \
+        declare -p DEB_KERNEL DEB_INITRD DEB_INITRD_STACKS DRACUT_INITRD_NOSYSTEMD DRACUT_INITRD_SYSTEMD DRACUT_INITRD_HOSTONLY DEB_IMAGES DEB_IMAGES_SHA \
             DEB_ROOT_IMG DEB_ROOT_SHA > "$out/env"
         # The newest two stay (work on two branches at once hits both).
         find "$CACHE" -maxdepth 1 -name 'debian-images-*' -printf '%T@ %p\n' | sort -rn | tail -n +3 | cut -d' ' -f2- \

@@ -18,6 +18,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/scenarios-debian.sh"
 # shellcheck source=qemu-tests/scenarios-hostfs.sh
 . "$here/scenarios-hostfs.sh"
+# shellcheck source=qemu-tests/scenarios-stacks.sh
+. "$here/scenarios-stacks.sh"
 set +e
 
 mkdir -p "$WORK"
