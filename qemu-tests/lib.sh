@@ -136,6 +136,28 @@ initrd_with() {
     { cat "$1" && (cd "$2" && find . | cpio -o -H newc --quiet | gzip -1); } > "$3"
 }
 
+# initrd_with_modules OUT MODULE...: the busybox test initramfs with these
+# modules (and what they need) loaded after its own.
+initrd_with_modules() {
+    local out=$1 extra="$WORK/initramfs-modules.$$" m
+    shift
+    rm -rf "$extra"
+    mkdir -p "$extra"
+    cp "$WORK/initramfs/modules.list" "$extra/modules.list"
+    for m in "$@"; do
+        modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" || die "module $m not found for $KVER"
+    done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" >> "$extra/modules.list"
+    awk '!seen[$0]++' "$extra/modules.list" > "$extra/modules.list.new"
+    mv "$extra/modules.list.new" "$extra/modules.list"
+    while read -r m; do
+        [ -f "$WORK/initramfs/lib/modules/$m" ] && continue
+        mkdir -p "$extra/lib/modules/$(dirname "$m")"
+        cp "$KROOT/lib/modules/$m" "$extra/lib/modules/$m" || die "cannot copy module $m"
+    done < "$extra/modules.list"
+    initrd_with "$INITRD" "$extra" "$out" || die "cannot pack $out"
+    rm -rf "$extra"
+}
+
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # The guest kernel, initramfs, base command line and the console line that
@@ -149,16 +171,21 @@ qemu_start() {
     local name=$1 cmdline=$2 drives=() d
     shift 2
     # Every disk as -drive + -device, in order, so they are vda, vdb, ...
-    # FILE@4k: a disk with 4096-byte logical sectors (4Kn).
-    local n=0 sectors
+    # FILE@4k: a disk with 4096-byte logical sectors (4Kn); FILE@nvme, an
+    # NVMe namespace; FILE@sata, a SATA disk on an AHCI controller.
+    local n=0
     for d in "$@"; do
         n=$((n + 1))
-        sectors=
-        [[ $d == *@4k ]] && sectors=",logical_block_size=4096,physical_block_size=4096"
         # No image lock: two guests side by side share the Debian images
         # disk. Still attached writable, so a write would change the
         # sha256 every scenario checks afterwards.
-        drives+=(-drive "file=${d%@4k},format=raw,if=none,id=d$n,file.locking=off" -device "virtio-blk-pci,drive=d$n$sectors")
+        drives+=(-drive "file=${d%@*},format=raw,if=none,id=d$n,file.locking=off")
+        case $d in
+        *@4k) drives+=(-device "virtio-blk-pci,drive=d$n,logical_block_size=4096,physical_block_size=4096") ;;
+        *@nvme) drives+=(-device "nvme,drive=d$n,serial=cowtest$n") ;;
+        *@sata) drives+=(-device "ahci,id=ahci$n" -device "ide-hd,drive=d$n,bus=ahci$n.0") ;;
+        *) drives+=(-device "virtio-blk-pci,drive=d$n") ;;
+        esac
     done
     local serial=(-serial "file:$WORK/$name.log")
     if [ -n "${VM_SERIAL_PIPE:-}" ]; then

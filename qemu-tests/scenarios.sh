@@ -364,6 +364,23 @@ scenario_4kn_pool_with_an_origin_of_2k_multiple_size() {
     origin_unchanged
 }
 
+# The image host on an NVMe namespace, the pool on a SATA disk: other
+# drivers, other names (nvme0n1, sda), found by label and by path.
+scenario_image_host_on_nvme_pool_on_sata() {
+    fresh_disks nvmesata
+    initrd_with_modules "$WORK/initramfs-nvme-sata.cpio.gz" nvme ahci sd_mod
+    VM_INITRD="$WORK/initramfs-nvme-sata.cpio.gz" run_vm nvmesata-1 \
+        "cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/sda cowtest=boot,write" "$D/images.img@nvme" "$D/pool.img@sata"
+    expect 'COWTEST boot rc=0'
+    expect 'ready: origin /root.img on /dev/nvme0n1 \(64.0 MiB\), pool /dev/sda, generation 1 \(formatted\)'
+    expect 'COWTEST wrote marker'
+    VM_INITRD="$WORK/initramfs-nvme-sata.cpio.gz" run_vm nvmesata-2 \
+        "cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/sda cowtest=boot,check" "$D/images.img@nvme" "$D/pool.img@sata"
+    expect 'ready: origin /root.img on /dev/nvme0n1 .* generation 1 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    origin_unchanged
+}
+
 scenario_data_at_the_pool_end_is_not_blank() {
     fresh_disks enddata
     # An md 1.0 superblock sits 8 KiB from the end: the first MiB is zero.

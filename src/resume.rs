@@ -50,8 +50,8 @@ impl std::fmt::Display for ResumeDevice {
 pub enum Request {
     /// No `resume=`, or `noresume` / `hibernate=noresume`.
     None,
-    /// `resume=` in a form cowroot cannot look up (the kernel's hex device
-    /// numbers, for one): the value, for a warning.
+    /// `resume=` in a form cowroot cannot look up: the value, for a
+    /// warning.
     Unknown(String),
     Resume {
         device: ResumeDevice,
@@ -93,6 +93,8 @@ pub fn request(params: &[Param]) -> Request {
     let offset_pages = last("resume_offset").and_then(|p| p.value.as_deref()?.parse().ok()).unwrap_or(0);
     let device = if let Some(num) = value.parse::<DevNum>().ok().filter(|_| value.contains(':')) {
         ResumeDevice::Number(num)
+    } else if let Some(num) = kernel_hex_devnum(&value) {
+        ResumeDevice::Number(num)
     } else {
         match parse_devspec("resume", &value) {
             Ok(Some(spec)) => ResumeDevice::Spec(spec),
@@ -100,6 +102,17 @@ pub fn request(params: &[Param]) -> Request {
         }
     };
     Request::Resume { device, offset_pages }
+}
+
+/// The kernel's older form of a device number: hex digits alone, as
+/// `new_encode_dev` packs them (minor's low byte last, its upper bits
+/// above the major), so `0803` is 8:3, as for `root=`.
+fn kernel_hex_devnum(value: &str) -> Option<DevNum> {
+    if value.is_empty() || value.len() > 8 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let dev = u32::from_str_radix(value, 16).ok()?;
+    Some(DevNum { major: (dev & 0xfff00) >> 8, minor: (dev & 0xff) | ((dev >> 12) & 0xfff00) })
 }
 
 /// The signature of a stored hibernation image in a swap header page, if
@@ -152,7 +165,17 @@ mod tests {
         assert_eq!(request(&split("resume=/dev/vdc noresume")), Request::None);
         assert_eq!(request(&split("resume=/dev/vdc hibernate=protect_image,noresume")), Request::None);
         assert_eq!(request(&split("resume=")), Request::None);
-        assert_eq!(request(&split("resume=0803")), Request::Unknown("0803".into()));
+        assert_eq!(
+            request(&split("resume=0803")),
+            Request::Resume { device: ResumeDevice::Number(DevNum { major: 8, minor: 3 }), offset_pages: 0 }
+        );
+        // 259:65540 packed as the kernel's new_encode_dev does.
+        assert_eq!(
+            request(&split("resume=10010304")),
+            Request::Resume { device: ResumeDevice::Number(DevNum { major: 259, minor: 65540 }), offset_pages: 0 }
+        );
+        // A bare kernel name is looked up by the kernel alone.
+        assert_eq!(request(&split("resume=sda2")), Request::Unknown("sda2".into()));
     }
 
     #[test]
