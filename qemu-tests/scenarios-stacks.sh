@@ -69,7 +69,8 @@ MD_DATA_OFFSET=$((1024 * 1024))
 # md_data_sha MEMBER: the sha256 of the images filesystem's extent in the
 # member's data area (the array's content; the superblock lies before it).
 md_data_sha() {
-    tail -c +$((MD_DATA_OFFSET + 1)) "$1" | head -c "$(stat -c %s "$DEB_IMAGES")" | sha256sum | cut -d' ' -f1
+    dd if="$1" bs=4M iflag=skip_bytes,count_bytes skip="$MD_DATA_OFFSET" count="$(stat -c %s "$DEB_IMAGES")" status=none \
+        | sha256sum | cut -d' ' -f1
 }
 
 # Two RAID1 members (metadata 1.2, superblock 4 KiB in) holding the images
