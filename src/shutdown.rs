@@ -140,16 +140,20 @@ pub fn install() -> Result<bool> {
         return Ok(false);
     }
     fs::create_dir_all(EXITRD).map_err(|e| Error::io("mkdir", EXITRD, e))?;
-    // initramfs-tools mounts /run noexec, and systemd-shutdown pivots only
-    // into an executable /shutdown: give it a tmpfs of its own, which
-    // systemd leaves mounted until the end (it never unmounts
-    // /run/initramfs). dracut's /run allows exec, and its /run/initramfs
-    // holds state of its own, so it is used as it is.
+    // initramfs-tools and dracut without systemd mount /run noexec, and
+    // systemd-shutdown pivots only into an executable /shutdown: give it a
+    // tmpfs of its own, which systemd leaves mounted until the end (it
+    // never unmounts /run/initramfs). No size limit of ours (tmpfs takes
+    // memory only as it is written): at shutdown dracut-initramfs-restore,
+    // or Debian's mdadm-shutdown, may unpack a whole initramfs here, and
+    // when that fails for want of space dracut removes /shutdown. dracut
+    // with systemd has an exec /run, whose /run/initramfs holds state of
+    // dracut's own, so it is used as it is.
     let noexec = nix::sys::statvfs::statvfs(EXITRD)
         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
         .map_err(|e| Error::io("statvfs", EXITRD, e))?;
     if noexec {
-        mount(Some("tmpfs"), EXITRD, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=8m"))
+        mount(Some("tmpfs"), EXITRD, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
             .map_err(|e| Error::io("mount tmpfs on", EXITRD, e))?;
     }
     // The host mount is moved here at shutdown, when this root may be
