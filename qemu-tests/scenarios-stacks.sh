@@ -27,8 +27,8 @@ stack_fixture_dir() {
 }
 
 # stack_fixture KIND RECIPE-FUNCTION: builds the fixture once (RECIPE DIR
-# makes it in DIR), under a lock: both lanes may ask for it at once. Older
-# fixtures of the kind are removed.
+# makes it in DIR), under a lock: both lanes may ask for it at once. All
+# but the newest two fixtures of the kind are removed.
 stack_fixture() {
     local kind=$1 recipe=$2
     stack_fixture_dir "$kind" "$recipe"
@@ -39,9 +39,11 @@ stack_fixture() {
         rm -rf "$STACK_DIR.tmp"
         mkdir -p "$STACK_DIR.tmp"
         "$recipe" "$STACK_DIR.tmp"
-        find "$CACHE" -maxdepth 1 -name "stack-$kind-*" ! -name "${STACK_DIR##*/}.tmp" -exec rm -rf {} +
         touch "$STACK_DIR.tmp/complete"
         mv "$STACK_DIR.tmp" "$STACK_DIR"
+        # The newest two stay (work on two branches at once uses both).
+        find "$CACHE" -maxdepth 1 -name "stack-$kind-*" ! -name '*.lock' -printf '%T@ %p\n' | sort -rn | tail -n +3 \
+            | cut -d' ' -f2- | xargs -r rm -rf
     ) 9> "$CACHE/stack-$kind.lock"
 }
 
