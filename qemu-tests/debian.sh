@@ -54,8 +54,9 @@ ensure_debian_base() {
     key=$(printf '%s\n' "$DEBIAN_SUITE" "$DEBIAN_PACKAGES" | sha256sum | cut -c1-16)
     DEBIAN_BASE="$CACHE/debian-base-$key.tar"
     [ -f "$DEBIAN_BASE" ] && return 0
-    # A root of another package set is of no more use (700 MB each).
-    find "$CACHE" -maxdepth 1 -name 'debian-base-*.tar' -delete
+    # The newest two stay (700 MB each; two branches may differ).
+    find "$CACHE" -maxdepth 1 -name 'debian-base-*.tar' -printf '%T@ %p\n' | sort -rn | tail -n +2 | cut -d' ' -f2- \
+        | xargs -r rm -f
     log "building the Debian $DEBIAN_SUITE test root (mmdebstrap, about 90 s)"
     mkdir -p "$CACHE"
     mmdebstrap --quiet --format=tar --variant=minbase --include="$DEBIAN_PACKAGES" \
@@ -90,7 +91,10 @@ fi
 t2=\$(up)
 say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
 t3=\$(up)
-say "failed units: \$(systemctl list-units --failed --plain --no-legend | awk '{print \$1}' | tr '\n' ' ')"
+# systemctl's status too: a call that timed out would print no units.
+failed=\$(systemctl list-units --failed --plain --no-legend); rc=\$?
+say "failed units: \$(echo "\$failed" | awk '{print \$1}' | tr '\n' ' ')"
+say "failed units listed: rc=\$rc"
 say "times: started \$t0 settled \$t1 marker \$t2 status \$t3 units \$(up)"
 say "poweroff at \$(up)"
 systemctl --no-block poweroff
@@ -132,13 +136,14 @@ build_debian_images() {
     # on a loaded CI machine and showed as a failed unit; the tests use the
     # serial console only.
     ln -sf /dev/null "$root/etc/systemd/system/getty-static.service"
-    # Debian's mdadm runs dracut at every shutdown of a system that has it,
-    # to build an md-aware shutdown initramfs in /run/initramfs. Under TCG
-    # that outlasts its 90 s stop timeout on every boot of every scenario;
-    # killed, its half-written /run/initramfs made dracut-shutdown fail,
-    # whose cleanup removed /run/initramfs/shutdown (cowroot's). On real
-    # hardware it takes seconds, and its cpio -id keeps cowroot's newer
-    # /shutdown.
+    # Debian's mdadm runs dracut at every shutdown of a system that has
+    # dracut, to build an md-aware shutdown initramfs in /run/initramfs.
+    # Under TCG that build outlasted its 90 s stop timeout and was killed,
+    # at every shutdown of every scenario (this root has dracut for the
+    # dracut images), which would add 90 s to each of some sixty boots. On
+    # real hardware it takes seconds; what it unpacks with cpio -id should
+    # not replace cowroot's newer /shutdown (cpio keeps a newer file), which
+    # no scenario checks.
     ln -sf /dev/null "$root/etc/systemd/system/mdadm-shutdown.service"
     # Under -cpu max a Debian root may stall ~80 s loading kvm_amd.
     printf 'blacklist kvm\nblacklist kvm_amd\nblacklist kvm_intel\n' > "$root/etc/modprobe.d/test-vm-no-kvm.conf"
@@ -227,21 +232,32 @@ build_debian_images() {
 build_stacks_initramfs() {
     local root=$1 kver contents
     kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | head -n 1)
-    cp "$root/etc/mdadm/mdadm.conf" "$root/etc/mdadm/mdadm.conf.orig"
+    local f
+    for f in etc/mdadm/mdadm.conf etc/crypttab etc/cryptsetup-initramfs/conf-hook; do
+        if [ -e "$root/$f" ]; then cp -p "$root/$f" "$root/$f.orig"; else : > "$root/$f.orig"; fi
+    done
     echo "ARRAY /dev/md/cowhost metadata=1.2 UUID=$MD_UUID" >> "$root/etc/mdadm/mdadm.conf"
-    echo "cowhost UUID=$LUKS_UUID /etc/cowtest-luks.key luks,initramfs" > "$root/etc/crypttab"
-    echo "KEYFILE_PATTERN=/etc/cowtest-luks.key" > "$root/etc/cryptsetup-initramfs/conf-hook"
+    echo "cowhost UUID=$LUKS_UUID /etc/cowtest-luks.key luks,initramfs" >> "$root/etc/crypttab"
+    echo "KEYFILE_PATTERN=/etc/cowtest-luks.key" >> "$root/etc/cryptsetup-initramfs/conf-hook"
     chroot_run "$root" mkinitramfs -o /boot/initrd-stacks.img "$kver" > "$WORK/initrd-stacks.log" 2>&1 \
         || { cat "$WORK/initrd-stacks.log" >&2; die "mkinitramfs of the storage-stack initramfs failed"; }
     if grep -A3 'input contains a loop' "$WORK/initrd-stacks.log" >&2; then
         die "the initramfs-tools scripts' prereqs make a loop"
     fi
-    mv "$root/etc/mdadm/mdadm.conf.orig" "$root/etc/mdadm/mdadm.conf"
-    rm "$root/etc/crypttab" "$root/etc/cryptsetup-initramfs/conf-hook"
+    for f in etc/mdadm/mdadm.conf etc/crypttab etc/cryptsetup-initramfs/conf-hook; do
+        mv "$root/$f.orig" "$root/$f"
+    done
     contents=$(chroot_run "$root" lsinitramfs /boot/initrd-stacks.img)
-    for want in cryptroot/crypttab cryptroot/keyfiles/cowhost.key sbin/mdadm etc/mdadm/mdadm.conf dm-crypt.ko raid1.ko; do
+    for want in cryptroot/keyfiles/cowhost.key sbin/mdadm dm-crypt.ko raid1.ko; do
         grep -q "$want" <<< "$contents" || { cat "$WORK/initrd-stacks.log" >&2; die "the storage-stack initramfs lacks $want"; }
     done
+    # What the boot reads: the array and the crypttab entry.
+    chroot_run "$root" sh -c 'rm -rf /tmp/stacks && unmkinitramfs /boot/initrd-stacks.img /tmp/stacks' \
+        || die "cannot unpack the storage-stack initramfs"
+    grep -q "UUID=$MD_UUID" "$root/tmp/stacks/etc/mdadm/mdadm.conf" || die "the storage-stack initramfs's mdadm.conf lacks the array"
+    grep -q "^cowhost UUID=$LUKS_UUID /cryptroot/keyfiles/cowhost.key " "$root/tmp/stacks/cryptroot/crypttab" \
+        || die "the storage-stack initramfs's crypttab lacks the LUKS entry with its key file"
+    rm -rf "$root/tmp/stacks"
 }
 
 # Two dracut images of the same root, built inside it with Debian's

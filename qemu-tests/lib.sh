@@ -139,10 +139,9 @@ initrd_with() {
 # initrd_with_modules OUT MODULE...: the busybox test initramfs with these
 # modules (and what they need) loaded after its own.
 initrd_with_modules() {
-    local out=$1 extra="$WORK/initramfs-modules.$$" m
+    local out=$1 extra m
     shift
-    rm -rf "$extra"
-    mkdir -p "$extra"
+    extra=$(mktemp -d "$WORK/initramfs-modules.XXXX")
     cp "$WORK/initramfs/modules.list" "$extra/modules.list"
     for m in "$@"; do
         modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" || die "module $m not found for $KVER"

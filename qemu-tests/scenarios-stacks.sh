@@ -19,9 +19,12 @@
 stack_fixture_dir() {
     local key
     key=$({
-        echo "$DEB_IMAGES_SHA $LUKS_UUID $LUKS_KEY_TEXT $MD_UUID"
-        declare -f "$2"
-        cat "$REPO/qemu-tests/guest/fixture-md.sh"
+        echo "$DEB_IMAGES_SHA $LUKS_UUID $LUKS_KEY_TEXT $MD_UUID $2"
+        cat "$REPO/qemu-tests/scenarios-stacks.sh"
+        case $1 in
+        luks) cryptsetup --version ;;
+        md) mdadm --version 2>&1 && cat "$REPO/qemu-tests/guest/fixture-md.sh" "$REPO/qemu-tests/guest/init" ;;
+        esac
     } | sha256sum | cut -c1-16)
     STACK_DIR="$CACHE/stack-$1-$key"
 }
@@ -34,17 +37,29 @@ stack_fixture() {
     stack_fixture_dir "$kind" "$recipe"
     (
         flock 9
-        [ -f "$STACK_DIR/complete" ] && exit 0
+        # In use: the newest stay.
+        [ -f "$STACK_DIR/complete" ] && { touch "$STACK_DIR"; exit 0; }
         log "building the $kind image host (cache $STACK_DIR)"
         rm -rf "$STACK_DIR.tmp"
         mkdir -p "$STACK_DIR.tmp"
         "$recipe" "$STACK_DIR.tmp"
         touch "$STACK_DIR.tmp/complete"
+        rm -rf "$STACK_DIR"
         mv "$STACK_DIR.tmp" "$STACK_DIR"
         # The newest two stay (work on two branches at once uses both).
         find "$CACHE" -maxdepth 1 -name "stack-$kind-*" ! -name '*.lock' -printf '%T@ %p\n' | sort -rn | tail -n +3 \
             | cut -d' ' -f2- | xargs -r rm -rf
     ) 9> "$CACHE/stack-$kind.lock"
+}
+
+# stack_copy KIND FILE DEST: copies a file of the fixture while no other
+# run can remove it.
+stack_copy() {
+    (
+        flock -s 9
+        [ -f "$STACK_DIR/complete" ] || die "the $1 fixture $STACK_DIR went away"
+        cp --sparse=always "$STACK_DIR/$2" "$3"
+    ) 9> "$CACHE/stack-$1.lock"
 }
 
 # The images disk in a LUKS2 container. The offline encryption moves the
@@ -122,20 +137,21 @@ md_recipe() {
 luks_image_host() {
     local tag=$1 keys=$2 disk="$WORK/$1-luks-host.img" pool="$WORK/$1-luks-pool.img"
     stack_fixture luks luks_recipe
-    cp --sparse=always "$STACK_DIR/host.img" "$disk"
+    stack_copy luks host.img "$disk"
+    stack_copy luks host.img.sha256 "$disk.sha256"
     blank_disk "$pool" 1G
     run_debian "$tag-luks" "$keys $DEB_KEYS" "$disk" "$pool"
     expect 'cowroot: /dev/mapper/cowroot ready: origin /root.img on /dev/(mapper|dm-).* generation 1 \(formatted\)'
     expect_cow_root
     expect 'COWTEST marker written'
     expect_clean_poweroff "$tag-luks"
-    same "$(sha "$disk")" "$(cat "$STACK_DIR/host.img.sha256")" "the LUKS image host changed"
+    same "$(sha "$disk")" "$(cat "$disk.sha256")" "the LUKS image host changed"
 }
 
 md_image_host() {
     local tag=$1 keys=$2 m
     stack_fixture md md_recipe
-    for m in a b; do cp --sparse=always "$STACK_DIR/member-$m.img" "$WORK/$tag-md-$m.img"; done
+    for m in a b; do stack_copy md "member-$m.img" "$WORK/$tag-md-$m.img"; done
     blank_disk "$WORK/$tag-md-pool.img" 1G
     run_debian "$tag-md" "$keys cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdc" "$WORK/$tag-md-a.img" "$WORK/$tag-md-b.img" "$WORK/$tag-md-pool.img"
     expect 'cowroot: /dev/mapper/cowroot ready: origin /root.img on /dev/md.* generation 1 \(formatted\)'

@@ -94,6 +94,10 @@ pub fn request(params: &[Param]) -> Request {
     let device = if let Some(num) = value.parse::<DevNum>().ok().filter(|_| value.contains(':')) {
         ResumeDevice::Number(num)
     } else if let Some(num) = kernel_hex_devnum(&value) {
+        // The kernel reads 0 as no device at all.
+        if num == (DevNum { major: 0, minor: 0 }) {
+            return Request::None;
+        }
         ResumeDevice::Number(num)
     } else {
         match parse_devspec("resume", &value) {
@@ -174,7 +178,9 @@ mod tests {
             request(&split("resume=10010304")),
             Request::Resume { device: ResumeDevice::Number(DevNum { major: 259, minor: 65540 }), offset_pages: 0 }
         );
-        // A bare kernel name is looked up by the kernel alone.
+        assert_eq!(request(&split("resume=0")), Request::None);
+        // The kernel takes no bare name (only MAJ:MIN or hex without
+        // /dev/): cowroot warns and goes on.
         assert_eq!(request(&split("resume=sda2")), Request::Unknown("sda2".into()));
     }
 
