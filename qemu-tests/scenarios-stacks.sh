@@ -146,6 +146,8 @@ luks_image_host() {
     expect 'COWTEST marker written'
     expect_clean_poweroff "$tag-luks"
     same "$(sha "$disk")" "$(cat "$disk.sha256")" "the LUKS image host changed"
+    # 2 GiB of ciphertext, not sparse: a run would fill /tmp with them.
+    rm -f "$disk" "$pool"
 }
 
 md_image_host() {
@@ -163,6 +165,7 @@ md_image_host() {
     for m in a b; do
         same "$(md_data_sha "$WORK/$tag-md-$m.img")" "$DEB_IMAGES_SHA" "the images filesystem on md member $m"
     done
+    rm -f "$WORK/$tag-md-a.img" "$WORK/$tag-md-b.img" "$WORK/$tag-md-pool.img"
 }
 
 DRACUT_LUKS_KEYS="rd.luks.uuid=$LUKS_UUID"
