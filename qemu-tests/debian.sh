@@ -93,7 +93,7 @@ say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
 t3=\$(up)
 # systemctl's status too: a call that timed out would print no units.
 failed=\$(systemctl list-units --failed --plain --no-legend); rc=\$?
-say "failed units: \$(echo "\$failed" | awk '{print \$1}' | tr '\n' ' ')"
+say "failed units: \$(printf '%s' "\$failed" | awk '{print \$1}' | tr '\n' ' ')"
 say "failed units listed: rc=\$rc"
 say "times: started \$t0 settled \$t1 marker \$t2 status \$t3 units \$(up)"
 say "poweroff at \$(up)"
