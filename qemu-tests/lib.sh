@@ -57,13 +57,27 @@ ensure_kernel() {
     [ -f "$KERNEL" ] || die "no kernel image in $KROOT"
 }
 
-# Module paths (relative to lib/modules/VER/) in load order, without repeats.
+# module_order MODULE...: their paths (relative to lib/modules/VER/) with
+# what they need, in load order, without repeats.
 module_order() {
     local m
-    for m in virtio_pci virtio_blk crc32c_generic dm-thin-pool dm-log-writes loop ext4 xfs btrfs; do
+    for m in "$@"; do
         modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" \
             || die "module $m not found for $KVER"
     done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" | awk '!seen[$0]++'
+}
+
+# The modules every busybox test guest loads.
+GUEST_MODULES="virtio_pci virtio_blk crc32c_generic dm-thin-pool dm-log-writes loop ext4 xfs btrfs"
+
+# copy_with_libs BINARY DIR: the binary and the libraries it links, at
+# their own paths under DIR.
+copy_with_libs() {
+    local f
+    for f in "$1" $(ldd "$1" | grep -o '/[^ ]*'); do
+        mkdir -p "$2$(dirname "$f")"
+        cp -L "$f" "$2$f" || die "cannot copy $f (for $1) into $2"
+    done
 }
 
 # Builds the busybox test initramfs with the current binary. Sets INITRD.
@@ -77,7 +91,8 @@ build_initramfs() {
     cp "$REPO/qemu-tests/guest/init" "$root/init" || die "no guest init"
     cp "$REPO/qemu-tests/guest/fixture.sh" "$root/fixture.sh" || die "no guest fixture.sh"
     cp "$REPO/qemu-tests/guest/crash.sh" "$root/crash.sh" || die "no guest crash.sh"
-    module_order > "$root/modules.list" || die "cannot list the guest modules"
+    # shellcheck disable=SC2086  # a list of names
+    module_order $GUEST_MODULES > "$root/modules.list" || die "cannot list the guest modules"
     while read -r m; do
         mkdir -p "$root/lib/modules/$(dirname "$m")"
         cp "$KROOT/lib/modules/$m" "$root/lib/modules/$m" || die "cannot copy module $m"
@@ -92,10 +107,7 @@ build_initramfs() {
     rm -rf "$extra"
     mkdir -p "$extra/sbin"
     cp "$LOGREPLAY" "$extra/sbin/logreplay" || die "no logreplay at $LOGREPLAY"
-    for m in /usr/sbin/dmsetup $(ldd /usr/sbin/dmsetup | grep -o '/[^ ]*'); do
-        mkdir -p "$extra$(dirname "$m")"
-        cp -L "$m" "$extra$m" || die "cannot copy $m (dmsetup) into the initramfs"
-    done
+    copy_with_libs /usr/sbin/dmsetup "$extra"
     CRASH_INITRD="$WORK/initramfs-crash.cpio.gz"
     initrd_with "$INITRD" "$extra" "$CRASH_INITRD" \
         || die "cannot pack the crash initramfs"
@@ -136,18 +148,15 @@ initrd_with() {
     { cat "$1" && (cd "$2" && find . | cpio -o -H newc --quiet | gzip -1); } > "$3"
 }
 
-# initrd_with_modules OUT MODULE...: the busybox test initramfs with these
-# modules (and what they need) loaded after its own.
+# initrd_with_modules OUT DIR MODULE...: the busybox test initramfs with
+# DIR's files (when DIR is not empty) and these modules (with what they
+# need), which its init loads after its own.
 initrd_with_modules() {
-    local out=$1 extra m
-    shift
+    local out=$1 dir=$2 extra m
+    shift 2
     extra=$(mktemp -d "$WORK/initramfs-modules.XXXX")
-    cp "$WORK/initramfs/modules.list" "$extra/modules.list"
-    for m in "$@"; do
-        modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" || die "module $m not found for $KVER"
-    done | awk '$1 == "insmod" { print $2 }' | sed "s|^$KROOT/lib/modules/||" >> "$extra/modules.list"
-    awk '!seen[$0]++' "$extra/modules.list" > "$extra/modules.list.new"
-    mv "$extra/modules.list.new" "$extra/modules.list"
+    [ -z "$dir" ] || cp -a "$dir/." "$extra/"
+    { cat "$WORK/initramfs/modules.list" && module_order "$@"; } | awk '!seen[$0]++' > "$extra/modules.list"
     while read -r m; do
         [ -f "$WORK/initramfs/lib/modules/$m" ] && continue
         mkdir -p "$extra/lib/modules/$(dirname "$m")"

@@ -103,22 +103,13 @@ md_recipe() {
             || die "cannot write the images filesystem into member $m"
     done
     # The builder: the busybox test initramfs with mdadm, what it links and
-    # the md modules appended.
+    # raid1 appended.
     rm -rf "$extra"
-    mkdir -p "$extra/sbin"
-    for m in /sbin/mdadm $(ldd /sbin/mdadm | grep -o '/[^ ]*'); do
-        mkdir -p "$extra$(dirname "$m")"
-        cp -L "$m" "$extra$m" || die "cannot copy $m (mdadm) into the builder initramfs"
-    done
-    modprobe -d "$KROOT" -S "$KVER" --show-depends raid1 | awk '$1 == "insmod" { print $2 }' \
-        | sed "s|^$KROOT/lib/modules/||" > "$extra/md-modules.list" || die "no raid1 module for $KVER"
-    while read -r m; do
-        mkdir -p "$extra/lib/modules/$(dirname "$m")"
-        cp "$KROOT/lib/modules/$m" "$extra/lib/modules/$m" || die "cannot copy module $m"
-    done < "$extra/md-modules.list"
+    mkdir -p "$extra"
+    copy_with_libs /sbin/mdadm "$extra"
     echo "$MD_UUID" > "$extra/md-uuid"
     cp "$REPO/qemu-tests/guest/fixture-md.sh" "$extra/fixture.sh" || die "no guest fixture-md.sh"
-    initrd_with "$INITRD" "$extra" "$WORK/initramfs-mdadm.cpio.gz" || die "cannot pack the builder initramfs"
+    initrd_with_modules "$WORK/initramfs-mdadm.cpio.gz" "$extra" raid1
     VM_INITRD="$WORK/initramfs-mdadm.cpio.gz" run_vm fixture-md "cowtest=fixture-md-raid1" "$dir/member-a.img" "$dir/member-b.img"
     expect 'COWTEST fixture ready: md raid1'
     for m in a b; do

@@ -368,7 +368,7 @@ scenario_4kn_pool_with_an_origin_of_2k_multiple_size() {
 # drivers, other names (nvme0n1, sda), found by label and by path.
 scenario_image_host_on_nvme_pool_on_sata() {
     fresh_disks nvmesata
-    initrd_with_modules "$WORK/initramfs-nvme-sata.cpio.gz" nvme ahci sd_mod
+    initrd_with_modules "$WORK/initramfs-nvme-sata.cpio.gz" "" nvme ahci sd_mod
     VM_INITRD="$WORK/initramfs-nvme-sata.cpio.gz" run_vm nvmesata-1 \
         "cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/sda cowtest=boot,write" "$D/images.img@nvme" "$D/pool.img@sata"
     expect 'COWTEST boot rc=0'

@@ -2,13 +2,12 @@
 # shellcheck shell=dash disable=SC2154  # action and say come from init
 # The builder of the md storage-stack fixture (scenarios-stacks.sh): its
 # initramfs appends this file as /fixture.sh, which the test init sources
-# for a `fixture-*` action, with mdadm and the md modules. /dev/vda and
+# for a `fixture-*` action, with mdadm (the init loaded raid1). /dev/vda and
 # /dev/vdb are the members, whose data areas the host filled already;
 # --assume-clean makes mdadm write its superblocks and nothing else.
 
 case "$action" in
 fixture-md-raid1)
-    while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /md-modules.list
     mkdir -p /run/mdadm
     if mdadm --create /dev/md0 --run --metadata=1.2 --level=1 --raid-devices=2 --assume-clean \
         --bitmap=none --data-offset=1M --uuid="$(cat /md-uuid)" --name=cowhost --homehost=cowroot-test \
