@@ -72,6 +72,12 @@ pub trait System {
     /// only if it did not (see `resume`).
     fn resume_hibernation(&mut self, device: DevNum, offset_pages: u64) -> Result<()>;
 
+    /// Time spent so far in the kernel's mount, loop and dm calls: the
+    /// rest of a boot is cowroot's own work (reported with debug on).
+    fn kernel_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// How long waits may take (`cowroot.timeout`).
     fn set_timeout(&mut self, _timeout: std::time::Duration) {}
 

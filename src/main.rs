@@ -34,6 +34,8 @@ usage:
                                              prepare a pool device or file
   cowroot status [--json] [--name NAME]      show origin, pool, use and health
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
+  cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
+                                             (cowroot-cleanup.service runs it after boot)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
   cowroot root [--unit]                      print the root device (or its systemd unit) when
                                              cowroot= is set (for initramfs hooks)
@@ -336,6 +338,13 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 "{}",
                 status::request_reset(&mut RealSystem::new(std::time::Duration::from_secs(1)), &name, cancel)?
             );
+            Ok(())
+        }
+        "cleanup" => {
+            klog::init(false, level);
+            let name = device_name(&mut args, &read_settings(config, None))?;
+            args.done()?;
+            println!("{}", status::cleanup(&mut RealSystem::new(std::time::Duration::from_secs(1)), &name)?);
             Ok(())
         }
         "inspect" => {

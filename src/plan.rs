@@ -419,10 +419,9 @@ pub fn plan_thins(
                 h.origin = origin.id;
             }
         })?;
-        if old != 0 {
-            steps.push(Step::DeleteThinId { id: old, missing_ok: true });
-            state.write(&mut steps, false, "done", |h| h.garbage_thin = 0)?;
-        }
+        // The old thin stays as the leftover: deleting it takes time that
+        // grows with what was kept, so the booted system does it
+        // (`cowroot cleanup`), or failing that the next boot (above).
     }
 
     let wrote = state.header.seq != activation.header.header.seq;
@@ -443,6 +442,36 @@ pub fn plan_thins(
     };
     steps.push(Step::CreateThin { id: state.header.active_thin, len, origin: origin.device.clone() });
     Ok(ThinPlan { steps, mode, header: state })
+}
+
+/// `cowroot cleanup` on the running system: deletes the thin a reset left
+/// behind (`in_use` is the thin the root runs on) and clears it from both
+/// header copies. Nothing to do gives no steps. A power cut anywhere leaves
+/// the id in the header: the next cleanup or boot deletes it (missing_ok).
+pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32) -> Result<Vec<Step>> {
+    let leftover = header.header.garbage_thin;
+    if leftover == 0 {
+        return Ok(Vec::new());
+    }
+    if leftover == in_use || leftover == header.header.active_thin {
+        return Err(Error::Inconsistent(format!(
+            "{}: the header names thin {leftover} as both in use and left over; nothing was deleted",
+            header.device
+        )));
+    }
+    // On a running system the boot wrote the switch: nothing is in flight.
+    if metadata_transaction != header.header.transaction {
+        return Err(Error::HeaderMismatch {
+            device: header.device.clone(),
+            header: header.header.transaction,
+            metadata: metadata_transaction,
+        });
+    }
+    let mut state = header.clone();
+    let mut steps = vec![Step::DeleteThinId { id: leftover, missing_ok: true }];
+    state.write(&mut steps, false, "forget leftover thin", |h| h.garbage_thin = 0)?;
+    state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
+    Ok(steps)
 }
 
 fn state_exhausted(device: &str) -> Error {
@@ -618,14 +647,22 @@ mod tests {
                 "create_thin 2",
                 "set_transaction_id S+0 S+1",
                 "header1:switch to new thin:seq6:txnS+1",
-                "delete 1",
-                "header0:done:seq7:txnS+1",
-                "header1:mirror to the other copy:seq8:txnS+1",
+                "header0:mirror to the other copy:seq7:txnS+1",
                 "thin 2",
             ]
         );
         let h = &third.1.header.header;
-        assert_eq!((h.active_thin, h.generation), (2, 2));
+        // The old thin is left for `cowroot cleanup`: the boot does not
+        // wait for its delete.
+        assert_eq!((h.active_thin, h.generation, h.garbage_thin), (2, 2, 1));
+        let cleanup = plan_cleanup(&third.1.header, h.transaction, 2).unwrap();
+        assert_eq!(
+            kinds(&cleanup),
+            ["delete 1", "header1:forget leftover thin:seq8:txnS+1", "header0:mirror to the other copy:seq9:txnS+1"]
+        );
+        assert!(matches!(plan_cleanup(&third.1.header, h.transaction + 1, 2), Err(Error::HeaderMismatch { .. })));
+        assert!(plan_cleanup(&third.1.header, h.transaction, 1).is_err(), "the thin in use is never deleted");
+        assert_eq!(plan_cleanup(&second.1.header, second.1.header.header.transaction, 1).unwrap(), []);
     }
 
     #[test]
@@ -716,6 +753,14 @@ mod tests {
             PoolState::Ours { slot: newest, header, other }
         }
 
+        /// `cowroot cleanup` on the running system, cut after `cut` steps.
+        fn cleanup(&mut self, cut: usize) {
+            let PoolState::Ours { slot, header, .. } = self.state(None) else { panic!() };
+            let state = HeaderState { device: "/dev/vdc".into(), slot: Some(slot), header: header.clone() };
+            let steps = plan_cleanup(&state, self.txn, header.active_thin).unwrap();
+            self.apply(&steps, cut);
+        }
+
         /// Boots (planning as cowroot would); returns the plan's steps.
         fn boot(&self, reset: bool, lost: Option<usize>) -> Result<Vec<Step>> {
             let key = if reset { "cowroot.reset=1" } else { "" };
@@ -756,11 +801,34 @@ mod tests {
     }
 
     #[test]
+    fn power_cuts_anywhere_in_a_cleanup_lose_nothing() {
+        let mut start = Disk::after_first_boot();
+        let reset = start.boot(true, None).unwrap();
+        start.apply(&reset, usize::MAX);
+        assert_eq!(start.thins, [1, 2], "the reset boot left thin 1 for the cleanup");
+        for cut in 0..=3 {
+            let mut disk = start.clone();
+            disk.cleanup(cut);
+            // Run again (or not), then boot: one thin, nothing left over.
+            let mut again = disk.clone();
+            again.cleanup(usize::MAX);
+            for mut d in [disk, again] {
+                let next = d.boot(false, None).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                d.apply(&next, usize::MAX);
+                let PoolState::Ours { header, other, .. } = d.state(None) else { panic!() };
+                assert_eq!((header.garbage_thin, header.active_thin, other), (0, 2, OtherCopy::InSync), "cut {cut}");
+                assert_eq!(d.thins, [2], "cut {cut}");
+            }
+        }
+    }
+
+    #[test]
     fn at_rest_either_copy_alone_boots_the_same_thin() {
         let mut disk = Disk::after_first_boot();
         for reset in [false, true, false] {
             let s = disk.boot(reset, None).unwrap();
             disk.apply(&s, usize::MAX);
+            disk.cleanup(usize::MAX);
             let PoolState::Ours { header, .. } = disk.state(None) else { panic!() };
             for lost in [0, 1] {
                 let next = disk.boot(false, Some(lost)).unwrap();

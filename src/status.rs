@@ -250,22 +250,90 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted_with_reset: Opti
     })
 }
 
+/// Holds the header lock of one cowroot setup while it lives: `reset`,
+/// `reset --cancel` and `cleanup` each read the header, then write both
+/// copies; two at once would each write "the next" header from the same
+/// one, and one change would be lost.
+pub struct HeaderLock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+pub fn lock_header(name: &DeviceName) -> Result<HeaderLock> {
+    let dir = "/run/cowroot";
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+    let path = format!("{dir}/{}.lock", name.dm_name(Role::Thin));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map(|held| HeaderLock { _held: held })
+        .map_err(|(_, e)| Error::io("lock", &path, e))
+}
+
+/// Writes `header` as the next state of a live pool: into the copy that is
+/// not the newest, then the other one, so both say the same at rest (and a
+/// damaged copy is repaired).
+fn write_both<S: System>(sys: &mut S, live: &Live, change: impl FnOnce(&mut PoolHeader)) -> Result<PoolHeader> {
+    let exhausted = |m: &str| Error::Inconsistent(format!("{}: {m}", live.pool_device));
+    let mut header = live.header.next().map_err(exhausted)?;
+    change(&mut header);
+    let slot = crate::header::slot_for_next_write(Some(live.slot));
+    sys.write_header(&live.pool_device, slot, &header, false)?;
+    let mirror = header.next().map_err(exhausted)?;
+    sys.write_header(&live.pool_device, 1 - slot, &mirror, false)?;
+    Ok(mirror)
+}
+
+/// Finishes a reset on the running system: a reset boot switches to a fresh
+/// thin device and leaves the old one (the header's leftover id) for later,
+/// so the boot takes the same time whatever was kept. This deletes it and
+/// clears the id from both header copies. Safe to run at any time and
+/// twice: with nothing left over it changes nothing; interrupted, the id is
+/// still in the header and the next run (or the next boot) deletes it.
+pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
+    if sys.dm_info(&name.dm_name(Role::Thin))?.is_none() {
+        return Ok(format!("{} does not exist: nothing to clean up", name.mapper_path(Role::Thin)));
+    }
+    let _lock = lock_header(name)?;
+    let live = live(sys, name)?;
+    let leftover = live.header.garbage_thin;
+    let pool = name.dm_name(Role::Pool);
+    let before = sys.pool_status(&pool)?;
+    let header =
+        crate::plan::HeaderState { device: live.pool_device.clone(), slot: Some(live.slot), header: live.header.clone() };
+    let steps = crate::plan::plan_cleanup(&header, before.transaction_id, live.thin.id)?;
+    if steps.is_empty() {
+        return Ok(format!("nothing to clean up on {}", live.pool_device));
+    }
+    let started = std::time::Instant::now();
+    let mut exec = crate::exec::Executor::new(sys, name);
+    exec.run(&steps)?;
+    exec.commit();
+    let freed = sys.pool_status(&pool).map(|after| before.data_used.saturating_sub(after.data_used)).unwrap_or(0);
+    Ok(format!(
+        "deleted thin {leftover}, the changes the last reset discarded: {} freed on {} in {} ms",
+        Bytes(freed.saturating_mul(live.block_bytes)),
+        live.pool_device,
+        started.elapsed().as_millis()
+    ))
+}
+
 /// Asks the next boot to discard (or, with `cancel`, keep) the changes.
 /// The write goes to the copy that is not the newest, so it also repairs a
 /// damaged one.
 pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) -> Result<String> {
+    let _lock = lock_header(name)?;
     let live = live(sys, name)?;
-    let mut header = live.header.next().map_err(|m| Error::Inconsistent(format!("{}: {m}", live.pool_device)))?;
-    if cancel {
-        header.flags &= !FLAG_RESET_NEXT_BOOT;
-    } else {
-        header.flags |= FLAG_RESET_NEXT_BOOT;
-    }
-    let slot = crate::header::slot_for_next_write(Some(live.slot));
-    sys.write_header(&live.pool_device, slot, &header, false)?;
-    // Then the other copy too, so both say the same at rest.
-    let mirror = header.next().map_err(|m| Error::Inconsistent(format!("{}: {m}", live.pool_device)))?;
-    sys.write_header(&live.pool_device, 1 - slot, &mirror, false)?;
+    let header = write_both(sys, &live, |h| {
+        if cancel {
+            h.flags &= !FLAG_RESET_NEXT_BOOT;
+        } else {
+            h.flags |= FLAG_RESET_NEXT_BOOT;
+        }
+    })?;
     Ok(if cancel {
         format!("the next boot keeps the changes of generation {}", header.generation)
     } else {

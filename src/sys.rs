@@ -31,6 +31,8 @@ pub struct RealSystem {
     timeout: Duration,
     /// udev did not answer a dm cookie once: do not wait long again.
     udev_silent: bool,
+    /// Time spent in mount, loop and dm calls (see `System::kernel_time`).
+    kernel: Duration,
 }
 
 /// How long a dm call may wait for udev to confirm it, at most: udev
@@ -80,7 +82,15 @@ fn udev_flags(private: bool) -> DmOptions {
 
 impl RealSystem {
     pub fn new(timeout: Duration) -> RealSystem {
-        RealSystem { dm: None, loops: Vec::new(), timeout, udev_silent: false }
+        RealSystem { dm: None, loops: Vec::new(), timeout, udev_silent: false, kernel: Duration::ZERO }
+    }
+
+    /// Runs a mount, loop or dm call, adding its time to `kernel`.
+    fn timed<T>(&mut self, call: impl FnOnce(&mut Self) -> T) -> T {
+        let started = Instant::now();
+        let result = call(self);
+        self.kernel += started.elapsed();
+        result
     }
 
     pub fn dm(&mut self) -> Result<&DM> {
@@ -140,6 +150,10 @@ impl RealSystem {
 }
 
 impl System for RealSystem {
+    fn kernel_time(&self) -> Duration {
+        self.kernel
+    }
+
     fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -182,7 +196,7 @@ impl System for RealSystem {
             // since the last commit, so it is ignored, as `-o ro` on
             // read-only media does elsewhere.
             let data = (t == "btrfs").then_some("nologreplay");
-            match mount(Some(device), dir, Some(t.as_str()), flags, data) {
+            match self.timed(|_| mount(Some(device), dir, Some(t.as_str()), flags, data)) {
                 Ok(()) => {
                     log::debug!("mounted {device} ({t}) read-only on {dir}");
                     return Ok(());
@@ -211,27 +225,29 @@ impl System for RealSystem {
     }
 
     fn attach_loop(&mut self, file: &str) -> Result<String> {
-        if !Path::new(file).is_file() {
-            let path = file.strip_prefix(HOST_MOUNT).unwrap_or(file);
-            return Err(Error::ImageMissing { path: path.to_string(), host: "cowroot.dev".into() });
-        }
-        let control = LoopControl::open()
-            .map_err(|e| Error::io("open", "/dev/loop-control", format!("{e}; is the loop module loaded?")))?;
-        let device = control.next_free().map_err(|e| Error::io("find a free loop device for", file, e))?;
-        device
-            .with()
-            .read_only(true)
-            .autoclear(true)
-            .attach(file)
-            .map_err(|e| Error::io("attach loop device to", file, e))?;
-        // Direct I/O avoids caching the image twice; not every host
-        // filesystem supports it, and it is only an optimisation.
-        if let Err(e) = device.set_direct_io(true) {
-            log::debug!("loop direct I/O not enabled: {e}");
-        }
-        let path = device.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        self.loops.push(device);
-        Ok(path)
+        self.timed(|this| {
+            if !Path::new(file).is_file() {
+                let path = file.strip_prefix(HOST_MOUNT).unwrap_or(file);
+                return Err(Error::ImageMissing { path: path.to_string(), host: "cowroot.dev".into() });
+            }
+            let control = LoopControl::open()
+                .map_err(|e| Error::io("open", "/dev/loop-control", format!("{e}; is the loop module loaded?")))?;
+            let device = control.next_free().map_err(|e| Error::io("find a free loop device for", file, e))?;
+            device
+                .with()
+                .read_only(true)
+                .autoclear(true)
+                .attach(file)
+                .map_err(|e| Error::io("attach loop device to", file, e))?;
+            // Direct I/O avoids caching the image twice; not every host
+            // filesystem supports it, and it is only an optimisation.
+            if let Err(e) = device.set_direct_io(true) {
+                log::debug!("loop direct I/O not enabled: {e}");
+            }
+            let path = device.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            this.loops.push(device);
+            Ok(path)
+        })
     }
 
     fn detach_loop(&mut self, path: &str) -> Result<()> {
@@ -271,28 +287,32 @@ impl System for RealSystem {
     }
 
     fn dm_info(&mut self, name: &str) -> Result<Option<DmInfo>> {
-        let Ok(dm_name) = DmName::new(name) else {
-            return Ok(None);
-        };
-        match self.dm()?.device_info(&DevId::Name(dm_name)) {
-            Ok(info) => Ok(Some(DmInfo {
-                uuid: info.uuid().map(|u| u.to_string()).unwrap_or_default(),
-                active: info.flags().contains(DmFlags::DM_ACTIVE_PRESENT),
-            })),
-            Err(e) if dm_errno(&e) == Some(nix::errno::Errno::ENXIO) => Ok(None),
-            Err(e) => Err(dm_error("look up dm device", name, e)),
-        }
+        self.timed(|this| {
+            let Ok(dm_name) = DmName::new(name) else {
+                return Ok(None);
+            };
+            match this.dm()?.device_info(&DevId::Name(dm_name)) {
+                Ok(info) => Ok(Some(DmInfo {
+                    uuid: info.uuid().map(|u| u.to_string()).unwrap_or_default(),
+                    active: info.flags().contains(DmFlags::DM_ACTIVE_PRESENT),
+                })),
+                Err(e) if dm_errno(&e) == Some(nix::errno::Errno::ENXIO) => Ok(None),
+                Err(e) => Err(dm_error("look up dm device", name, e)),
+            }
+        })
     }
 
     fn dm_line(&mut self, name: &str, status: bool) -> Result<DmLine> {
-        let options =
-            if status { DmOptions::default() } else { DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE) };
-        let what = if status { "read status of" } else { "read table of" };
-        let (_, lines) =
-            self.dm()?.table_status(&DevId::Name(dm_name(name)?), options).map_err(|e| dm_error(what, name, e))?;
-        let (_, len, target, params) =
-            lines.into_iter().next().ok_or_else(|| Error::Inconsistent(format!("{name} has no table")))?;
-        Ok(DmLine { len: Sectors(len), target, params })
+        self.timed(|this| {
+            let options =
+                if status { DmOptions::default() } else { DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE) };
+            let what = if status { "read status of" } else { "read table of" };
+            let (_, lines) =
+                this.dm()?.table_status(&DevId::Name(dm_name(name)?), options).map_err(|e| dm_error(what, name, e))?;
+            let (_, len, target, params) =
+                lines.into_iter().next().ok_or_else(|| Error::Inconsistent(format!("{name} has no table")))?;
+            Ok(DmLine { len: Sectors(len), target, params })
+        })
     }
 
     fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
@@ -319,63 +339,70 @@ impl System for RealSystem {
     }
 
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
-        let name = dm_name(&spec.name)?;
-        let uuid = DmUuid::new(&spec.uuid).map_err(|e| Error::io("uuid", &spec.uuid, e))?;
-        let id = DevId::Name(name);
-        self.dm()?.device_create(name, Some(uuid), udev_flags(spec.private)).map_err(|e| match e {
-            e if dm_errno(&e) == Some(nix::errno::Errno::EBUSY) => Error::io(
-                "create dm device",
-                &spec.name,
-                format!(
-                    "it exists already (left over from an earlier attempt?); \
+        self.timed(|this| {
+            let name = dm_name(&spec.name)?;
+            let uuid = DmUuid::new(&spec.uuid).map_err(|e| Error::io("uuid", &spec.uuid, e))?;
+            let id = DevId::Name(name);
+            this.dm()?.device_create(name, Some(uuid), udev_flags(spec.private)).map_err(|e| match e {
+                e if dm_errno(&e) == Some(nix::errno::Errno::EBUSY) => Error::io(
+                    "create dm device",
+                    &spec.name,
+                    format!(
+                        "it exists already (left over from an earlier attempt?); \
                              remove it with `dmsetup remove {}`",
-                    spec.name
+                        spec.name
+                    ),
                 ),
-            ),
-            other => dm_error("create dm device", &spec.name, other),
-        })?;
-        let load_options =
-            if spec.read_only { DmOptions::default().set_flags(DmFlags::DM_READONLY) } else { DmOptions::default() };
-        let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
-        let loaded = self.dm()?.table_load(&id, &table, load_options).map_err(|e| {
-            dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
-        });
-        let activated = match loaded {
-            Ok(_) => self
-                .udev_bounded(&format!("the activation of {}", spec.name), |dm| {
-                    dm.device_suspend(&id, udev_flags(spec.private))
-                })?
-                .map_err(|e| dm_error("activate", &spec.name, e)),
-            Err(e) => Err(e),
-        };
-        match activated {
-            Ok(info) => {
-                let dev = info.device();
-                Ok(DevNum { major: dev.major, minor: dev.minor })
+                other => dm_error("create dm device", &spec.name, other),
+            })?;
+            let load_options = if spec.read_only {
+                DmOptions::default().set_flags(DmFlags::DM_READONLY)
+            } else {
+                DmOptions::default()
+            };
+            let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
+            let loaded = this.dm()?.table_load(&id, &table, load_options).map_err(|e| {
+                dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
+            });
+            let activated = match loaded {
+                Ok(_) => this
+                    .udev_bounded(&format!("the activation of {}", spec.name), |dm| {
+                        dm.device_suspend(&id, udev_flags(spec.private))
+                    })?
+                    .map_err(|e| dm_error("activate", &spec.name, e)),
+                Err(e) => Err(e),
+            };
+            match activated {
+                Ok(info) => {
+                    let dev = info.device();
+                    Ok(DevNum { major: dev.major, minor: dev.minor })
+                }
+                Err(e) => {
+                    let _ = this.udev_bounded("a removal", |dm| dm.device_remove(&id, DmOptions::default()));
+                    Err(e)
+                }
             }
-            Err(e) => {
-                let _ = self.udev_bounded("a removal", |dm| dm.device_remove(&id, DmOptions::default()));
-                Err(e)
-            }
-        }
+        })
     }
 
     fn dm_remove(&mut self, name: &str) -> Result<()> {
-        let id = DevId::Name(dm_name(name)?);
-        self.udev_bounded(&format!("the removal of {name}"), |dm| dm.device_remove(&id, DmOptions::default()))?
-            .map(|_| ())
-            .map_err(|e| dm_error("remove dm device", name, e))
+        self.timed(|this| {
+            let id = DevId::Name(dm_name(name)?);
+            this.udev_bounded(&format!("the removal of {name}"), |dm| dm.device_remove(&id, DmOptions::default()))?
+                .map(|_| ())
+                .map_err(|e| dm_error("remove dm device", name, e))
+        })
     }
 
     fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()> {
-        match self.dm()?.target_msg(&DevId::Name(dm_name(name)?), None, message) {
+        self.timed(|this| match this.dm()?.target_msg(&DevId::Name(dm_name(name)?), None, message) {
             Ok(_) => Ok(()),
             Err(e) if missing_ok && dm_errno(&e) == Some(nix::errno::Errno::ENODATA) => {
                 log::debug!("{message}: no such thin, nothing to delete");
                 Ok(())
             }
             Err(e) => Err(dm_error(&format!("send '{message}' to"), name, e)),
-        }
+        })
     }
 
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
