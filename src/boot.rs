@@ -415,23 +415,37 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
     // what the kernel sees of the origin device.
     let (identity_path, origin_dev) = attach_origin(cfg, devices, exec)?;
     let started = Instant::now();
-    let id = probe::origin_id(&identity_path)?;
+    let pool_dev = devices.pool()?;
+    let pool = probe::pool_facts(pool_dev)?;
+    let pool_block = exec.system().logical_block_size(pool_dev)?;
+    log::debug!("{} ms: read the pool header", started.elapsed().as_millis());
+    let started = Instant::now();
     let size = probe::size_of(&origin_dev)?;
-    log::debug!("{} ms: fingerprinted {identity_path}", started.elapsed().as_millis());
     if size.sectors().0 == 0 {
         return Err(Error::config("cowroot", format!("origin {} is empty", cfg.source)));
     }
+    // An image file whose identity is the one recorded with the pool has
+    // the content recorded with it: no need to sample it again.
+    let file = probe::file_identity(&identity_path);
+    let recorded = match &pool.state {
+        crate::pool::PoolState::Ours { header, .. } if file.is_some() && header.origin_file == file => header.origin,
+        _ => None,
+    };
+    let id = match recorded {
+        Some(id) => {
+            log::debug!("{identity_path} is unchanged since its identity was recorded: content not sampled");
+            id
+        }
+        None => probe::origin_id(&identity_path)?,
+    };
+    log::debug!("{} ms: identified {identity_path}", started.elapsed().as_millis());
     let origin = OriginFacts {
         device: origin_ref(&cfg.source, devices.origin.as_deref()),
         size: Some(size),
         id: Some(id),
         logical_block: exec.system().logical_block_size(&origin_dev)?,
+        file,
     };
-    let started = Instant::now();
-    let pool_dev = devices.pool()?;
-    let pool = probe::pool_facts(pool_dev)?;
-    let pool_block = exec.system().logical_block_size(pool_dev)?;
-    log::debug!("{} ms: read the pool header", started.elapsed().as_millis());
     let activation = plan::plan_activation(&pool, BlockSize::Auto, random_uuid())?;
     if activation.formatted {
         log::info!("{pool_dev} is blank: formatting it as a cowroot pool");
@@ -454,8 +468,11 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
             size: Some(probe::size_of(dev)?),
             id: Some(probe::origin_id(dev)?),
             logical_block: sys.logical_block_size(dev)?,
+            file: None,
         },
-        None => OriginFacts { device: origin_ref(&cfg.source, None), size: None, id: None, logical_block: 512 },
+        None => {
+            OriginFacts { device: origin_ref(&cfg.source, None), size: None, id: None, logical_block: 512, file: None }
+        }
     };
     let pool_dev = devices.pool()?;
     let pool = probe::pool_facts(pool_dev)?;

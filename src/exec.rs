@@ -373,6 +373,7 @@ mod tests {
             size: Some(Bytes(1 << 26)),
             id: Some(OriginId { size_bytes: 1 << 26, digest: [1; 32] }),
             logical_block: 512,
+            file: None,
         };
         let activation = plan_activation(&pool, BlockSize::Exact(65536), [1; 16]).unwrap();
         steps.extend(activation.steps.clone());

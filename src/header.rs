@@ -12,7 +12,9 @@ pub const MAGIC: &[u8; 8] = b"COWROOT1";
 /// The version this cowroot writes. Version 1 (cowroot 0.1) had no
 /// transaction binding; it is read as transaction 0 (0.1 never set one) and
 /// upgraded in place by the next header write. A newer version is refused.
-pub const VERSION: u32 = 2;
+/// Version 2 added it; version 3 the image file's identity (read as none
+/// from older copies).
+pub const VERSION: u32 = 3;
 const OLDEST_VERSION: u32 = 1;
 /// The whole reserved region at the start of the pool device.
 pub const RESERVED_BYTES: u64 = 1 << 20;
@@ -74,6 +76,10 @@ pub struct PoolHeader {
     /// binds the header to its metadata, as LVM binds its own metadata, so
     /// a restored or copied header is caught instead of acted upon.
     pub transaction: u64,
+    /// The identity of the image file `origin` was sampled from (see
+    /// `probe::file_identity`): while the file's identity is unchanged, its
+    /// content is not sampled again at boot. None for device origins.
+    pub origin_file: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +196,7 @@ impl PoolHeader {
         w.u64(origin.size_bytes);
         w.put(&origin.digest);
         w.u64(self.transaction);
+        w.put(&self.origin_file.unwrap_or([0; 16]));
         debug_assert!(w.pos <= BODY_LEN);
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..BODY_LEN + 4].copy_from_slice(&crc.to_le_bytes());
@@ -236,6 +243,7 @@ impl PoolHeader {
         let size_bytes = r.u64();
         let digest = r.take::<32>();
         let transaction = if version >= 2 { r.u64() } else { 0 };
+        let origin_file = if version >= 3 { Some(r.take::<16>()).filter(|f| f != &[0; 16]) } else { None };
         if pad1 != 0 || pad2 != 0 || slot[r.pos..BODY_LEN].iter().any(|&b| b != 0) {
             return Err(SlotFault::Invalid("reserved bytes"));
         }
@@ -259,6 +267,7 @@ impl PoolHeader {
             generation,
             origin,
             transaction,
+            origin_file,
         };
         header.validate().map_err(SlotFault::Invalid)?;
         Ok(header)
@@ -415,6 +424,7 @@ pub(crate) fn sample() -> PoolHeader {
         generation: 1,
         origin: Some(OriginId { size_bytes: 4096, digest: [3; 32] }),
         transaction: 3,
+        origin_file: Some([4; 16]),
     }
 }
 
@@ -442,10 +452,25 @@ mod tests {
     fn version_1(header: &PoolHeader) -> [u8; SLOT_BYTES] {
         let mut buf = header.encode();
         buf[8..12].copy_from_slice(&1u32.to_le_bytes());
-        buf[160..168].fill(0);
+        buf[160..184].fill(0);
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
         buf
+    }
+
+    #[test]
+    fn version_2_copies_read_without_a_file_identity() {
+        let mut buf = sample().encode();
+        buf[8..12].copy_from_slice(&2u32.to_le_bytes());
+        buf[168..184].fill(0);
+        let crc = crc32c(&buf[..BODY_LEN]);
+        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        let read = PoolHeader::decode(&buf).unwrap();
+        assert_eq!((read.version, read.origin_file, read.transaction), (2, None, 3));
+        buf[170] = 1;
+        let crc = crc32c(&buf[..BODY_LEN]);
+        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::Invalid("reserved bytes")));
     }
 
     #[test]
@@ -469,12 +494,12 @@ mod tests {
     #[test]
     fn newer_versions_are_recognised_not_misread() {
         let mut buf = sample().encode();
-        buf[8..12].copy_from_slice(&3u32.to_le_bytes());
+        buf[8..12].copy_from_slice(&4u32.to_le_bytes());
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::NewerVersion(3)));
+        assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::NewerVersion(4)));
         let copies = Copies::read([&buf, &sample().encode()]);
-        assert_eq!(copies.newer_version(), Some(3));
+        assert_eq!(copies.newer_version(), Some(4));
     }
 
     /// Re-encodes with a valid checksum after `edit` changed the bytes.

@@ -175,6 +175,8 @@ pub struct OriginFacts {
     pub id: Option<OriginId>,
     /// Logical block size of the origin device (512 when unknown).
     pub logical_block: u32,
+    /// The image file's identity, where its filesystem keeps one stable.
+    pub file: Option<[u8; 16]>,
 }
 
 /// What this boot does with the kept changes.
@@ -232,6 +234,7 @@ pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHead
         generation: 0,
         origin: None,
         transaction: 0,
+        origin_file: None,
     }
 }
 
@@ -417,11 +420,18 @@ pub fn plan_thins(
             h.transaction = next_txn;
             if origin.id.is_some() {
                 h.origin = origin.id;
+                h.origin_file = origin.file;
             }
         })?;
         // The old thin stays as the leftover: deleting it takes time that
         // grows with what was kept, so the booted system does it
         // (`cowroot cleanup`), or failing that the next boot (above).
+    }
+
+    // The same content under a new file identity (copied, touched,
+    // another filesystem): record it, so the next boot need not sample.
+    if mode == Mode::Kept && origin.id.is_some() && state.header.origin_file != origin.file {
+        state.write(&mut steps, false, "record the image file's identity", |h| h.origin_file = origin.file)?;
     }
 
     let wrote = state.header.seq != activation.header.header.seq;
@@ -551,6 +561,7 @@ mod tests {
             size: Some(Bytes(64 << 20)),
             id: Some(OriginId { size_bytes: 64 << 20, digest: [id_byte; 32] }),
             logical_block: 512,
+            file: Some([id_byte; 16]),
         }
     }
 
@@ -663,6 +674,32 @@ mod tests {
         assert!(matches!(plan_cleanup(&third.1.header, h.transaction + 1, 2), Err(Error::HeaderMismatch { .. })));
         assert!(plan_cleanup(&third.1.header, h.transaction, 1).is_err(), "the thin in use is never deleted");
         assert_eq!(plan_cleanup(&second.1.header, second.1.header.header.transaction, 1).unwrap(), []);
+    }
+
+    #[test]
+    fn a_new_file_identity_for_the_same_content_is_recorded_once() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        assert_eq!(first.1.header.header.origin_file, Some([1; 16]));
+        // Copied or touched: same content, another identity.
+        let mut copied = origin(1);
+        copied.file = Some([9; 16]);
+        let second = plan(&cfg(""), after(&first), &copied, None).unwrap();
+        assert_eq!(second.1.mode, Mode::Kept);
+        assert_eq!(
+            kinds(&second.1.steps),
+            [
+                "header0:record the image file's identity:seq5:txnS+0",
+                "header1:mirror to the other copy:seq6:txnS+0",
+                "thin 1"
+            ]
+        );
+        assert_eq!(second.1.header.header.origin_file, Some([9; 16]));
+        let third = plan(&cfg(""), after(&second), &copied, None).unwrap();
+        assert_eq!(kinds(&third.1.steps), ["thin 1"]);
+        // Other content is still refused, whatever the file's identity.
+        let mut changed = origin(2);
+        changed.file = Some([9; 16]);
+        assert!(matches!(plan(&cfg(""), after(&second), &changed, None), Err(Error::OriginChanged { .. })));
     }
 
     #[test]

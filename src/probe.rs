@@ -13,7 +13,7 @@ use crate::table::DevNum;
 use crate::units::Bytes;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -53,18 +53,72 @@ pub fn read_end(path: &str, size: u64, len: usize, skip: u64) -> Result<Vec<u8>>
     Ok(buf)
 }
 
-/// Classifies what a pool device holds, from its first and last MiB.
+/// Reads up to `len` bytes at `offset` (fewer at the end), bypassing the
+/// page cache where the device allows it: one request rather than a train
+/// of read-ahead ones, and the bytes on the disk rather than a cached copy.
+pub fn read_direct(path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+    const ALIGN: usize = 4096;
+    let fill = |file: &File, buf: &mut [u8]| -> std::io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok(got)
+    };
+    if offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN) {
+        let direct = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path);
+        if let Ok(file) = direct {
+            let mut raw = vec![0u8; len + ALIGN];
+            let skip = raw.as_ptr().align_offset(ALIGN);
+            if let Ok(got) = fill(&file, &mut raw[skip..skip + len]) {
+                raw.copy_within(skip..skip + got, 0);
+                raw.truncate(got);
+                return Ok(raw);
+            }
+        }
+    }
+    // Not aligned, or a file or device that refuses O_DIRECT.
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut buf = vec![0u8; len];
+    let got = fill(&file, &mut buf).map_err(|e| Error::io("read", path, e))?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Classifies what a pool device holds, from its first and last MiB. One
+/// read covers the first MiB and the first metadata block behind it; for a
+/// pool of ours only the few bytes past its data region are read from the
+/// end (nothing, mostly), for anything else the whole last MiB.
 pub fn pool_facts(device: &str) -> Result<PoolFacts> {
+    use crate::pool::{classify_pool, PoolState};
     let size = size_of(device)?;
-    let start = read_start(device, PROBE_BYTES)?;
-    let end = read_end(device, size.0, END_PROBE_BYTES, start.len() as u64)?;
-    let state = crate::pool::classify_pool(&start, &end, size.0);
+    let head = read_direct(device, 0, PROBE_BYTES + 4096)?;
+    let start = &head[..head.len().min(PROBE_BYTES)];
+    let mut state = classify_pool(start, &[], size.0);
+    let tail = match &state {
+        PoolState::Ours { header, .. } => {
+            let data_end = header.data.start.0.saturating_add(header.data.len.0).saturating_mul(512);
+            size.0.saturating_sub(data_end).min(END_PROBE_BYTES as u64) as usize
+        }
+        _ => END_PROBE_BYTES,
+    };
+    if tail > 0 {
+        let end = read_end(device, size.0, tail, start.len() as u64)?;
+        state = classify_pool(start, &end, size.0);
+    }
     let metadata_blank = match &state {
-        crate::pool::PoolState::Ours { header, .. } => {
-            let file = File::open(device).map_err(|e| Error::io("open", device, e))?;
-            let mut block = [0u8; 4096];
-            file.read_exact_at(&mut block, header.meta.start.bytes().0)
-                .map_err(|e| Error::io("read the thin-pool metadata of", device, e))?;
+        PoolState::Ours { header, .. } => {
+            let at = header.meta.start.bytes().0;
+            let block = match head.get(at as usize..at as usize + 4096) {
+                Some(block) => block.to_vec(),
+                None => read_direct(device, at, 4096)?,
+            };
+            if block.len() < 4096 {
+                return Err(Error::io("read the thin-pool metadata of", device, "the device ends before it"));
+            }
             block.iter().all(|&b| b == 0)
         }
         _ => false,
@@ -72,14 +126,60 @@ pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     Ok(PoolFacts { device: device.to_string(), size, state, metadata_blank })
 }
 
-/// The origin's identity, from a fixed number of reads.
+/// The origin's identity, from a fixed number of reads, all in flight at
+/// once (a disk, or a loop device over one, serves them in parallel).
 pub fn origin_id(path: &str) -> Result<OriginId> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let size = size_of(path)?.0;
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
     let mtime = meta.is_file().then(|| (meta.mtime(), meta.mtime_nsec()));
-    fingerprint::fingerprint(size, mtime, |offset, buf| file.read_exact_at(buf, offset))
-        .map_err(|e| Error::io("read", path, e))
+    let ranges = fingerprint::sample_ranges(size);
+    let samples: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
+        let reads: Vec<_> =
+            ranges.iter().map(|&(offset, len)| scope.spawn(move || read_direct(path, offset, len as usize))).collect();
+        reads
+            .into_iter()
+            .map(|read| read.join().unwrap_or_else(|_| Err(Error::Inconsistent("a sample read panicked".into()))))
+            .collect()
+    });
+    let mut samples = samples.into_iter();
+    fingerprint::fingerprint(size, mtime, |_, buf| {
+        let sample = samples.next().and_then(|s| s.ok()).filter(|s| s.len() == buf.len());
+        let sample = sample.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(&sample);
+        Ok(())
+    })
+    .map_err(|e| Error::io("read", path, e))
+}
+
+/// The identity of an image file as its filesystem keeps it: device,
+/// inode, size, modification and change times (to the nanosecond). Any
+/// write through the filesystem moves the change time, which no one can set
+/// back. Only for filesystems whose inode numbers and nanosecond times are
+/// stable (ext4, XFS, btrfs); elsewhere (vfat, ...) None, and the content
+/// is sampled at every boot.
+pub fn file_identity(path: &str) -> Option<[u8; 16]> {
+    use sha2::{Digest, Sha256};
+    // ext4 (and ext2/3), XFS, btrfs (linux/magic.h).
+    const STABLE: [u64; 3] = [0xEF53, 0x5846_5342, 0x9123_683E];
+    let kind = nix::sys::statfs::statfs(path).ok()?.filesystem_type();
+    #[allow(clippy::unnecessary_cast)] // the field's width differs between libcs
+    let kind = kind.0 as u64;
+    if !STABLE.contains(&kind) {
+        return None;
+    }
+    let meta = fs::metadata(path).ok().filter(|m| m.is_file())?;
+    let mut hash = Sha256::new();
+    for value in [meta.dev(), meta.ino(), meta.size()] {
+        hash.update(value.to_le_bytes());
+    }
+    for value in [meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec()] {
+        hash.update(value.to_le_bytes());
+    }
+    hash.update(kind.to_le_bytes());
+    let digest = hash.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    Some(id)
 }
 
 /// A block device as sysfs lists it.

@@ -302,8 +302,11 @@ pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
     let leftover = live.header.garbage_thin;
     let pool = name.dm_name(Role::Pool);
     let before = sys.pool_status(&pool)?;
-    let header =
-        crate::plan::HeaderState { device: live.pool_device.clone(), slot: Some(live.slot), header: live.header.clone() };
+    let header = crate::plan::HeaderState {
+        device: live.pool_device.clone(),
+        slot: Some(live.slot),
+        header: live.header.clone(),
+    };
     let steps = crate::plan::plan_cleanup(&header, before.transaction_id, live.thin.id)?;
     if steps.is_empty() {
         return Ok(format!("nothing to clean up on {}", live.pool_device));
