@@ -21,7 +21,8 @@ test:
 # Installs (building first if needed): the binary, the initramfs-tools hook
 # and script, the dracut module (and a dracut.conf.d snippet to copy into
 # /etc/dracut.conf.d to enable it), the udev rule (into the real root too:
-# udev replays events after switch-root) and a systemd drop-in.
+# udev replays events after switch-root), a systemd drop-in and
+# cowroot-cleanup.service (enabled: it finishes resets after boot).
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
@@ -30,6 +31,9 @@ install: $(BIN)
 	install -D -m 0644 initramfs-tools/cowroot-setup $(DESTDIR)/usr/share/cowroot/initramfs-tools/cowroot-setup
 	install -D -m 0644 udev/12-cowroot.rules $(DESTDIR)/usr/lib/udev/rules.d/12-cowroot.rules
 	install -D -m 0644 systemd/run-cowroot-host.mount.conf $(DESTDIR)/usr/lib/systemd/system/run-cowroot-host.mount.d/cowroot.conf
+	install -D -m 0644 systemd/cowroot-cleanup.service $(DESTDIR)/usr/lib/systemd/system/cowroot-cleanup.service
+	mkdir -p $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants
+	ln -sf ../cowroot-cleanup.service $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants/cowroot-cleanup.service
 	install -D -m 0755 dracut/90cowroot/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/module-setup.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-cmdline.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-cmdline.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-setup.sh

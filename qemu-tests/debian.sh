@@ -90,6 +90,7 @@ else
 fi
 t2=\$(up)
 say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
+say "cleanup: \$(journalctl -b -u cowroot-cleanup.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
 t3=\$(up)
 # systemctl's status too: a call that timed out would print no units.
 failed=\$(systemctl list-units --failed --plain --no-legend); rc=\$?
@@ -103,7 +104,7 @@ SCRIPT
     cat > "$root/etc/systemd/system/cowroot-test.service" <<'UNIT'
 [Unit]
 Description=cowroot test report
-After=local-fs.target systemd-remount-fs.service
+After=local-fs.target systemd-remount-fs.service cowroot-cleanup.service
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/cowroot-test-report

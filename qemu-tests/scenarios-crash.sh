@@ -4,8 +4,9 @@
 # Killing QEMU loses nothing (the host's page cache has every write), so
 # the guest logs every write to the pool with dm-log-writes, in completion
 # order with its flushes and FUAs, while it runs the workload (format; a
-# first boot; a boot that keeps; a boot with cowroot.reset=1; `cowroot
-# reset`; the boot that resets because of it), each step ending with a
+# first boot; a boot that keeps; a boot with cowroot.reset=1 and the
+# `cowroot cleanup` after it; `cowroot reset`; the boot that resets because
+# of it), each step ending with a
 # synced marker file and a mark on the log. A second boot then replays the
 # log onto a scratch pool up to each chosen crash point (everything after
 # the point is lost, as in a power cut) and boots cowroot on it: the boot
@@ -60,6 +61,7 @@ scenario_crash_points_recover() {
     expect 'COWTEST crash step reset rc=0 generation 2 \(reset\)'
     expect 'COWTEST crash step reset marker1 absent'
     expect 'COWTEST crash step reset synced marker3'
+    expect 'COWTEST crash cleanup: deleted thin 1, the changes the last reset discarded'
     expect 'COWTEST crash request: the next boot discards'
     expect 'COWTEST crash step final rc=0 generation 3 \(reset\)'
     expect 'COWTEST crash step final marker3 absent'
@@ -70,7 +72,7 @@ scenario_crash_points_recover() {
     origin_unchanged
     local marks
     marks=$("$LOGREPLAY" list "$D/log.img" | awk '$4 == "MARK" { print $5 }' | grep -v '^dm-log-writes-end$')
-    [ "$(printf '%s\n' "$marks" | wc -l)" = 10 ] || die "expected 10 marks in the log, found: $marks"
+    [ "$(printf '%s\n' "$marks" | wc -l)" = 11 ] || die "expected 11 marks in the log, found: $marks"
 
     blank_disk "$D/scratch.img" 64M
     VM_INITRD=$CRASH_INITRD QEMU_TIMEOUT=900 run_vm crash-verify "cowtest=crash-verify crashmax=$CRASH_MAX_POINTS" \

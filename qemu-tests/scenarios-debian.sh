@@ -72,6 +72,7 @@ keep_then_reset() {
     expect 'generation 1 \(kept\)'
     expect_cow_root
     expect 'COWTEST marker present: written at boot'
+    expect 'COWTEST cleanup: nothing to clean up on /dev/vdb'
     expect_clean_poweroff "$tag-boot2"
     # A reset is the binary's doing; one generator proves it in every run.
     if [ "${2:-}" = reset ] || [ "${COWROOT_FULL:-}" = 1 ]; then
@@ -79,7 +80,10 @@ keep_then_reset() {
         expect 'generation 2 \(reset\)'
         expect_cow_root
         expect 'COWTEST marker absent'
+        # The booted system deleted the old thin (cowroot-cleanup.service).
+        expect 'COWTEST cleanup: deleted thin 1, the changes the last reset discarded'
         expect_clean_poweroff "$tag-boot3"
+        same "$(host_check_point "$pool")" "thin_check ok" "the pool's metadata after the reset and its cleanup"
     fi
     debian_images_unchanged
 }

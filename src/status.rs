@@ -34,6 +34,8 @@ pub struct StatusInfo {
     /// A header copy that is damaged (repaired by the next header write).
     pub damaged_copy: Option<(usize, SlotFault)>,
     pub header_version: u32,
+    /// The thin a reset left behind, not deleted yet (0: none).
+    pub leftover_thin: u32,
 }
 
 impl StatusInfo {
@@ -115,6 +117,16 @@ impl StatusInfo {
                 ),
             },
         );
+        if self.leftover_thin != 0 {
+            line(
+                "leftover:",
+                format!(
+                    "thin {} (the changes the last reset discarded) still takes space; `cowroot cleanup` \
+                     deletes it (cowroot-cleanup.service runs it after boot), or the next boot does",
+                    self.leftover_thin
+                ),
+            );
+        }
         line("next boot:", self.next_boot());
         out
     }
@@ -130,7 +142,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged}}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -147,6 +159,7 @@ impl StatusInfo {
             s(self.health()),
             s(self.next_boot_word()),
             s(&self.next_boot()),
+            self.leftover_thin,
         )
     }
 }
@@ -247,6 +260,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted_with_reset: Opti
         booted_with_reset,
         damaged_copy: live.damaged,
         header_version: live.header.version,
+        leftover_thin: live.header.garbage_thin,
     })
 }
 
@@ -371,6 +385,7 @@ mod tests {
             booted_with_reset: None,
             damaged_copy: None,
             header_version: 2,
+            leftover_thin: 0,
         }
     }
 
@@ -386,8 +401,13 @@ mod tests {
         assert!(json.starts_with("{\"device\":\"/dev/mapper/cowroot\""), "{json}");
         assert!(json.contains("\"origin\":\"/run/cowroot/host/images/root \\\"1\\\".img\""), "{json}");
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
-        assert!(json.ends_with("\"damaged_header_copy\":null}"), "{json}");
+        assert!(json.ends_with("\"damaged_header_copy\":null,\"leftover_thin\":0}"), "{json}");
         assert!(text.contains("header:     both copies good"), "{text}");
+        assert!(!text.contains("leftover:"), "{text}");
+        let mut left = sample();
+        left.leftover_thin = 1;
+        assert!(left.render_text().contains("leftover:   thin 1 (the changes the last reset discarded)"));
+        assert!(left.render_json().ends_with("\"leftover_thin\":1}"));
         let mut d = sample();
         d.damaged_copy = Some((1, SlotFault::BadChecksum));
         assert!(d.render_text().contains("header:     COPY 1 DAMAGED (checksum mismatch)"), "{}", d.render_text());

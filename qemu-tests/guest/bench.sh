@@ -210,7 +210,12 @@ io_round() {
     set -- $(/sbin/cowbench seqread /dev/loop0 $IO_MIB); sample "${label}_origin_read" "$1"
     drop_caches
     set -- $(/sbin/cowbench seqwrite /dev/mapper/cowroot $IO_MIB); sample "${label}_seqwrite" "$1"
+    used=$(/usr/sbin/dmsetup status cowroot-pool | cut -d' ' -f6 | cut -d/ -f1)
     set -- $(/sbin/cowbench randwrite /dev/mapper/cowroot $RAND_WRITES $IO_MIB $IO_MIB); sample "${label}_randwrite" "$1"
+    # Pool space the random writes took, in KiB per 4 KiB written.
+    block_kib=$(( $(/usr/sbin/dmsetup table cowroot-pool | cut -d' ' -f6) / 2 ))
+    now=$(/usr/sbin/dmsetup status cowroot-pool | cut -d' ' -f6 | cut -d/ -f1)
+    sample "${label}_randwrite_kib_per_write" $(( (now - used) * block_kib / RAND_WRITES ))
     # Buffered, as a filesystem reads: the device's read-ahead counts.
     drop_caches
     set -- $(/sbin/cowbench time dd if=/dev/mapper/cowroot of=/dev/null bs=1M skip=$((IO_MIB * 2)) count=$IO_MIB)

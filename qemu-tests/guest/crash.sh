@@ -142,6 +142,9 @@ crash_record() {
 
     crash_step reset reset 3 cowroot.reset=1 || return 1
     crash_mark "reset.g$BOOT_GEN.m3"
+    # What the booted system does after a reset: delete the old thin.
+    say "crash cleanup: $(/sbin/cowroot cleanup 2>&1)"
+    crash_mark "cleanup.g$BOOT_GEN.m3"
     # The flag is written (and flushed) by `cowroot reset` itself: no sync.
     say "crash request: $(/sbin/cowroot reset 2>&1)"
     crash_mark "request.g$BOOT_GEN.r"
