@@ -61,15 +61,15 @@ copy_with_libs /usr/sbin/dmsetup "$extra"
 BENCH_INITRD="$WORK/initramfs-bench.cpio.gz"
 initrd_with "$INITRD" "$extra" "$BENCH_INITRD"
 
-# The origin: 512 MiB of random data in a 1.5 GiB file (room for 1 GiB of
+# The origin: 1 GiB of random data in a 1.5 GiB file (room for 1 GiB of
 # kept changes), and a 2 TiB sparse image, on an ext4 images disk; pools.
 D="$WORK/disks"
 mkdir -p "$D/images"
-head -c 512M /dev/urandom > "$D/images/root.img"
+head -c 1G /dev/urandom > "$D/images/root.img"
 truncate -s 1536M "$D/images/root.img"
 head -c 64M "$D/images/root.img" > "$D/images/big.img"
 truncate -s 2T "$D/images/big.img"
-mkfs.ext4 -q -F -L images -d "$D/images" "$D/images.img" 2G
+mkfs.ext4 -q -F -L images -d "$D/images" "$D/images.img" 3G
 rm -rf "$D/images"
 blank_disk "$D/pool.img" 4G
 blank_disk "$D/bigpool.img" 256M
@@ -146,6 +146,7 @@ rows=()
 # row NAME GOAL(<=X or >=X) VALUE DETAIL
 row() { rows+=("$1|$2|$3|$4"); }
 ms() { awk -v v="$1" 'BEGIN { if (v == "") print "-"; else printf "%.1f ms", v / 1000 }'; }
+per_s() { awk -v t="$1" 'BEGIN { if (t == "") print "-"; else printf "%.0f", 1000 / (t / 1000000) }'; }
 mbs() { awk -v t="$1" -v b="$2" 'BEGIN { if (t == "") print "-"; else printf "%.0f MB/s", b / t }'; }
 
 keep=$(median boot_keep) seed=$(median boot_seed) floor=$(median boot_floor)
@@ -163,7 +164,7 @@ row "sequential read, cow device / its loop origin" ">=0.95" "$(ratio "$(median 
 row "sequential read / seed's configuration" ">=1.0" "$(ratio "$(median seed_seqread)" "$(median cow_default_seqread)")" "$(mbs "$(median cow_default_seqread)" $io) vs $(mbs "$(median seed_seqread)" $io)"
 row "buffered sequential read / seed's configuration" ">=1.0" "$(ratio "$(median seed_bufread)" "$(median cow_default_bufread)")" "$(mbs "$(median cow_default_bufread)" $io) vs $(mbs "$(median seed_bufread)" $io)"
 row "sequential first write / seed's configuration" ">=1.0" "$(ratio "$(median seed_seqwrite)" "$(median cow_default_seqwrite)")" "$(mbs "$(median cow_default_seqwrite)" $io) vs $(mbs "$(median seed_seqwrite)" $io)"
-row "random 4 KiB first write / seed's configuration" ">=1.0" "$(ratio "$(median seed_randwrite)" "$(median cow_default_randwrite)")" "$(mbs "$(median cow_default_randwrite)" $((2000 * 4096))) vs $(mbs "$(median seed_randwrite)" $((2000 * 4096)))"
+row "random 4 KiB first write / seed's configuration" ">=1.0" "$(ratio "$(median seed_randwrite)" "$(median cow_default_randwrite)")" "$(per_s "$(median cow_default_randwrite)") vs $(per_s "$(median seed_randwrite)") writes/s"
 
 met() {
     awk -v v="$1" -v g="$2" 'BEGIN { if (v == "-") { print "n/a"; exit } op = substr(g, 1, 2); x = substr(g, 3) + 0
@@ -175,11 +176,12 @@ sizes=$(awk '$2 ~ /^block_.*_sectors$/ { s = $2; sub(/^block_/, "", s); sub(/_se
 : > "$WORK/chart.dat"
 for s in $sizes; do
     kib=$(awk -v v="$(median "block_${s}_sectors")" 'BEGIN { print v / 2 }')
-    printf '%s %s %s %s %s\n' "$kib" \
+    printf '%s %s %s %s %s %s\n' "$kib" \
         "$(awk -v t="$(median "cow_${s}_seqread")" -v b=$io 'BEGIN { printf "%.1f", b / t }')" \
         "$(awk -v t="$(median "cow_${s}_bufread")" -v b=$io 'BEGIN { printf "%.1f", b / t }')" \
         "$(awk -v t="$(median "cow_${s}_seqwrite")" -v b=$io 'BEGIN { printf "%.1f", b / t }')" \
-        "$(awk -v t="$(median "cow_${s}_randwrite")" 'BEGIN { printf "%.0f", 2000 / (t / 1000000) }')" >> "$WORK/chart.dat"
+        "$(awk -v t="$(median "cow_${s}_randwrite")" 'BEGIN { printf "%.0f", 1000 / (t / 1000000) }')" \
+        "$(median "cow_${s}_randwrite_kib_per_write")" >> "$WORK/chart.dat"
 done
 if [ -s "$WORK/chart.dat" ]; then
     mkdir -p "$(dirname "$chart")"
@@ -191,7 +193,7 @@ set xlabel "block size (KiB)"
 set logscale x 2
 set xtics (64, 128, 256, 512, 1024, 2048)
 set ylabel "MB/s"
-set y2label "random 4 KiB first writes per second"
+set y2label "random 4 KiB first writes/s; pool KiB per such write"
 set y2tics
 set ytics nomirror
 set key outside bottom center horizontal
@@ -199,9 +201,19 @@ set grid
 plot "$WORK/chart.dat" using 1:2 with linespoints title "sequential read (1 MiB)", \
      "" using 1:3 with linespoints title "buffered read (read-ahead)", \
      "" using 1:4 with linespoints title "sequential first write (1 MiB)", \
-     "" using 1:5 axes x1y2 with linespoints title "random 4 KiB first writes/s"
+     "" using 1:5 axes x1y2 with linespoints title "random 4 KiB first writes/s (right)", \
+     "" using 1:6 axes x1y2 with linespoints dashtype 2 title "pool KiB per random 4 KiB write (right)"
 EOF
 fi
+
+# Buffered reads of the cow device against its read-ahead (sectors).
+: > "$WORK/readahead.dat"
+while read -r key; do
+    ra=${key#ra_}
+    ra=${ra%_bufread}
+    printf '%s %s\n' "$ra" "$(awk -v t="$(median "$key")" -v b=$io 'BEGIN { printf "%.1f", b / t }')" >> "$WORK/readahead.dat"
+done < <(awk '$2 ~ /^ra_[0-9]+_bufread$/ { print $2 }' "$WORK/samples" | sort -u -t_ -k2,2n)
+origin_buffered=$(awk -v t="$(median origin_bufread)" -v b=$io 'BEGIN { if (t) printf "%.1f", b / t; else print "null" }')
 
 if [ $json = 1 ]; then
     printf '{"seconds":%s,"rounds":%s,"figures":[' "$elapsed" "$rounds"
@@ -216,12 +228,19 @@ if [ $json = 1 ]; then
     done
     printf '],"block_sizes":['
     sep=""
-    while read -r kib seqread bufread seqwrite randwrite; do
-        printf '%s{"kib":%s,"seqread_mbs":%s,"bufread_mbs":%s,"seqwrite_mbs":%s,"randwrite_per_s":%s}' \
-            "$sep" "$kib" "$seqread" "$bufread" "$seqwrite" "$randwrite"
+    while read -r kib seqread bufread seqwrite randwrite kib_per_write; do
+        printf '%s{"kib":%s,"seqread_mbs":%s,"bufread_mbs":%s,"seqwrite_mbs":%s,"randwrite_per_s":%s,"pool_kib_per_4k_write":%s}' \
+            "$sep" "$kib" "$seqread" "$bufread" "$seqwrite" "$randwrite" "${kib_per_write:-null}"
         sep=","
     done < "$WORK/chart.dat"
-    printf '],"samples":{'
+    printf '],"readahead":['
+    sep=""
+    while read -r ra mbs; do
+        printf '%s{"sectors":%s,"bufread_mbs":%s}' "$sep" "$ra" "$mbs"
+        sep=","
+    done < "$WORK/readahead.dat"
+    printf '],"origin_bufread_mbs":%s' "$origin_buffered"
+    printf ',"samples":{'
     sep=""
     while read -r k; do
         printf '%s"%s":[%s]' "$sep" "$k" "$(awk -v k="$k" '$2 == k { print $3 }' "$WORK/samples" | paste -sd,)"
@@ -234,7 +253,9 @@ else
         IFS='|' read -r name goal value detail <<< "$r"
         printf '| %s | %s | %s | %s | %s |\n' "$name" "${goal/<=/≤ }" "$value" "$(met "$value" "$goal")" "$detail"
     done | sed 's/>=/≥ /'
-    printf '\nblock size (KiB), sequential read MB/s, buffered read MB/s, sequential first write MB/s, random 4 KiB first writes/s:\n'
+    printf '\nblock size (KiB), sequential read MB/s, buffered read MB/s, sequential first write MB/s, random 4 KiB first writes/s, pool KiB per random 4 KiB write:\n'
     cat "$WORK/chart.dat"
+    printf '\nread-ahead (sectors) of the cow device, buffered sequential read MB/s (its loop origin: %s MB/s):\n' "$origin_buffered"
+    cat "$WORK/readahead.dat"
     printf '\n%s s; chart: %s; samples: %s\n' "$elapsed" "$chart" "$WORK/samples"
 fi

@@ -14,8 +14,10 @@ resets=$(arg resets); resets=${resets:-1000}
 io_rounds=$(arg io_rounds); io_rounds=${io_rounds:-3}
 block_sizes=$(arg blocks | tr : ' '); block_sizes=${block_sizes:-64K 128K 256K 512K 1M}
 only=$(arg only)
+readaheads=$(arg readaheads | tr : ' '); readaheads=${readaheads:-256 1024 4096 16384}
 IO_MIB=256
-RAND_WRITES=2000
+RAND_WRITES=1000
+RAND_SPAN_MIB=768
 KEEP_MIB=1024
 
 export DM_DISABLE_UDEV=1
@@ -211,15 +213,28 @@ io_round() {
     drop_caches
     set -- $(/sbin/cowbench seqwrite /dev/mapper/cowroot $IO_MIB); sample "${label}_seqwrite" "$1"
     used=$(/usr/sbin/dmsetup status cowroot-pool | cut -d' ' -f6 | cut -d/ -f1)
-    set -- $(/sbin/cowbench randwrite /dev/mapper/cowroot $RAND_WRITES $IO_MIB $IO_MIB); sample "${label}_randwrite" "$1"
+    set -- $(/sbin/cowbench randwrite /dev/mapper/cowroot $RAND_WRITES $IO_MIB $RAND_SPAN_MIB); sample "${label}_randwrite" "$1"
     # Pool space the random writes took, in KiB per 4 KiB written.
     block_kib=$(( $(/usr/sbin/dmsetup table cowroot-pool | cut -d' ' -f6) / 2 ))
     now=$(/usr/sbin/dmsetup status cowroot-pool | cut -d' ' -f6 | cut -d/ -f1)
     sample "${label}_randwrite_kib_per_write" $(( (now - used) * block_kib / RAND_WRITES ))
     # Buffered, as a filesystem reads: the device's read-ahead counts.
     drop_caches
-    set -- $(/sbin/cowbench time dd if=/dev/mapper/cowroot of=/dev/null bs=1M skip=$((IO_MIB * 2)) count=$IO_MIB)
+    set -- $(/sbin/cowbench time dd if=/dev/mapper/cowroot of=/dev/null bs=1M skip=$((IO_MIB * 3)) count=$IO_MIB)
     sample "${label}_bufread" "$1"
+}
+
+# Buffered reads of the cow device with each read-ahead (sectors).
+readahead_round() {
+    for ra in $readaheads; do
+        blockdev --setra "$ra" /dev/mapper/cowroot
+        drop_caches
+        set -- $(/sbin/cowbench time dd if=/dev/mapper/cowroot of=/dev/null bs=1M skip=$((IO_MIB * 3)) count=$IO_MIB)
+        sample "ra_${ra}_bufread" "$1"
+    done
+    drop_caches
+    set -- $(/sbin/cowbench time dd if=/dev/loop0 of=/dev/null bs=1M skip=$((IO_MIB * 3)) count=$IO_MIB)
+    sample "origin_bufread" "$1"
 }
 
 if want io; then
@@ -250,6 +265,7 @@ if want io; then
         while [ $i -lt "$io_rounds" ]; do
             cowroot_boot "$KEYS cowroot.reset=1" 2>/dev/null || fail "reset $size"
             io_round "cow_$size"
+            [ "$size" = default ] && readahead_round
             teardown
             i=$((i + 1))
         done
