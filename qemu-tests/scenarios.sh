@@ -194,7 +194,7 @@ scenario_dry_run_prints_commands_and_touches_nothing() {
     expect "COWTEST plan: mkdir -p /run/cowroot/host && mount -o ro /dev/vda /run/cowroot/host"
     expect "COWTEST plan: LOOP=\\\$\\(losetup -r -f --show /run/cowroot/host/root.img\\)"
     expect 'COWTEST plan: blockdev --setro /dev/vda$'
-    expect 'COWTEST plan: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table "0 [0-9]+ thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 2048 0 1 error_if_no_space"'
+    expect 'COWTEST plan: dmsetup create cowroot-pool --uuid COWROOT-pool-cowroot --table "0 [0-9]+ thin-pool /dev/mapper/cowroot-pool_tmeta /dev/mapper/cowroot-pool_tdata 1024 0 1 error_if_no_space"'
     expect "COWTEST plan: dmsetup message cowroot-pool 0 'set_transaction_id 0 [0-9]+'"
     expect "COWTEST plan: dmsetup message cowroot-pool 0 'create_thin 1'"
     # shellcheck disable=SC2016  # $LOOP is literal output
