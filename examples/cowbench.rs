@@ -2,7 +2,7 @@
 //! commands, the floor program, and O_DIRECT throughput probes. Busybox has
 //! no sub-second clock and no O_DIRECT random I/O, so this does both.
 //!
-//!   cowbench time CMD [ARG...]        run CMD; print "µs rc"
+//!   cowbench time CMD [ARG...]        run CMD (its output discarded); print "µs rc"
 //!   cowbench floor DEV FSTYPE FILE TABLES
 //!                                     only cowroot's mount, loop and dm ioctls:
 //!                                     mount DEV read-only, attach FILE (under the
@@ -186,7 +186,12 @@ fn main() {
     match words.as_slice() {
         ["time", command, rest @ ..] => {
             let started = Instant::now();
-            let status = Command::new(command).args(rest).status().unwrap_or_else(|e| die(format!("{command}: {e}")));
+            // The command's own output would mix with ours.
+            let status = Command::new(command)
+                .args(rest)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap_or_else(|e| die(format!("{command}: {e}")));
             println!("{} {}", started.elapsed().as_micros(), status.code().unwrap_or(-1));
         }
         ["floor", device, fstype, file, tables] => floor(device, fstype, file, tables),

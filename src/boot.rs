@@ -337,7 +337,7 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
     let took = started.elapsed().saturating_sub(devices.waited);
     let kernel = sys.kernel_time();
     log::debug!(
-        "timing: {} µs in all, {} µs in mount, loop and dm calls, {} µs own work",
+        "timing: {} us in all, {} us in mount, loop and dm calls, {} us own work",
         took.as_micros(),
         kernel.as_micros(),
         took.saturating_sub(kernel).as_micros()
@@ -427,11 +427,7 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
     // An image file whose identity is the one recorded with the pool has
     // the content recorded with it: no need to sample it again.
     let file = probe::file_identity(&identity_path);
-    let recorded = match &pool.state {
-        crate::pool::PoolState::Ours { header, .. } if file.is_some() && header.origin_file == file => header.origin,
-        _ => None,
-    };
-    let id = match recorded {
+    let id = match plan::recorded_origin(&pool.state, file) {
         Some(id) => {
             log::debug!("{identity_path} is unchanged since its identity was recorded: content not sampled");
             id

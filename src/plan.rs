@@ -428,8 +428,9 @@ pub fn plan_thins(
         // (`cowroot cleanup`), or failing that the next boot (above).
     }
 
-    // The same content under a new file identity (copied, touched,
-    // another filesystem): record it, so the next boot need not sample.
+    // The same content under a new file identity (copied with its times,
+    // another host filesystem): record it, so the next boot need not
+    // sample.
     if mode == Mode::Kept && origin.id.is_some() && state.header.origin_file != origin.file {
         state.write(&mut steps, false, "record the image file's identity", |h| h.origin_file = origin.file)?;
     }
@@ -495,7 +496,10 @@ fn state_exhausted(device: &str) -> Error {
 /// while a new thin was in flight (the metadata committed, the header not).
 fn bind_transaction(state: &HeaderState, metadata: u64) -> Result<u64> {
     let h = &state.header;
-    let in_flight = h.garbage_thin != 0 && Some(metadata) == h.transaction_after(h.transaction);
+    // Only a reserved new id (always above the active one) is in flight:
+    // a reset's leftover (below it) waits for its cleanup with the header
+    // already bound, and must not widen what is accepted meanwhile.
+    let in_flight = h.garbage_thin > h.active_thin && Some(metadata) == h.transaction_after(h.transaction);
     if metadata == h.transaction || in_flight {
         Ok(metadata)
     } else {
@@ -532,6 +536,16 @@ fn check_origin(cfg: &Config, header: &PoolHeader, origin: &OriginFacts) -> Resu
 }
 
 /// The origin device reference for a config once resolved.
+/// The origin identity recorded with the pool, when the image file's
+/// identity now is the one recorded with it: then its content is the one
+/// recorded, and need not be sampled again.
+pub fn recorded_origin(pool: &PoolState, file: Option<[u8; 16]>) -> Option<OriginId> {
+    match pool {
+        PoolState::Ours { header, .. } if file.is_some() && header.origin_file == file => header.origin,
+        _ => None,
+    }
+}
+
 pub fn origin_ref(source: &Source, resolved_device: Option<&str>) -> DevRef {
     match (source, resolved_device) {
         (Source::Device(DevSpec::Path(p)), None) => DevRef::Path(p.clone()),
@@ -700,6 +714,34 @@ mod tests {
         let mut changed = origin(2);
         changed.file = Some([9; 16]);
         assert!(matches!(plan(&cfg(""), after(&second), &changed, None), Err(Error::OriginChanged { .. })));
+    }
+
+    #[test]
+    fn only_a_recorded_file_identity_skips_sampling() {
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let pool = after(&first);
+        assert_eq!(recorded_origin(&pool, Some([1; 16])), origin(1).id);
+        assert_eq!(recorded_origin(&pool, Some([2; 16])), None, "another file identity");
+        assert_eq!(recorded_origin(&pool, None), None, "a device origin, or a host without stable identities");
+        assert_eq!(recorded_origin(&PoolState::Blank, Some([1; 16])), None);
+        let mut device = origin(1);
+        device.file = None;
+        let bare = plan(&cfg(""), PoolState::Blank, &device, None).unwrap();
+        assert_eq!(recorded_origin(&after(&bare), None), None, "no identity recorded matches nothing");
+    }
+
+    #[test]
+    fn a_leftover_does_not_widen_the_transaction_binding() {
+        // After a reset the leftover is the old (lower) id; the metadata
+        // one ahead of the header is then a mismatch, not an operation in
+        // flight.
+        let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let reset = plan(&cfg("cowroot.reset=1"), after(&first), &origin(1), None).unwrap();
+        let h = &reset.1.header.header;
+        assert_eq!((h.active_thin, h.garbage_thin), (2, 1));
+        let ahead = h.transaction_after(h.transaction).unwrap();
+        let err = plan(&cfg(""), after(&reset), &origin(1), Some(ahead)).unwrap_err();
+        assert!(matches!(err, Error::HeaderMismatch { .. }), "{err}");
     }
 
     #[test]

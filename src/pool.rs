@@ -91,6 +91,20 @@ fn without_header_bytes(bytes: &[u8], keep: [bool; 2]) -> Vec<u8> {
     rest
 }
 
+/// Whether every byte of `bytes` is zero but the bytes the two header
+/// copies use.
+fn zero_outside_headers(bytes: &[u8]) -> bool {
+    let mut from = 0;
+    for &offset in &SLOT_OFFSETS {
+        let offset = (offset as usize).min(bytes.len());
+        if !signature::all_zero(&bytes[from.min(offset)..offset]) {
+            return false;
+        }
+        from = offset + ENCODED_LEN;
+    }
+    signature::all_zero(bytes.get(from..).unwrap_or(&[]))
+}
+
 /// Classifies a pool device from its first MiB (`start`) and last MiB
 /// (`end`; empty for a device smaller than two MiB, whose `start` then
 /// covers it), for a device of `size` bytes.
@@ -106,6 +120,15 @@ pub fn classify_pool(start: &[u8], end: &[u8], size: u64) -> PoolState {
     let copies = Copies::read([slot(start, 0), slot(start, 1)]);
     if let Some(version) = copies.newer_version() {
         return PoolState::NewerVersion(version);
+    }
+    // The usual case, decided without copying a MiB: both copies valid,
+    // nothing else in the first MiB, nothing past the data region.
+    if let (Ok(_), Ok(_), Some((slot, header))) = (&copies.0[0], &copies.0[1], copies.newest()) {
+        let data_end = header.data.start.0.saturating_add(header.data.len.0).saturating_mul(512);
+        let tail_from = end.len().saturating_sub(size.saturating_sub(data_end) as usize);
+        if zero_outside_headers(start) && signature::detect_end(&end[tail_from.min(end.len())..], size).is_none() {
+            return PoolState::Ours { slot, header: header.clone(), other: copies.other().unwrap_or(OtherCopy::Stale) };
+        }
     }
     // Foreign signatures, with only valid copies out of the way: a
     // signature inside a broken copy's bytes counts.

@@ -5,7 +5,7 @@ use crate::blkid::{self, FS_PROBE_BYTES};
 use crate::config::DevSpec;
 use crate::error::{Error, Result};
 use crate::fingerprint;
-use crate::header::OriginId;
+use crate::header::{Copies, OriginId, SLOT_BYTES, SLOT_OFFSETS};
 use crate::names::UUID_PREFIX;
 use crate::pool::{PoolFacts, END_PROBE_BYTES};
 use crate::signature::PROBE_BYTES;
@@ -13,6 +13,7 @@ use crate::table::DevNum;
 use crate::units::Bytes;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -97,18 +98,17 @@ pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     let size = size_of(device)?;
     let head = read_direct(device, 0, PROBE_BYTES + 4096)?;
     let start = &head[..head.len().min(PROBE_BYTES)];
-    let mut state = classify_pool(start, &[], size.0);
-    let tail = match &state {
-        PoolState::Ours { header, .. } => {
+    // Behind a valid header only the bytes past its data region count.
+    let slot = |i: usize| start.get(SLOT_OFFSETS[i] as usize..SLOT_OFFSETS[i] as usize + SLOT_BYTES).unwrap_or(&[]);
+    let tail = match Copies::read([slot(0), slot(1)]).newest() {
+        Some((_, header)) => {
             let data_end = header.data.start.0.saturating_add(header.data.len.0).saturating_mul(512);
             size.0.saturating_sub(data_end).min(END_PROBE_BYTES as u64) as usize
         }
-        _ => END_PROBE_BYTES,
+        None => END_PROBE_BYTES,
     };
-    if tail > 0 {
-        let end = read_end(device, size.0, tail, start.len() as u64)?;
-        state = classify_pool(start, &end, size.0);
-    }
+    let end = if tail > 0 { read_end(device, size.0, tail, start.len() as u64)? } else { Vec::new() };
+    let state = classify_pool(start, &end, size.0);
     let metadata_blank = match &state {
         PoolState::Ours { header, .. } => {
             let at = header.meta.start.bytes().0;
@@ -133,17 +133,9 @@ pub fn origin_id(path: &str) -> Result<OriginId> {
     let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
     let mtime = meta.is_file().then(|| (meta.mtime(), meta.mtime_nsec()));
     let ranges = fingerprint::sample_ranges(size);
-    let samples: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
-        let reads: Vec<_> =
-            ranges.iter().map(|&(offset, len)| scope.spawn(move || read_direct(path, offset, len as usize))).collect();
-        reads
-            .into_iter()
-            .map(|read| read.join().unwrap_or_else(|_| Err(Error::Inconsistent("a sample read panicked".into()))))
-            .collect()
-    });
-    let mut samples = samples.into_iter();
+    let mut samples = read_all(path, &ranges)?.into_iter();
     fingerprint::fingerprint(size, mtime, |_, buf| {
-        let sample = samples.next().and_then(|s| s.ok()).filter(|s| s.len() == buf.len());
+        let sample = samples.next().filter(|s| s.len() == buf.len());
         let sample = sample.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
         buf.copy_from_slice(&sample);
         Ok(())
@@ -151,31 +143,74 @@ pub fn origin_id(path: &str) -> Result<OriginId> {
     .map_err(|e| Error::io("read", path, e))
 }
 
-/// The identity of an image file as its filesystem keeps it: device,
-/// inode, size, modification and change times (to the nanosecond). Any
-/// write through the filesystem moves the change time, which no one can set
-/// back. Only for filesystems whose inode numbers and nanosecond times are
-/// stable (ext4, XFS, btrfs); elsewhere (vfat, ...) None, and the content
-/// is sampled at every boot.
+/// Reads every (offset, length) range of `path` at once, one thread each
+/// (one after the other where a thread cannot be made); the first error
+/// is the result.
+fn read_all(path: &str, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>> {
+    std::thread::scope(|scope| {
+        let reads: Vec<_> = ranges
+            .iter()
+            .map(|&(offset, len)| {
+                let read = move || read_direct(path, offset, len as usize);
+                std::thread::Builder::new().spawn_scoped(scope, read).map_err(|_| read)
+            })
+            .collect();
+        reads
+            .into_iter()
+            .map(|read| match read {
+                Ok(thread) => {
+                    thread.join().unwrap_or_else(|_| Err(Error::Inconsistent("a sample read panicked".into())))
+                }
+                Err(read) => read(),
+            })
+            .collect()
+    })
+}
+
+/// The identity of an image file as its filesystem keeps it: the
+/// filesystem's id, the inode and its generation, size, modification and
+/// change times to the nanosecond; and the file's first and last 4 KiB (its
+/// own filesystem's superblock, uuid and write time), as tools that write
+/// a host filesystem offline can set times and reuse inode numbers. Only
+/// for hosts whose inode numbers and nanosecond times are stable (ext4 with
+/// large inodes, XFS, btrfs); elsewhere None, and the content is sampled at
+/// every boot.
 pub fn file_identity(path: &str) -> Option<[u8; 16]> {
     use sha2::{Digest, Sha256};
-    // ext4 (and ext2/3), XFS, btrfs (linux/magic.h).
+    // ext4, XFS, btrfs (linux/magic.h; ext2/3 share ext4's).
     const STABLE: [u64; 3] = [0xEF53, 0x5846_5342, 0x9123_683E];
-    let kind = nix::sys::statfs::statfs(path).ok()?.filesystem_type();
+    nix::ioctl_read!(inode_generation, b'v', 1, std::ffi::c_long);
+    let fs = nix::sys::statfs::statfs(path).ok()?;
     #[allow(clippy::unnecessary_cast)] // the field's width differs between libcs
-    let kind = kind.0 as u64;
+    let kind = fs.filesystem_type().0 as u64;
     if !STABLE.contains(&kind) {
         return None;
     }
-    let meta = fs::metadata(path).ok().filter(|m| m.is_file())?;
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok().filter(|m| m.is_file())?;
+    // No nanoseconds at all: an ext2/3-style inode, whose times are whole
+    // seconds (a real time with both at zero is a one in 10^18 chance).
+    if meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0 {
+        return None;
+    }
+    let mut generation: std::ffi::c_long = 0;
+    // SAFETY: the fd is open for the call; the kernel writes one long.
+    let generation = unsafe { inode_generation(file.as_raw_fd(), &mut generation) }.ok().map(|_| generation);
+    let edges =
+        read_all(path, &[(0, 4096.min(meta.size())), (meta.size().saturating_sub(4096), 4096.min(meta.size()))]);
+    let edges = edges.ok()?;
     let mut hash = Sha256::new();
-    for value in [meta.dev(), meta.ino(), meta.size()] {
+    hash.update(format!("{:?}", fs.filesystem_id()).as_bytes());
+    for value in [meta.ino(), meta.size(), kind] {
         hash.update(value.to_le_bytes());
     }
     for value in [meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec()] {
         hash.update(value.to_le_bytes());
     }
-    hash.update(kind.to_le_bytes());
+    hash.update(generation.unwrap_or(-1).to_le_bytes());
+    for edge in &edges {
+        hash.update(edge);
+    }
     let digest = hash.finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);

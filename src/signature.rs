@@ -133,7 +133,11 @@ pub fn first_non_zero(bytes: &[u8]) -> Option<usize> {
 }
 
 pub fn all_zero(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| b == 0)
+    // Eight bytes at a time: this runs over a MiB at every boot, and in a
+    // slow (emulated) guest a byte loop costs milliseconds.
+    let mut words = bytes.chunks_exact(8);
+    words.all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]

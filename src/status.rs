@@ -282,6 +282,12 @@ pub fn lock_header(name: &DeviceName) -> Result<HeaderLock> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
+    let file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(held) => return Ok(HeaderLock { _held: held }),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(Error::io("lock", &path, e)),
+    };
+    log::warn!("another cowroot command (cleanup, reset) is changing the pool header; waiting for it to finish");
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map(|held| HeaderLock { _held: held })
         .map_err(|(_, e)| Error::io("lock", &path, e))
@@ -310,6 +316,12 @@ fn write_both<S: System>(sys: &mut S, live: &Live, change: impl FnOnce(&mut Pool
 pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
     if sys.dm_info(&name.dm_name(Role::Thin))?.is_none() {
         return Ok(format!("{} does not exist: nothing to clean up", name.mapper_path(Role::Thin)));
+    }
+    if sys.dm_line(&name.dm_name(Role::Thin), false)?.target != "thin" {
+        return Ok(format!(
+            "{} is the read-only origin (cowroot.onfail=ro): no pool to clean up",
+            name.mapper_path(Role::Thin)
+        ));
     }
     let _lock = lock_header(name)?;
     let live = live(sys, name)?;

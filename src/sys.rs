@@ -55,8 +55,8 @@ const LO_FLAGS_DIRECT_IO: u32 = 16;
 nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
 
 /// Attaches `file` to the free loop device `device` in one LOOP_CONFIGURE
-/// call (Linux 5.8): read-only, cleared on last close, direct I/O (the
-/// kernel falls back to buffered I/O where the host filesystem cannot).
+/// call (Linux 5.8): read-only, cleared on last close, 512-byte sectors,
+/// direct I/O (the kernel keeps the loop buffered where the host cannot).
 /// The older way takes three ioctls and, between them, the loop device is
 /// briefly writable and buffered.
 fn configure_loop(device: &LoopDevice, file: &fs::File, name: &str) -> nix::Result<()> {
@@ -78,7 +78,12 @@ fn configure_loop(device: &LoopDevice, file: &fs::File, name: &str) -> nix::Resu
     let shown = name.as_bytes();
     let len = shown.len().min(info.file_name.len() - 1);
     info.file_name[..len].copy_from_slice(&shown[..len]);
-    let config = LoopConfig { fd: file.as_raw_fd() as u32, block_size: 0, info, reserved: [0; 8] };
+    // 512-byte sectors, as the older way gives: with 0, newer kernels give
+    // a direct-I/O loop the host disk's sector size (4096 on a 4Kn disk),
+    // which an image made with 512-byte sectors (XFS, vfat) cannot mount
+    // on. Direct I/O then needs the host to take 512-byte I/O, else the
+    // kernel keeps the loop buffered.
+    let config = LoopConfig { fd: file.as_raw_fd() as u32, block_size: 512, info, reserved: [0; 8] };
     // SAFETY: both fds are open for the call; the kernel reads the struct.
     unsafe { loop_configure(device.as_raw_fd(), &config) }.map(|_| ())
 }

@@ -116,8 +116,8 @@ has_cleanup=0
 /sbin/cowroot --help 2>&1 | grep -q 'cowroot cleanup' && has_cleanup=1
 cleanup() {
     [ "$has_cleanup" = 1 ] || return 0
-    set -- "${1:-}" $(/sbin/cowbench time /sbin/cowroot cleanup)
-    [ "$3" = 0 ] || fail "cowroot cleanup failed"
+    set -- "${1:-}" $(/sbin/cowbench time /sbin/cowroot cleanup 2>/tmp/cleanup-err)
+    [ "$3" = 0 ] || fail "cowroot cleanup failed: $(cat /tmp/cleanup-err)"
     [ -z "$1" ] || sample "$1" "$2"
 }
 
