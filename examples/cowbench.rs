@@ -10,6 +10,8 @@
 //!                                     listed in TABLES as cowroot does
 //!   cowbench seqread DEV MIB          O_DIRECT 1 MiB reads of the first MIB MiB; print "µs bytes"
 //!   cowbench seqwrite DEV MIB         O_DIRECT 1 MiB writes, then fdatasync; print "µs bytes"
+//!   cowbench flush DEV COUNT          COUNT times: an O_DIRECT 4 KiB write of zeros at
+//!                                     4 MiB, then fdatasync; print "µs bytes"
 //!   cowbench randwrite DEV COUNT FROM_MIB SPAN_MIB
 //!                                     COUNT O_DIRECT 4 KiB writes at distinct random
 //!                                     4 KiB offsets in SPAN_MIB MiB from FROM_MIB,
@@ -130,6 +132,17 @@ fn randwrite(path: &str, count: u64, from_mib: u64, span_mib: u64) {
     report(started.elapsed(), count * 4096);
 }
 
+fn flush(path: &str, count: u64) {
+    let file = open_direct(path, true);
+    let mut buf = Aligned::new(4096, 0);
+    let started = Instant::now();
+    for _ in 0..count {
+        file.write_all_at(buf.as_mut(), 4 << 20).unwrap_or_else(|e| die(format!("{path}: {e}")));
+        file.sync_data().unwrap_or_else(|e| die(format!("fdatasync {path}: {e}")));
+    }
+    report(started.elapsed(), count * 4096);
+}
+
 /// TABLES: one device per line, in creation order:
 /// `NAME UUID PRIVATE(0|1) LEN TARGET PARAMS...`.
 fn floor(device: &str, fstype: &str, file: &str, tables: &str) {
@@ -197,6 +210,7 @@ fn main() {
         ["floor", device, fstype, file, tables] => floor(device, fstype, file, tables),
         ["seqread", path, mib] => seq(path, number(mib), false),
         ["seqwrite", path, mib] => seq(path, number(mib), true),
+        ["flush", path, count] => flush(path, number(count)),
         ["randwrite", path, count, from, span] => randwrite(path, number(count), number(from), number(span)),
         _ => die("usage: see the top of examples/cowbench.rs".into()),
     }

@@ -181,13 +181,14 @@ qemu_start() {
     # Every disk as -drive + -device, in order, so they are vda, vdb, ...
     # FILE@4k: a disk with 4096-byte logical sectors (4Kn); FILE@nvme, an
     # NVMe namespace; FILE@sata, a SATA disk on an AHCI controller.
+    # VM_DRIVE_OPTIONS (",cache=none,...") is added to every -drive.
     local n=0
     for d in "$@"; do
         n=$((n + 1))
         # No image lock: two guests side by side share the Debian images
         # disk. Still attached writable, so a write would change the
         # sha256 every scenario checks afterwards.
-        drives+=(-drive "file=${d%@*},format=raw,if=none,id=d$n,file.locking=off")
+        drives+=(-drive "file=${d%@*},format=raw,if=none,id=d$n,file.locking=off${VM_DRIVE_OPTIONS:-}")
         case $d in
         *@4k) drives+=(-device "virtio-blk-pci,drive=d$n,logical_block_size=4096,physical_block_size=4096") ;;
         *@nvme) drives+=(-device "nvme,drive=d$n,serial=cowtest$n") ;;

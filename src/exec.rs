@@ -25,6 +25,20 @@ pub struct DmSpec {
     pub read_only: bool,
 }
 
+/// What a header write first does to make a pool new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fresh {
+    /// Nothing: an existing pool's header changes.
+    No,
+    /// Zeroes the first thin-pool metadata block (the kernel then formats
+    /// fresh metadata): for a device already proven blank, whose first
+    /// and last MiB are zero.
+    MetadataBlock,
+    /// Also zeroes the header region and the last MiB, wiping old
+    /// signatures (`cowroot format` over a used device).
+    Wipe,
+}
+
 /// A live dm device's first table (or status) line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DmLine {
@@ -54,8 +68,8 @@ pub trait System {
     fn set_read_only(&mut self, device: &str, read_only: bool) -> Result<bool>;
     /// The device's logical block size in bytes.
     fn logical_block_size(&mut self, device: &str) -> Result<u32>;
-    /// `format` first zeroes the header region and the first metadata block.
-    fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()>;
+    /// Writes one header copy, durably; `fresh` first makes the pool new.
+    fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, fresh: Fresh) -> Result<()>;
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum>;
     fn dm_remove(&mut self, name: &str) -> Result<()>;
     /// `None` when no dm device has that name.
@@ -198,7 +212,8 @@ impl<'a, S: System> Executor<'a, S> {
                 self.loop_path = Some(path);
             }
             Step::WriteHeader { device, slot, header, zero_meta, .. } => {
-                self.sys.write_header(device, *slot, header, *zero_meta)?;
+                let fresh = if *zero_meta { Fresh::MetadataBlock } else { Fresh::No };
+                self.sys.write_header(device, *slot, header, fresh)?;
             }
             other => return Err(Error::Inconsistent(format!("no effect for {other:?}"))),
         }
@@ -315,8 +330,8 @@ pub mod fake {
             self.record(format!("{} {name}", if status { "status" } else { "table" }))?;
             Ok(DmLine { len: Sectors(1024), target: "thin-pool".into(), params: self.pool_status_line.clone() })
         }
-        fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
-            self.record(format!("header {device} slot{slot} seq{} format={format}", header.seq))
+        fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, fresh: Fresh) -> Result<()> {
+            self.record(format!("header {device} slot{slot} seq{} {fresh:?}", header.seq))
         }
         fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum> {
             self.record(format!(
@@ -395,7 +410,7 @@ mod tests {
                 "setro /dev/vdb true",
                 "mount /dev/vdb /run/cowroot/host None",
                 "losetup /run/cowroot/host/img/root.img",
-                "header /dev/vdc slot0 seq1 format=true",
+                "header /dev/vdc slot0 seq1 MetadataBlock",
                 "create cowroot-pool_tmeta COWROOT-tmeta-cowroot 0 4096 linear 252:32 2048 private=true",
                 &format!("create cowroot-pool_tdata COWROOT-tdata-cowroot 0 {} linear 252:32 6144 private=true", steps_data_len(&steps)),
                 &format!(
@@ -403,11 +418,11 @@ mod tests {
                     steps_data_len(&steps)
                 ),
                 "status cowroot-pool",
-                "header /dev/vdc slot1 seq2 format=false",
+                "header /dev/vdc slot1 seq2 No",
                 "message cowroot-pool create_thin 1 missing_ok=false",
                 &format!("message cowroot-pool set_transaction_id 0 {} missing_ok=false", (0x0101_0101u64 << 16) | 1),
-                "header /dev/vdc slot0 seq3 format=false",
-                "header /dev/vdc slot1 seq4 format=false",
+                "header /dev/vdc slot0 seq3 No",
+                "header /dev/vdc slot1 seq4 No",
                 "create cowroot COWROOT-thin-cowroot 0 131072 thin 254:2 1 7:0 private=false",
                 "mknod cowroot 254:3",
             ]

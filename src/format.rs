@@ -3,7 +3,7 @@
 //! formatted: whatever else it holds, recognised or not, is refused.
 
 use crate::error::{Error, Result};
-use crate::exec::System;
+use crate::exec::{Fresh, System};
 use crate::layout::{plan_layout, BlockSize};
 use crate::plan::new_header;
 use crate::pool::END_PROBE_BYTES;
@@ -48,10 +48,10 @@ pub fn format<S: System>(sys: &mut S, device: &str, block: BlockSize, force: boo
     }
     let layout = plan_layout(device, size, block)?;
     let header = new_header(size, &layout, crate::sys::random_uuid());
-    sys.write_header(device, 0, &header, true)?;
+    sys.write_header(device, 0, &header, Fresh::Wipe)?;
     // Both copies, so damage to either one leaves a readable header.
     let mirror = header.next().map_err(|m| Error::Inconsistent(m.into()))?;
-    sys.write_header(device, 1, &mirror, false)?;
+    sys.write_header(device, 1, &mirror, Fresh::No)?;
     Ok(format!(
         "formatted {device} as a cowroot pool: {} in all, metadata {}, data {} in {} blocks",
         Bytes(size.0),

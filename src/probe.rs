@@ -172,9 +172,11 @@ fn read_all(path: &str, ranges: &[(u64, u64)]) -> Result<Vec<Vec<u8>>> {
 /// change times to the nanosecond; and the file's first and last 4 KiB (its
 /// own filesystem's superblock, uuid and write time), as tools that write
 /// a host filesystem offline can set times and reuse inode numbers. Only
-/// for hosts whose inode numbers and nanosecond times are stable (ext4 with
-/// large inodes, XFS, btrfs); elsewhere None, and the content is sampled at
-/// every boot.
+/// for hosts whose inode numbers and times are stable (ext2/3/4, XFS,
+/// btrfs); elsewhere (vfat, ...) None, and the content is sampled at every
+/// boot. Times in whole seconds (ext2/3 inodes, files written by `mke2fs
+/// -d`) still move: a change is made seconds after the identity was taken,
+/// at a boot, with the host mounted read-only.
 pub fn file_identity(path: &str) -> Option<[u8; 16]> {
     use sha2::{Digest, Sha256};
     // ext4, XFS, btrfs (linux/magic.h; ext2/3 share ext4's).
@@ -188,11 +190,6 @@ pub fn file_identity(path: &str) -> Option<[u8; 16]> {
     }
     let file = File::open(path).ok()?;
     let meta = file.metadata().ok().filter(|m| m.is_file())?;
-    // No nanoseconds at all: an ext2/3-style inode, whose times are whole
-    // seconds (a real time with both at zero is a one in 10^18 chance).
-    if meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0 {
-        return None;
-    }
     let mut generation: std::ffi::c_long = 0;
     // SAFETY: the fd is open for the call; the kernel writes one long.
     let generation = unsafe { inode_generation(file.as_raw_fd(), &mut generation) }.ok().map(|_| generation);

@@ -301,9 +301,9 @@ fn write_both<S: System>(sys: &mut S, live: &Live, change: impl FnOnce(&mut Pool
     let mut header = live.header.next().map_err(exhausted)?;
     change(&mut header);
     let slot = crate::header::slot_for_next_write(Some(live.slot));
-    sys.write_header(&live.pool_device, slot, &header, false)?;
+    sys.write_header(&live.pool_device, slot, &header, crate::exec::Fresh::No)?;
     let mirror = header.next().map_err(exhausted)?;
-    sys.write_header(&live.pool_device, 1 - slot, &mirror, false)?;
+    sys.write_header(&live.pool_device, 1 - slot, &mirror, crate::exec::Fresh::No)?;
     Ok(mirror)
 }
 

@@ -3,7 +3,7 @@
 
 use crate::blkid::{self, FS_PROBE_BYTES};
 use crate::error::{Error, Result};
-use crate::exec::{DmInfo, DmLine, DmSpec, System};
+use crate::exec::{DmInfo, DmLine, DmSpec, Fresh, System};
 use crate::header::{PoolHeader, RESERVED_BYTES, SLOT_OFFSETS};
 use crate::plan::HOST_MOUNT;
 use crate::probe;
@@ -392,21 +392,23 @@ impl System for RealSystem {
         })
     }
 
-    fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, format: bool) -> Result<()> {
+    fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, fresh: Fresh) -> Result<()> {
         let file = OpenOptions::new().write(true).open(device).map_err(|e| Error::io("open for writing", device, e))?;
         let write = |offset: u64, data: &[u8]| {
             file.write_all_at(data, offset).map_err(|e| Error::io("write", format!("{device} at byte {offset}"), e))
         };
-        if format {
-            // Wipe any old signature in the header region, and the first
-            // metadata block so the kernel formats fresh metadata.
+        if fresh == Fresh::Wipe {
+            // Wipe any old signature in the header region, and the last
+            // MiB (data blocks not in use yet), so a backup GPT or an
+            // md/ZFS label there does not outlive the format.
             write(0, &vec![0u8; RESERVED_BYTES as usize])?;
-            write(header.meta.start.bytes().0, &[0u8; 4096])?;
-            // And the last MiB (data blocks not in use yet), so a backup
-            // GPT or an md/ZFS label there does not outlive the format.
             let size = probe::size_of(device)?.0;
             let tail = size.saturating_sub(RESERVED_BYTES).max(header.data.start.bytes().0);
             write(tail, &vec![0u8; (size - tail.min(size)) as usize])?;
+        }
+        if fresh != Fresh::No {
+            // The first metadata block, so the kernel formats fresh metadata.
+            write(header.meta.start.bytes().0, &[0u8; 4096])?;
             // Durable before the new header exists: a power cut leaves
             // either a blank device or a complete pool.
             file.sync_all().map_err(|e| Error::io("flush", device, e))?;

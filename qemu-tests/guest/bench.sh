@@ -1,9 +1,10 @@
 # shellcheck shell=dash
 # The benchmark's guest part (qemu-tests/bench.sh), sourced by the test
-# init for the `bench` action. Disks: vda the images disk (/root.img, the
-# 2 TiB sparse /big.img), vdb the pool, vdc a pool for /big.img, vdd a
-# small pool that is blanked before every format boot. Prints raw samples
-# as "COWBENCH FIGURE VALUE"; the host takes medians and ratios.
+# init for the `bench` action. Disks: vda the images disk (/root.img), vdb
+# the pool, vdc a small pool that is blanked before every format boot, vdd
+# a 64 MiB device origin and vde its pool, vdf a 2 TiB sparse device
+# origin and vdg its pool (device origins are always sampled). Prints raw
+# samples as "COWBENCH FIGURE VALUE"; the host takes medians and ratios.
 # shellcheck disable=SC2154  # say comes from init
 # shellcheck disable=SC2046,SC2016  # the helper's output is split into words
 # on purpose; the seed script's $(...) expand when it runs
@@ -17,14 +18,15 @@ only=$(arg only)
 readaheads=$(arg readaheads | tr : ' '); readaheads=${readaheads:-256 1024 4096 16384}
 IO_MIB=256
 RAND_WRITES=1000
-RAND_SPAN_MIB=768
+RAND_SPAN_MIB=512
 KEEP_MIB=1024
 
 export DM_DISABLE_UDEV=1
 HOST=/run/cowroot/host
 KEYS="cowroot=/root.img cowroot.dev=/dev/vda cowpool=/dev/vdb"
-BIG_KEYS="cowroot=/big.img cowroot.dev=/dev/vda cowpool=/dev/vdc"
-BLANK_KEYS="cowroot=/root.img cowroot.dev=/dev/vda cowpool=/dev/vdd"
+BLANK_KEYS="cowroot=/root.img cowroot.dev=/dev/vda cowpool=/dev/vdc"
+SMALL_DEV_KEYS="cowroot=/dev/vdd cowpool=/dev/vde"
+BIG_DEV_KEYS="cowroot=/dev/vdf cowpool=/dev/vdg"
 
 sample() { echo "COWBENCH $1 $2"; }
 fail() { say "bench failed: $*"; dmesg | tail -n 20 | sed 's/^/COWTEST dmesg: /'; exit 1; }
@@ -37,7 +39,7 @@ teardown() {
     /usr/sbin/dmsetup remove cowroot cowroot-pool cowroot-pool_tdata cowroot-pool_tmeta 2>/dev/null
     [ -f /sys/block/loop0/loop/backing_file ] && losetup -d /dev/loop0
     grep -q " $HOST " /proc/mounts && umount "$HOST"
-    blockdev --setrw /dev/vda
+    for disk in vda vdd vdf; do blockdev --setrw /dev/$disk; done
     for left in /dev/mapper/*; do
         [ "$left" = /dev/mapper/control ] || fail "teardown left $left"
     done
@@ -88,8 +90,8 @@ floor_tables() {
 
 
 blank_small_pool() {
-    dd if=/dev/zero of=/dev/vdd bs=1M count=1 2>/dev/null
-    dd if=/dev/zero of=/dev/vdd bs=1M count=1 seek=$(( $(blockdev --getsize64 /dev/vdd) / 1048576 - 1 )) 2>/dev/null
+    dd if=/dev/zero of=/dev/vdc bs=1M count=1 2>/dev/null
+    dd if=/dev/zero of=/dev/vdc bs=1M count=1 seek=$(( $(blockdev --getsize64 /dev/vdc) / 1048576 - 1 )) 2>/dev/null
     sync
 }
 
@@ -104,10 +106,21 @@ own_work() {
     cowroot_boot "$* cowroot.debug=1" 2>/dev/null || fail "$figure: $(dmesg | tail -n 3)"
     dmesg | sed 's/^\[[ 0-9.]*\] //' > /tmp/bench-debug
     line=$(grep 'timing:' /tmp/bench-debug) || fail "$figure: no timing line"
-    sample "$figure" "$(echo "$line" | sed -n 's/.* \([0-9]*\) µs own work.*/\1/p')"
-    sample "${figure}_total" "$(echo "$line" | sed -n 's/.*timing: \([0-9]*\) µs in all.*/\1/p')"
+    own=$(echo "$line" | sed -n 's/.* \([0-9][0-9]*\) us own work.*/\1/p')
+    total=$(echo "$line" | sed -n 's/.*timing: \([0-9][0-9]*\) us in all.*/\1/p')
+    if [ -z "$own" ] || [ -z "$total" ]; then fail "$figure: cannot read '$line'"; fi
+    sample "$figure" "$own"
+    sample "${figure}_total" "$total"
     grep -E '^cowroot: [0-9]+ ms: ' /tmp/bench-debug | sed "s/^/COWBENCH-debug $figure /"
+    [ "${3:-}" = cleanup ] && cleanup
     teardown
+}
+
+# A durable 4 KiB write (write, then flush) on the pool device: what each
+# header write and metadata commit costs, for reading the boot figures.
+flush_cost() {
+    set -- $(/sbin/cowbench flush /dev/vdc 20)
+    sample flush_us "$(( $1 / 20 ))"
 }
 
 # The booted system finishes the old thin's delete after a reset (cowroot
@@ -130,9 +143,10 @@ say "bench rounds=$rounds resets=$resets io_rounds=$io_rounds blocks=$block_size
 cowroot_boot "$KEYS" 2>/dev/null || fail "first boot"
 write_seed_script
 teardown
-/sbin/cowroot format --force /dev/vdc >/dev/null 2>&1 || fail "format vdc"
-cowroot_boot "$BIG_KEYS" 2>/dev/null || fail "first boot on big.img"
-teardown
+for keys in "$SMALL_DEV_KEYS" "$BIG_DEV_KEYS"; do
+    cowroot_boot "$keys" 2>/dev/null || fail "first boot of $keys"
+    teardown
+done
 
 if want boot; then
     i=0
@@ -165,8 +179,16 @@ if want boot; then
             esac
             teardown
         done
-        own_work own_small "$KEYS"
-        own_work own_big "$BIG_KEYS"
+        own_work own_file "$KEYS"
+        own_work own_small "$SMALL_DEV_KEYS"
+        own_work own_big "$BIG_DEV_KEYS"
+        if [ $i = 0 ]; then
+            # Where a reset and a format boot spend their time.
+            own_work own_reset "$KEYS cowroot.reset=1" cleanup
+            blank_small_pool
+            own_work own_format "$BLANK_KEYS"
+            flush_cost
+        fi
         i=$((i + 1))
     done
 fi
