@@ -416,9 +416,19 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
     let (identity_path, origin_dev) = attach_origin(cfg, devices, exec)?;
     let started = Instant::now();
     let pool_dev = devices.pool()?;
-    let pool = probe::pool_facts(pool_dev)?;
+    // Both are a few reads: their waits overlap.
+    let (pool, file) = std::thread::scope(|scope| {
+        let file = std::thread::Builder::new().spawn_scoped(scope, || probe::file_identity(&identity_path));
+        let pool = probe::pool_facts(pool_dev);
+        let file = match file {
+            Ok(thread) => thread.join().ok().flatten(),
+            Err(_) => probe::file_identity(&identity_path),
+        };
+        (pool, file)
+    });
+    let pool = pool?;
     let pool_block = exec.system().logical_block_size(pool_dev)?;
-    log::debug!("{} ms: read the pool header", started.elapsed().as_millis());
+    log::debug!("{} ms: read the pool header and the image file's identity", started.elapsed().as_millis());
     let started = Instant::now();
     let size = probe::size_of(&origin_dev)?;
     if size.sectors().0 == 0 {
@@ -426,7 +436,6 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
     }
     // An image file whose identity is the one recorded with the pool has
     // the content recorded with it: no need to sample it again.
-    let file = probe::file_identity(&identity_path);
     let id = match plan::recorded_origin(&pool.state, file) {
         Some(id) => {
             log::debug!("{identity_path} is unchanged since its identity was recorded: content not sampled");

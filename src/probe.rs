@@ -5,7 +5,7 @@ use crate::blkid::{self, FS_PROBE_BYTES};
 use crate::config::DevSpec;
 use crate::error::{Error, Result};
 use crate::fingerprint;
-use crate::header::{Copies, OriginId, SLOT_BYTES, SLOT_OFFSETS};
+use crate::header::{Copies, OriginId, OtherCopy, RESERVED_BYTES, SLOT_BYTES, SLOT_OFFSETS};
 use crate::names::UUID_PREFIX;
 use crate::pool::{PoolFacts, END_PROBE_BYTES};
 use crate::signature::PROBE_BYTES;
@@ -89,6 +89,40 @@ pub fn read_direct(path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// What a boot reads of a pool device when all is well, all at once: both
+/// header slots, the 4 KiB after slot 0 (where LVM's metadata area and an
+/// md 1.2 superblock start: tools that reuse a device without writing over
+/// slot 0 write there), and the first metadata block.
+const QUICK_RANGES: [(u64, u64); 3] = [(0, 8192), (64 * 1024, 4096), (RESERVED_BYTES, 4096)];
+
+/// A pool of ours with both header copies valid and nothing else in the
+/// bytes of `QUICK_RANGES`: the usual boot. Anything else (blank, foreign,
+/// a damaged copy) is None, and `pool_facts` reads the first and last MiB.
+fn quick_pool_facts(device: &str, size: Bytes) -> Result<Option<PoolFacts>> {
+    use crate::pool::{classify_pool, PoolState};
+    if size.0 < RESERVED_BYTES + 4096 {
+        return Ok(None);
+    }
+    let parts = read_all(device, &QUICK_RANGES)?;
+    if parts.iter().zip(QUICK_RANGES).any(|(part, (_, len))| part.len() as u64 != len) {
+        return Ok(None);
+    }
+    // The first 68 KiB as far as read; the bytes not read count as zero.
+    let mut start = vec![0u8; 68 * 1024];
+    start[..8192].copy_from_slice(&parts[0]);
+    start[64 * 1024..].copy_from_slice(&parts[1]);
+    let state = classify_pool(&start, &[], size.0);
+    let metadata_blank = crate::signature::all_zero(&parts[2]);
+    Ok(match &state {
+        PoolState::Ours { header, other, .. }
+            if header.meta.start.bytes().0 == RESERVED_BYTES && !matches!(other, OtherCopy::Damaged(_)) =>
+        {
+            Some(PoolFacts { device: device.to_string(), size, state, metadata_blank })
+        }
+        _ => None,
+    })
+}
+
 /// Classifies what a pool device holds, from its first and last MiB. One
 /// read covers the first MiB and the first metadata block behind it; for a
 /// pool of ours only the few bytes past its data region are read from the
@@ -96,6 +130,9 @@ pub fn read_direct(path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
 pub fn pool_facts(device: &str) -> Result<PoolFacts> {
     use crate::pool::{classify_pool, PoolState};
     let size = size_of(device)?;
+    if let Some(facts) = quick_pool_facts(device, size)? {
+        return Ok(facts);
+    }
     let head = read_direct(device, 0, PROBE_BYTES + 4096)?;
     let start = &head[..head.len().min(PROBE_BYTES)];
     // Behind a valid header only the bytes past its data region count.
