@@ -26,7 +26,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo fmt --manifest-path qemu-tests/logreplay/Cargo.toml -- --check
 cargo clippy --manifest-path qemu-tests/logreplay/Cargo.toml --all-targets --quiet -- -D warnings
-shellcheck -x qemu-tests/*.sh qemu-tests/guest/init qemu-tests/guest/crash.sh qemu-tests/guest/fixture-md.sh demo.sh test.sh .ci/run \
+shellcheck -x qemu-tests/*.sh qemu-tests/guest/init qemu-tests/guest/crash.sh qemu-tests/guest/fixture-md.sh qemu-tests/guest/bench.sh demo.sh test.sh .ci/run \
     initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot initramfs-tools/scripts/local-block/cowroot \
     initramfs-tools/cowroot-setup dracut/90cowroot/*.sh
 
