@@ -91,9 +91,10 @@ debian_prepare() {
         || { tail -n 20 "$WORK/debian-build.out" >&2; die "building the Debian test images failed"; }
     # shellcheck source=/dev/null
     . "$WORK/debian-env"
-    cp --sparse=always "$DEB_IMAGES" "$WORK/deb-images.img"
-    cp --sparse=always "$DEB_ROOT_IMG" "$WORK/deb-root.img"
-    blank_disk "$WORK/deb-pool.img" 2G
+    # Runs inside `( ... ) ||`, where set -e is off: every step checked.
+    cp --sparse=always "$DEB_IMAGES" "$WORK/deb-images.img" || die "cannot copy the Debian images disk"
+    cp --sparse=always "$DEB_ROOT_IMG" "$WORK/deb-root.img" || die "cannot copy the Debian root disk"
+    blank_disk "$WORK/deb-pool.img" 2G || die "cannot make the Debian pool disk"
     # The pool formatted and the image recorded once: the timed boots keep.
     QEMU_SMP=2 run_debian deb-first "$DEB_KEYS" "$WORK/deb-images.img" "$WORK/deb-pool.img"
 }
