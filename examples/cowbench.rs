@@ -178,7 +178,7 @@ fn floor(device: &str, fstype: &str, file: &str, tables: &str) {
     nix::mount::mount(Some(device), dir, Some(fstype), flags, None::<&str>)
         .unwrap_or_else(|e| die(format!("mount {device}: {e}")));
     let mut sys = RealSystem::new(Duration::from_secs(10));
-    let path = sys.attach_loop(&format!("{dir}{file}")).unwrap_or_else(|e| die(e.to_string()));
+    let path = sys.attach_loop(&format!("{dir}{file}"), false).unwrap_or_else(|e| die(e.to_string()));
     if path != "/dev/loop0" {
         die(format!("the tables name loop0, but {path} was attached"));
     }

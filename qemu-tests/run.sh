@@ -20,6 +20,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/scenarios-hostfs.sh"
 # shellcheck source=qemu-tests/scenarios-stacks.sh
 . "$here/scenarios-stacks.sh"
+# shellcheck source=qemu-tests/scenarios-modes.sh
+. "$here/scenarios-modes.sh"
 set +e
 
 mkdir -p "$WORK"

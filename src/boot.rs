@@ -4,12 +4,14 @@
 //! `System`.
 
 use crate::cmdline::Param;
-use crate::config::{Config, DevSpec, PoolSpec, Source};
+use crate::config::{Config, DevSpec, OnFail, PoolSpec, RamSize, Source, DEFAULT_RAM_SIZE};
+use crate::crypt::SessionKeys;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, System};
 use crate::layout::BlockSize;
 use crate::names::Role;
 use crate::plan::{self, origin_ref, OriginFacts, HOST_MOUNT};
+use crate::pool::{PoolFacts, PoolState};
 use crate::probe;
 use crate::render;
 use crate::resume::{self, Request, ResumeDevice};
@@ -84,9 +86,8 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
         (false, _) => None,
         (true, PoolSpec::Device(spec)) => Some(wait(spec, "cowpool")?),
         (true, PoolSpec::Lvm { vg, lv }) => Some(wait_for_lv(vg, lv, deadline, cfg.timeout_secs)?),
-        (true, PoolSpec::Ram(_)) => {
-            return Err(Error::Unsupported { key: "cowpool".into(), what: cfg.pool.to_string() });
-        }
+        // Made in `setup`, with the rest.
+        (true, PoolSpec::Ram(_)) => None,
     };
     if let Some(pool) = &pool {
         check_separate(cfg, pool, [("cowroot.dev", &host), ("cowroot", &origin)])?;
@@ -271,6 +272,12 @@ fn already_active<S: System>(sys: &mut S, cfg: &Config) -> Result<bool> {
     ))
 }
 
+/// Exists when `cowroot.onfail=ram` made this boot fall back to a RAM pool;
+/// holds why.
+pub const RAM_FALLBACK_MARKER: &str = "/run/cowroot/ram-fallback";
+/// Names the loop device of this boot's RAM pool, for `cowroot status`.
+pub const RAM_POOL_MARKER: &str = "/run/cowroot/ram-pool";
+
 pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Result<Outcome> {
     let Some(cfg) = settings.config()? else {
         return Ok(Outcome::NothingToDo);
@@ -280,11 +287,50 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
     }
     log::debug!("keys: {}", settings.describe());
     cfg.check_supported()?;
+    let fallback = cfg.onfail == OnFail::Ram && matches!(mode, BootMode::Normal | BootMode::NoWait | BootMode::LastTry);
+    match boot_with(sys, settings, &cfg, mode) {
+        Err(err) if fallback && ram_may_help(&err) => {
+            log::error!("{err}");
+            let why = format!(
+                "cowroot.onfail=ram: the pool {} cannot be used (see the message above), so this boot runs on a \
+                 RAM pool: NOTHING written in it will be kept. The pool was left as it is; fix it and boot again",
+                cfg.pool
+            );
+            log::error!("{why}");
+            std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
+            std::fs::write(RAM_FALLBACK_MARKER, format!("{err}\n"))
+                .map_err(|e| Error::io("write", RAM_FALLBACK_MARKER, e))?;
+            let ram = Config { pool: PoolSpec::Ram(None), onfail: OnFail::Shell, ..cfg.clone() };
+            boot_with(sys, settings, &ram, mode)
+        }
+        other => other,
+    }
+}
+
+/// Would a RAM pool get past this error? Not when the origin, its host or
+/// another key is the trouble, nor while a device may still come
+/// (`DeviceNotYet`), nor with a hibernation image waiting.
+fn ram_may_help(err: &Error) -> bool {
+    match err {
+        Error::Rollback { cause, .. } => ram_may_help(cause),
+        Error::DeviceTimeout { key, .. } | Error::Config { key, .. } => key == "cowpool",
+        Error::DeviceNotYet { .. }
+        | Error::ImageMissing { .. }
+        | Error::HibernationPending { .. }
+        | Error::Unsupported { .. }
+        | Error::Usage(_)
+        | Error::InFile { .. } => false,
+        _ => true,
+    }
+}
+
+fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: BootMode) -> Result<Outcome> {
+    let cfg = cfg.clone();
     sys.set_timeout(Duration::from_secs(cfg.timeout_secs));
     let started = Instant::now();
     let root = cfg.name.mapper_path(Role::Thin);
     if mode != BootMode::DryRun {
-        crate::sys::load_modules(matches!(cfg.source, Source::File(_)));
+        crate::sys::load_modules(matches!(cfg.source, Source::File(_)) || cfg.pool.is_ram(), cfg.crypt_random);
         if already_active(sys, &cfg)? {
             let message = format!("{root} is already set up; nothing to do");
             return Ok(Outcome::AlreadyActive { root, message });
@@ -316,8 +362,17 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
     resume_first(sys, &resume_params, &cfg, mode, devices.waited)?;
 
     let mut exec = Executor::new(sys, &cfg.name);
-    let (thins, origin_size) = match setup(&cfg, &devices, &mut exec) {
+    let (thins, origin_size, pool_label) = match setup(&cfg, &devices, &mut exec) {
         Ok(done) => {
+            if let Some(ram) = exec.ram_pool() {
+                let marked = std::fs::create_dir_all("/run/cowroot")
+                    .and_then(|()| std::fs::write(RAM_POOL_MARKER, format!("{ram}\n")));
+                if let Err(e) = marked {
+                    log::warn!(
+                        "cannot write {RAM_POOL_MARKER} ({e}): `cowroot status` will not know the pool is in RAM"
+                    );
+                }
+            }
             exec.commit();
             done
         }
@@ -343,10 +398,16 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
         took.saturating_sub(kernel).as_micros()
     );
     let own_ms = took.as_millis();
+    if let Some(change) = &thins.origin_change {
+        log::warn!(
+            "the origin {} is not the one the kept changes were made on ({change}); starting fresh on it \
+             (cowroot.onchange=reset)",
+            cfg.source
+        );
+    }
     let summary = format!(
-        "{root} ready: origin {} ({origin_size}), pool {}, generation {} ({}), {data}, {meta}, {own_ms} ms (+{} ms waiting for devices)",
+        "{root} ready: origin {} ({origin_size}), pool {pool_label}, generation {} ({}), {data}, {meta}, {own_ms} ms (+{} ms waiting for devices)",
         origin_label(&cfg, &devices),
-        devices.pool()?,
         thins.header.header.generation,
         thins.mode.as_str(),
         devices.waited.as_millis()
@@ -409,13 +470,49 @@ fn read_only_origin<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> 
     Ok(Outcome::Ready { root, summary })
 }
 
+/// This boot's session: fresh keys for `cowroot.crypt=random`.
+fn session(cfg: &Config) -> Result<plan::Session> {
+    let keys = if cfg.crypt_random { Some(SessionKeys::random()?) } else { None };
+    Ok(plan::Session { keys, reset: cfg.reset })
+}
+
+/// How big a RAM pool may grow, in bytes (whole MiB).
+fn ram_pool_bytes(size: Option<RamSize>) -> Result<Bytes> {
+    let bytes = match size.unwrap_or(DEFAULT_RAM_SIZE) {
+        RamSize::Bytes(bytes) => bytes.0,
+        RamSize::PercentOfRam(percent) => probe::memory_bytes()? / 100 * percent as u64,
+    };
+    Ok(Bytes(bytes & !((1 << 20) - 1)))
+}
+
+/// A RAM pool's blocks: memory is what it spends, so the smallest the
+/// kernel takes (a 4 KiB write costs a 64 KiB block, not 512 KiB).
+const RAM_POOL_BLOCK: BlockSize = BlockSize::Exact(64 * 1024);
+
 /// The effectful part: everything here is undone by the caller on failure.
-fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>) -> Result<(plan::ThinPlan, Bytes)> {
+/// Returns the thin plan, the origin's size and how to name the pool.
+fn setup<S: System>(
+    cfg: &Config,
+    devices: &Devices,
+    exec: &mut Executor<'_, S>,
+) -> Result<(plan::ThinPlan, Bytes, String)> {
     // The identity comes from the image itself; the size the thin maps is
     // what the kernel sees of the origin device.
     let (identity_path, origin_dev) = attach_origin(cfg, devices, exec)?;
+    let (pool_dev, mut pool_label, block) = match &cfg.pool {
+        PoolSpec::Ram(size) => {
+            let bytes = ram_pool_bytes(*size)?;
+            exec.run(&[plan::Step::CreateRamPool { bytes }])?;
+            let dev = exec.ram_pool().ok_or_else(|| Error::Inconsistent("no RAM pool made".into()))?.to_string();
+            (dev.clone(), format!("RAM ({dev}, at most {bytes}, nothing kept)"), RAM_POOL_BLOCK)
+        }
+        _ => (devices.pool()?.to_string(), devices.pool()?.to_string(), BlockSize::Auto),
+    };
+    if cfg.crypt_random {
+        pool_label.push_str(", encrypted with a key that is never stored");
+    }
+    let pool_dev = pool_dev.as_str();
     let started = Instant::now();
-    let pool_dev = devices.pool()?;
     // Both are a few reads: their waits overlap.
     let (pool, file) = std::thread::scope(|scope| {
         let file = std::thread::Builder::new().spawn_scoped(scope, || probe::file_identity(&identity_path));
@@ -451,8 +548,9 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
         logical_block: exec.system().logical_block_size(&origin_dev)?,
         file,
     };
-    let activation = plan::plan_activation(&pool, BlockSize::Auto, random_uuid())?;
-    if activation.formatted {
+    let session = session(cfg)?;
+    let activation = plan::plan_activation_for(&pool, block, random_uuid(), &session)?;
+    if activation.formatted && !cfg.pool.is_ram() && matches!(pool.state, PoolState::Blank) {
         log::info!("{pool_dev} is blank: formatting it as a cowroot pool");
     }
     if let Some((slot, fault)) = pool.state.damaged_copy() {
@@ -462,8 +560,11 @@ fn setup<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>)
     let transaction = exec.system().pool_status(&cfg.name.dm_name(Role::Pool))?.transaction_id;
     let thins = plan::plan_thins(cfg, &activation, transaction, pool_block, &origin)?;
     exec.run(&thins.steps)?;
-    Ok((thins, size))
+    Ok((thins, size, pool_label))
 }
+
+/// Stands for the RAM pool's loop device in a dry run's plan.
+const DRY_RUN_RAM_POOL: &str = "RAM pool";
 
 fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Result<String> {
     let mut steps = plan::plan_origin(cfg, devices.host.as_deref(), devices.origin.as_deref());
@@ -479,13 +580,36 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
             OriginFacts { device: origin_ref(&cfg.source, None), size: None, id: None, logical_block: 512, file: None }
         }
     };
-    let pool_dev = devices.pool()?;
-    let pool = probe::pool_facts(pool_dev)?;
-    let activation = plan::plan_activation(&pool, BlockSize::Auto, random_uuid())?;
+    let (pool, pool_block, block) = match &cfg.pool {
+        PoolSpec::Ram(size) => {
+            let bytes = ram_pool_bytes(*size)?;
+            steps.push(plan::Step::CreateRamPool { bytes });
+            let blank = PoolFacts {
+                device: DRY_RUN_RAM_POOL.into(),
+                size: bytes,
+                state: PoolState::Blank,
+                metadata_blank: true,
+            };
+            (blank, 512, RAM_POOL_BLOCK)
+        }
+        _ => {
+            let pool_dev = devices.pool()?;
+            (probe::pool_facts(pool_dev)?, sys.logical_block_size(pool_dev)?, BlockSize::Auto)
+        }
+    };
+    let mut activation = plan::plan_activation_for(&pool, block, random_uuid(), &session(cfg)?)?;
     // The metadata's transaction is known only once the pool is up: assume
     // the header's, as a consistent pool has.
     let transaction = activation.header.header.transaction;
-    let thins = plan::plan_thins(cfg, &activation, transaction, sys.logical_block_size(pool_dev)?, &origin)?;
+    let thins = plan::plan_thins(cfg, &activation, transaction, pool_block, &origin)?;
+    // A RAM pool's loop device is known only once made: shown as $POOL.
+    for step in &mut activation.steps {
+        if let plan::Step::CreateLinear { dev, .. } = step {
+            if *dev == plan::DevRef::Path(DRY_RUN_RAM_POOL.into()) {
+                *dev = plan::DevRef::RamPool;
+            }
+        }
+    }
     steps.extend(activation.steps);
     steps.extend(thins.steps);
     let mut text = format!(
@@ -495,6 +619,7 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
             plan::Mode::FirstUse => "start fresh on the pool",
             plan::Mode::Kept => "keep the changes",
             plan::Mode::Reset => "discard the changes",
+            plan::Mode::NewOrigin => "start fresh on the changed origin (cowroot.onchange=reset)",
         },
         thins.header.header.generation
     );

@@ -26,12 +26,68 @@ pub enum Source {
     Device(DevSpec),
 }
 
+/// How big a RAM pool may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamSize {
+    Bytes(Bytes),
+    /// A share of the machine's memory, 1 to 100.
+    PercentOfRam(u8),
+}
+
+/// A RAM pool without a size may take half the memory, as tmpfs does: it
+/// uses memory only for what is written, and a full pool fails writes
+/// with an I/O error long before the machine runs out of memory.
+pub const DEFAULT_RAM_SIZE: RamSize = RamSize::PercentOfRam(50);
+
 /// Where the writes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolSpec {
     Device(DevSpec),
     Lvm { vg: String, lv: String },
-    Ram(Option<Bytes>),
+    Ram(Option<RamSize>),
+}
+
+impl PoolSpec {
+    pub fn is_ram(&self) -> bool {
+        matches!(self, PoolSpec::Ram(_))
+    }
+}
+
+/// What happens to the kept state from one boot to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootMode {
+    /// Changes are kept until a reset.
+    #[default]
+    Persist,
+    /// The kept state is a base; every boot runs on a throwaway snapshot of
+    /// it, except a maintenance boot, which writes into the base.
+    Frozen,
+    /// Every boot is a reset.
+    Volatile,
+}
+
+/// What a boot does when the origin is not the one the kept changes were
+/// made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnChange {
+    /// Fail closed: the user decides.
+    #[default]
+    Refuse,
+    /// Start fresh on the new origin (labs rolling out a new version).
+    Reset,
+}
+
+/// Pool use levels, in percent of data or metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UseLevels {
+    pub warn: u8,
+    pub crit: u8,
+}
+
+impl Default for UseLevels {
+    fn default() -> Self {
+        UseLevels { warn: 80, crit: 95 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +96,8 @@ pub enum OnFail {
     Shell,
     Halt,
     ReadOnly,
+    /// Boot on a RAM pool when the disk pool cannot be used.
+    Ram,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +111,21 @@ pub struct Config {
     pub timeout_secs: u64,
     pub onfail: OnFail,
     pub debug: bool,
+    pub mode: RootMode,
+    /// `cowroot.crypt=random`: the pool through dm-crypt with a key made
+    /// at boot and never stored.
+    pub crypt_random: bool,
+    /// `cowroot.size`: the thin device's size, when larger than the origin.
+    pub size: Option<Bytes>,
+    pub onchange: OnChange,
+    pub levels: UseLevels,
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// A day: anything longer is a typo, not a wish.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "cowroot",
     "cowroot.dev",
     "cowroot.fstype",
@@ -69,6 +135,11 @@ const KEYS: &[&str] = &[
     "cowroot.timeout",
     "cowroot.onfail",
     "cowroot.debug",
+    "cowroot.mode",
+    "cowroot.crypt",
+    "cowroot.size",
+    "cowroot.onchange",
+    "cowroot.warn",
 ];
 
 impl fmt::Display for DevSpec {
@@ -98,7 +169,8 @@ impl fmt::Display for PoolSpec {
             PoolSpec::Device(d) => write!(f, "{d}"),
             PoolSpec::Lvm { vg, lv } => write!(f, "{vg}/{lv}"),
             PoolSpec::Ram(None) => write!(f, "ram"),
-            PoolSpec::Ram(Some(size)) => write!(f, "ram:{}", size.0),
+            PoolSpec::Ram(Some(RamSize::Bytes(size))) => write!(f, "ram:{}", size.0),
+            PoolSpec::Ram(Some(RamSize::PercentOfRam(p))) => write!(f, "ram:{p}%"),
         }
     }
 }
@@ -109,6 +181,7 @@ impl fmt::Display for OnFail {
             OnFail::Shell => "shell",
             OnFail::Halt => "halt",
             OnFail::ReadOnly => "ro",
+            OnFail::Ram => "ram",
         })
     }
 }
@@ -189,10 +262,16 @@ fn parse_pool(value: &str) -> Result<PoolSpec> {
         return Ok(PoolSpec::Ram(None));
     }
     if let Some(size) = value.strip_prefix("ram:") {
-        let bytes = parse_size(size)
-            .filter(|b| b.0 > 0)
-            .ok_or_else(|| Error::config(KEY, format!("bad size {size:?} in {value:?}; use e.g. ram:512M")))?;
-        return Ok(PoolSpec::Ram(Some(bytes)));
+        let bad = || Error::config(KEY, format!("bad size {size:?} in {value:?}; use e.g. ram:512M or ram:25%"));
+        if let Some(percent) = size.strip_suffix('%') {
+            return match percent.parse::<u8>() {
+                Ok(p @ 1..=100) => Ok(PoolSpec::Ram(Some(RamSize::PercentOfRam(p)))),
+                _ => Err(bad()),
+            };
+        }
+        // Below 1 MiB there is no room for the header and metadata.
+        let bytes = parse_size(size).filter(|b| b.0 >= 1 << 20).ok_or_else(bad)?;
+        return Ok(PoolSpec::Ram(Some(RamSize::Bytes(bytes))));
     }
     if let Some(dev) = parse_devspec(KEY, value)? {
         return Ok(PoolSpec::Device(dev));
@@ -392,22 +471,140 @@ impl Config {
                 "shell" => OnFail::Shell,
                 "halt" => OnFail::Halt,
                 "ro" => OnFail::ReadOnly,
+                "ram" => OnFail::Ram,
                 other => {
-                    return Err(Error::config("cowroot.onfail", format!("expected shell, halt or ro, got {other:?}")))
+                    return Err(Error::config(
+                        "cowroot.onfail",
+                        format!("expected shell, halt, ro or ram, got {other:?}"),
+                    ))
                 }
             },
         };
+        let mode = match get("cowroot.mode") {
+            None => RootMode::default(),
+            Some(v) => match require("cowroot.mode", v)? {
+                "persist" => RootMode::Persist,
+                "frozen" => RootMode::Frozen,
+                "volatile" => RootMode::Volatile,
+                other => {
+                    return Err(Error::config(
+                        "cowroot.mode",
+                        format!("expected persist, frozen or volatile, got {other:?}"),
+                    ))
+                }
+            },
+        };
+        let crypt_random = match get("cowroot.crypt") {
+            None => false,
+            Some(v) => match require("cowroot.crypt", v)? {
+                "random" => true,
+                "off" | "none" => false,
+                other => {
+                    return Err(Error::config(
+                        "cowroot.crypt",
+                        format!("expected random (a fresh key every boot, never stored) or off, got {other:?}"),
+                    ))
+                }
+            },
+        };
+        let size = match get("cowroot.size") {
+            None => None,
+            Some(v) => {
+                let v = require("cowroot.size", v)?;
+                Some(parse_size(v).filter(|b| b.0 >= 1 << 20).ok_or_else(|| {
+                    Error::config("cowroot.size", format!("expected a size of at least 1M such as 20G, got {v:?}"))
+                })?)
+            }
+        };
+        let onchange = match get("cowroot.onchange") {
+            None => OnChange::default(),
+            Some(v) => match require("cowroot.onchange", v)? {
+                "refuse" => OnChange::Refuse,
+                "reset" => OnChange::Reset,
+                other => {
+                    return Err(Error::config("cowroot.onchange", format!("expected refuse or reset, got {other:?}")))
+                }
+            },
+        };
+        let levels = match get("cowroot.warn") {
+            None => UseLevels::default(),
+            Some(v) => parse_levels(require("cowroot.warn", v)?)?,
+        };
 
-        Ok(Some(Config { source, host_dev, host_fstype, pool, reset, name, timeout_secs, onfail, debug }))
+        let cfg = Config {
+            source,
+            host_dev,
+            host_fstype,
+            pool,
+            reset,
+            name,
+            timeout_secs,
+            onfail,
+            debug,
+            mode,
+            crypt_random,
+            size,
+            onchange,
+            levels,
+        };
+        cfg.check_combinations()?;
+        Ok(Some(cfg))
+    }
+
+    /// Does this boot start from a fresh pool whatever it holds (nothing
+    /// of it survives the boot)?
+    pub fn pool_is_throwaway(&self) -> bool {
+        self.pool.is_ram() || self.crypt_random
+    }
+
+    /// Keys that contradict each other: an error naming both.
+    fn check_combinations(&self) -> Result<()> {
+        let throwaway = if self.pool.is_ram() {
+            Some(("cowpool", "cowpool=ram keeps nothing across boots"))
+        } else if self.crypt_random {
+            Some(("cowroot.crypt", "cowroot.crypt=random makes a new key, so a new pool, every boot"))
+        } else {
+            None
+        };
+        if let (Some((key, why)), RootMode::Frozen) = (throwaway, self.mode) {
+            return Err(Error::config(
+                "cowroot.mode",
+                format!("frozen needs a pool that survives boots to hold the base, but {why}; drop one of cowroot.mode=frozen and {key}"),
+            ));
+        }
+        if self.onfail == OnFail::Ram && self.pool.is_ram() {
+            return Err(Error::config(
+                "cowroot.onfail",
+                "ram falls back to a RAM pool when the disk pool cannot be used, but cowpool=ram already is one; choose shell, halt or ro",
+            ));
+        }
+        Ok(())
     }
 
     /// The parts the boot agent parses but does not implement yet.
     pub fn check_supported(&self) -> Result<()> {
-        match &self.pool {
-            PoolSpec::Ram(_) => Err(Error::Unsupported { key: "cowpool".into(), what: "a ram pool".into() }),
-            PoolSpec::Lvm { .. } | PoolSpec::Device(_) => Ok(()),
+        if self.mode == RootMode::Frozen {
+            return Err(Error::Unsupported { key: "cowroot.mode".into(), what: "frozen mode".into() });
         }
+        Ok(())
     }
+}
+
+/// `WARN,CRIT` in percent, WARN below CRIT.
+fn parse_levels(value: &str) -> Result<UseLevels> {
+    const KEY: &str = "cowroot.warn";
+    let bad = || {
+        Error::config(
+            KEY,
+            format!("expected WARN,CRIT in percent with WARN < CRIT <= 100 such as 80,95, got {value:?}"),
+        )
+    };
+    let (warn, crit) = value.split_once(',').ok_or_else(bad)?;
+    let (warn, crit) = (warn.parse::<u8>().map_err(|_| bad())?, crit.parse::<u8>().map_err(|_| bad())?);
+    if warn == 0 || warn >= crit || crit > 100 {
+        return Err(bad());
+    }
+    Ok(UseLevels { warn, crit })
 }
 
 /// The root device initramfs hooks should wait for: `None` without
@@ -437,6 +634,8 @@ pub fn onfail_policy(params: &[Param]) -> OnFail {
     match params.iter().rev().find(|p| p.key == "cowroot.onfail").and_then(|p| p.value.as_deref()) {
         Some("halt") => OnFail::Halt,
         Some("ro") => OnFail::ReadOnly,
+        // The agent itself falls back to a RAM pool; if that fails too,
+        // the safe choice.
         _ => OnFail::Shell,
     }
 }
@@ -488,7 +687,20 @@ mod tests {
         assert!(cfg.check_supported().is_ok());
 
         let cfg = parse("cowroot=/dev/vdb cowpool=ram:512M").unwrap().unwrap();
-        assert_eq!(cfg.pool, PoolSpec::Ram(Some(Bytes(512 << 20))));
+        assert_eq!(cfg.pool, PoolSpec::Ram(Some(RamSize::Bytes(Bytes(512 << 20)))));
+        let cfg = parse("cowroot=/dev/vdb cowpool=ram:25% cowroot.mode=volatile cowroot.crypt=random cowroot.size=20G cowroot.onchange=reset cowroot.warn=70,90").unwrap().unwrap();
+        assert_eq!(cfg.pool, PoolSpec::Ram(Some(RamSize::PercentOfRam(25))));
+        assert_eq!(cfg.mode, RootMode::Volatile);
+        assert!(cfg.crypt_random && cfg.pool_is_throwaway());
+        assert_eq!(cfg.size, Some(Bytes(20 << 30)));
+        assert_eq!(cfg.onchange, OnChange::Reset);
+        assert_eq!(cfg.levels, UseLevels { warn: 70, crit: 90 });
+        let cfg = parse("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onfail=ram").unwrap().unwrap();
+        assert_eq!(
+            (cfg.onfail, cfg.mode, cfg.levels, cfg.onchange),
+            (OnFail::Ram, RootMode::Persist, UseLevels { warn: 80, crit: 95 }, OnChange::Refuse)
+        );
+        assert!(!cfg.pool_is_throwaway());
         let cfg = parse("cowroot=PARTLABEL=root\\ a cowpool=ram").unwrap().unwrap();
         assert_eq!(cfg.pool, PoolSpec::Ram(None));
         assert_eq!(cfg.source, Source::Device(DevSpec::PartLabel("root\\".into())));
@@ -534,6 +746,20 @@ mod tests {
             ("cowroot=/dev/vdb cowpool=vg0/lv/x", "cowpool"),
             ("cowroot=/dev/vdb cowpool=ram:0", "cowpool"),
             ("cowroot=/dev/vdb cowpool=ram:lots", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=ram:0%", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=ram:101%", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=ram:4K", "cowpool"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.mode=frost", "cowroot.mode"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.crypt=aes", "cowroot.crypt"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.size=big", "cowroot.size"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.size=0", "cowroot.size"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.onchange=ignore", "cowroot.onchange"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.warn=95,80", "cowroot.warn"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.warn=80", "cowroot.warn"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.warn=80,101", "cowroot.warn"),
+            ("cowroot=/dev/vdb cowpool=ram cowroot.mode=frozen", "cowroot.mode"),
+            ("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.crypt=random cowroot.mode=frozen", "cowroot.mode"),
+            ("cowroot=/dev/vdb cowpool=ram cowroot.onfail=ram", "cowroot.onfail"),
             ("cowroot=/dev/vdb cowpool=\"/dev/vd\nc\"", "cowpool"),
             // An unknown key is an error even without cowroot=.
             ("cowroot.typo=1", "cowroot.typo"),
@@ -589,11 +815,10 @@ mod tests {
     }
 
     #[test]
-    fn not_yet_supported_pools_say_so() {
+    fn not_yet_supported_modes_say_so() {
         assert!(parse("cowroot=/dev/vdb cowpool=vg/lv cowroot.onfail=ro").unwrap().unwrap().check_supported().is_ok());
-        for line in ["cowroot=/dev/vdb cowpool=ram", "cowroot=/dev/vdb cowpool=ram:1G"] {
-            let err = parse(line).unwrap().unwrap().check_supported().unwrap_err();
-            assert!(err.to_string().contains("not supported yet"), "{err}");
-        }
+        assert!(parse("cowroot=/dev/vdb cowpool=ram:1G").unwrap().unwrap().check_supported().is_ok());
+        let err = parse("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.mode=frozen").unwrap().unwrap().check_supported();
+        assert!(err.unwrap_err().to_string().contains("not supported yet"));
     }
 }

@@ -6,10 +6,10 @@
 use crate::error::{Error, Result};
 use crate::header::PoolHeader;
 use crate::names::{DeviceName, Role};
-use crate::plan::{DevRef, Step, HOST_MOUNT};
+use crate::plan::{DevRef, Step, HOST_MOUNT, RAM_POOL_DIR, RAM_POOL_FILE};
 use crate::render::render_step;
 use crate::table::{DevNum, PoolStatus};
-use crate::units::Sectors;
+use crate::units::{Bytes, Sectors};
 
 /// One device-mapper device to create and activate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +59,16 @@ pub struct DmInfo {
 pub trait System {
     fn mount_ro(&mut self, device: &str, dir: &str, fstype: Option<&str>) -> Result<()>;
     fn unmount(&mut self, dir: &str) -> Result<()>;
-    /// Attaches `file` to a free loop device, read-only; returns its path.
-    fn attach_loop(&mut self, file: &str) -> Result<String>;
+    /// Attaches `file` to a free loop device, read-only unless `writable`
+    /// (only a RAM pool's file, which cowroot made); returns its path.
+    fn attach_loop(&mut self, file: &str, writable: bool) -> Result<String>;
+    /// Mounts a tmpfs of `bytes` on `dir` and makes `file` in it a sparse
+    /// file of that size: a RAM pool, using memory only for what is written.
+    fn mount_ram(&mut self, dir: &str, file: &str, bytes: Bytes) -> Result<()>;
+    /// Zeroes the first `bytes` of a block device, durably.
+    fn zero_start(&mut self, dev: DevNum, bytes: usize) -> Result<()>;
+    /// Detaches a mount lazily: it goes once nothing holds it.
+    fn unmount_lazy(&mut self, dir: &str) -> Result<()>;
     fn detach_loop(&mut self, path: &str) -> Result<()>;
     fn dev_num(&mut self, path: &str) -> Result<DevNum>;
     /// Sets a block device read-only (or back); returns whether it was
@@ -116,16 +124,22 @@ pub struct Executor<'a, S: System> {
     name: &'a DeviceName,
     undo: Vec<Undo>,
     loop_path: Option<String>,
+    /// The loop device of a RAM pool.
+    ram_pool: Option<String>,
     devs: Vec<(Role, DevNum)>,
 }
 
 impl<'a, S: System> Executor<'a, S> {
     pub fn new(sys: &'a mut S, name: &'a DeviceName) -> Self {
-        Executor { sys, name, undo: Vec::new(), loop_path: None, devs: Vec::new() }
+        Executor { sys, name, undo: Vec::new(), loop_path: None, ram_pool: None, devs: Vec::new() }
     }
 
     pub fn loop_path(&self) -> Option<&str> {
         self.loop_path.as_deref()
+    }
+
+    pub fn ram_pool(&self) -> Option<&str> {
+        self.ram_pool.as_deref()
     }
 
     pub fn system(&mut self) -> &mut S {
@@ -138,6 +152,10 @@ impl<'a, S: System> Executor<'a, S> {
             DevRef::Loop => {
                 let path =
                     self.loop_path.clone().ok_or_else(|| Error::Inconsistent("no loop device attached".into()))?;
+                self.sys.dev_num(&path)
+            }
+            DevRef::RamPool => {
+                let path = self.ram_pool.clone().ok_or_else(|| Error::Inconsistent("no RAM pool made".into()))?;
                 self.sys.dev_num(&path)
             }
             DevRef::Dm(role) => self
@@ -207,9 +225,26 @@ impl<'a, S: System> Executor<'a, S> {
                 }
             }
             Step::AttachLoop { file } => {
-                let path = self.sys.attach_loop(file)?;
+                let path = self.sys.attach_loop(file, false)?;
                 self.undo.push(Undo::DetachLoop(path.clone()));
                 self.loop_path = Some(path);
+            }
+            Step::CreateRamPool { bytes } => {
+                self.sys.mount_ram(RAM_POOL_DIR, RAM_POOL_FILE, *bytes)?;
+                let unmount = Undo::Unmount(RAM_POOL_DIR.to_string());
+                self.undo.push(unmount.clone());
+                let path = self.sys.attach_loop(RAM_POOL_FILE, true)?;
+                // The loop device holds the file: the tmpfs leaves every
+                // mount table now and its memory goes with the loop device,
+                // so nothing at shutdown waits on it.
+                self.sys.unmount_lazy(RAM_POOL_DIR)?;
+                self.undo.retain(|u| *u != unmount);
+                self.undo.push(Undo::DetachLoop(path.clone()));
+                self.ram_pool = Some(path);
+            }
+            Step::ZeroStart { role } => {
+                let dev = self.resolve(&DevRef::Dm(*role))?;
+                self.sys.zero_start(dev, 4096)?;
             }
             Step::WriteHeader { device, slot, header, zero_meta, .. } => {
                 let fresh = if *zero_meta { Fresh::MetadataBlock } else { Fresh::No };
@@ -302,9 +337,22 @@ pub mod fake {
         fn unmount(&mut self, dir: &str) -> Result<()> {
             self.record(format!("umount {dir}"))
         }
-        fn attach_loop(&mut self, file: &str) -> Result<String> {
+        fn attach_loop(&mut self, file: &str, writable: bool) -> Result<String> {
+            if writable {
+                self.record(format!("losetup rw {file}"))?;
+                return Ok("/dev/loop1".into());
+            }
             self.record(format!("losetup {file}"))?;
             Ok("/dev/loop0".into())
+        }
+        fn mount_ram(&mut self, dir: &str, file: &str, bytes: Bytes) -> Result<()> {
+            self.record(format!("tmpfs {dir} {file} {}", bytes.0))
+        }
+        fn unmount_lazy(&mut self, dir: &str) -> Result<()> {
+            self.record(format!("umount -l {dir}"))
+        }
+        fn zero_start(&mut self, dev: DevNum, bytes: usize) -> Result<()> {
+            self.record(format!("zero {dev} {bytes}"))
         }
         fn detach_loop(&mut self, path: &str) -> Result<()> {
             self.record(format!("detach {path}"))
@@ -312,6 +360,7 @@ pub mod fake {
         fn dev_num(&mut self, path: &str) -> Result<DevNum> {
             Ok(match path {
                 "/dev/loop0" => DevNum { major: 7, minor: 0 },
+                "/dev/loop1" => DevNum { major: 7, minor: 1 },
                 _ => DevNum { major: 252, minor: 32 },
             })
         }
@@ -508,6 +557,29 @@ mod tests {
                 "setro /dev/vda true",
                 "create cowroot COWROOT-ro-cowroot 0 8 linear 252:32 0 private=false",
                 "setro /dev/vda false"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_ram_pool_is_a_writable_loop_on_tmpfs_and_undone_on_failure() {
+        let cfg = Config::from_params(&split("cowroot=/dev/vda cowpool=ram")).unwrap().unwrap();
+        let mut rec = Recorder { fail_on: vec!["create".into()], ..Default::default() };
+        let mut exec = Executor::new(&mut rec, &cfg.name);
+        exec.run(&[Step::CreateRamPool { bytes: Bytes(64 << 20) }]).unwrap();
+        assert_eq!(exec.ram_pool(), Some("/dev/loop1"));
+        let linear =
+            Step::CreateLinear { role: Role::Meta, dev: DevRef::RamPool, offset: Sectors(2048), len: Sectors(8) };
+        let err = exec.run(&[linear]).unwrap_err();
+        let _ = exec.rollback(err);
+        assert_eq!(
+            rec.calls,
+            [
+                "tmpfs /run/cowroot/ram /run/cowroot/ram/pool 67108864",
+                "losetup rw /run/cowroot/ram/pool",
+                "umount -l /run/cowroot/ram",
+                "create cowroot-pool_tmeta COWROOT-tmeta-cowroot 0 8 linear 7:1 2048 private=true",
+                "detach /dev/loop1",
             ]
         );
     }

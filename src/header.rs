@@ -13,8 +13,9 @@ pub const MAGIC: &[u8; 8] = b"COWROOT1";
 /// transaction binding; it is read as transaction 0 (0.1 never set one) and
 /// upgraded in place by the next header write. A newer version is refused.
 /// Version 2 added it; version 3 the image file's identity (read as none
-/// from older copies).
-pub const VERSION: u32 = 3;
+/// from older copies); version 4 the random-key flag (an older cowroot
+/// must not take such a pool for a plaintext one).
+pub const VERSION: u32 = 4;
 const OLDEST_VERSION: u32 = 1;
 /// The whole reserved region at the start of the pool device.
 pub const RESERVED_BYTES: u64 = 1 << 20;
@@ -32,7 +33,10 @@ pub const MAX_THIN_ID: u32 = (1 << 24) - 1;
 
 /// Set when `cowroot reset` asked the next boot to discard changes.
 pub const FLAG_RESET_NEXT_BOOT: u32 = 1;
-const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT;
+/// The pool holds a `cowroot.crypt=random` session: its metadata and data
+/// are encrypted with keys that were never stored.
+pub const FLAG_CRYPT_RANDOM: u32 = 2;
+const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT | FLAG_CRYPT_RANDOM;
 
 /// Where the thin-pool's metadata and data live on the pool device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -494,12 +498,12 @@ mod tests {
     #[test]
     fn newer_versions_are_recognised_not_misread() {
         let mut buf = sample().encode();
-        buf[8..12].copy_from_slice(&4u32.to_le_bytes());
+        buf[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::NewerVersion(4)));
+        assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::NewerVersion(VERSION + 1)));
         let copies = Copies::read([&buf, &sample().encode()]);
-        assert_eq!(copies.newer_version(), Some(4));
+        assert_eq!(copies.newer_version(), Some(VERSION + 1));
     }
 
     /// Re-encodes with a valid checksum after `edit` changed the bytes.

@@ -9,6 +9,7 @@ pub mod blkid;
 pub mod boot;
 pub mod cmdline;
 pub mod config;
+pub mod crypt;
 pub mod error;
 pub mod exec;
 pub mod fingerprint;

@@ -316,12 +316,19 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             // Where this boot's cowroot.reset=1 came from, as the files
             // read now say (an edited /etc/cowroot.conf may differ from the
             // initramfs's copy).
-            let booted_with_reset = settings.ok().and_then(|s| match s.config() {
-                Ok(Some(cfg)) if cfg.reset => s.origin("cowroot.reset"),
-                _ => None,
-            });
+            let booted = match settings.ok().map(|s| (s.config(), s)) {
+                Some((Ok(Some(cfg)), s)) => status::Booted {
+                    reset_from: if cfg.reset { s.origin("cowroot.reset") } else { None },
+                    fresh_key: if cfg.mode == config::RootMode::Volatile {
+                        Some("cowroot.mode=volatile".into())
+                    } else {
+                        None
+                    },
+                },
+                _ => status::Booted::default(),
+            };
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
-            let info = status::gather(&mut sys, &name, booted_with_reset)?;
+            let info = status::gather(&mut sys, &name, booted)?;
             if json {
                 println!("{}", info.render_json());
             } else {

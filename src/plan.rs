@@ -8,19 +8,23 @@
 //! `plan_thins`, given the metadata's transaction id as the kernel reports
 //! it, handles the thin devices.
 
-use crate::config::{Config, DevSpec, Source};
+use crate::config::{Config, DevSpec, OnChange, RootMode, Source};
+use crate::crypt::{Key, SessionKeys};
 use crate::error::{Error, Result};
 use crate::fingerprint::short_digest;
-use crate::header::{self, OriginId, OtherCopy, PoolHeader, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID};
+use crate::header::{self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID};
 use crate::layout::{plan_layout, BlockSize, Layout};
 use crate::names::Role;
 use crate::pool::{PoolFacts, PoolState};
-use crate::table::{Linear, Target, Thin, ThinPool};
+use crate::table::{Crypt, KeyText, Linear, Target, Thin, ThinPool};
 use crate::units::{Bytes, Sectors};
 
 /// Where the image host filesystem is mounted (under /run, so it survives
 /// switch-root and stays visible to the booted system).
 pub const HOST_MOUNT: &str = "/run/cowroot/host";
+/// Where a RAM pool's tmpfs is mounted, and its one file.
+pub const RAM_POOL_DIR: &str = "/run/cowroot/ram";
+pub const RAM_POOL_FILE: &str = "/run/cowroot/ram/pool";
 
 /// A device a step refers to; resolved to MAJ:MIN by the executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub enum DevRef {
     Path(String),
     /// The loop device attached by `AttachLoop`.
     Loop,
+    /// The loop device of the RAM pool made by `CreateRamPool`.
+    RamPool,
     /// One of our dm devices.
     Dm(Role),
 }
@@ -50,6 +56,11 @@ pub enum Step {
     AttachLoop {
         file: String,
     },
+    /// A tmpfs holding one sparse file of `bytes`, attached to a writable
+    /// loop device: the pool device of `cowpool=ram`.
+    CreateRamPool {
+        bytes: Bytes,
+    },
     /// Writes one header copy; `zero_meta` also clears the first thin-pool
     /// metadata block so the kernel formats fresh metadata.
     WriteHeader {
@@ -64,6 +75,20 @@ pub enum Step {
         dev: DevRef,
         offset: Sectors,
         len: Sectors,
+    },
+    /// A dm-crypt layer over part of the pool device, with this boot's key
+    /// (`cowroot.crypt=random`); in place of `CreateLinear`.
+    CreateCrypt {
+        role: Role,
+        dev: DevRef,
+        offset: Sectors,
+        len: Sectors,
+        key: Key,
+    },
+    /// Zeroes the first 4 KiB of one of our dm devices: the thin-pool
+    /// metadata under a new key, so the kernel formats it fresh.
+    ZeroStart {
+        role: Role,
     },
     /// Creates the thin pool and checks that the kernel runs it read-write
     /// with sound metadata (`device` is the pool device, for messages).
@@ -119,6 +144,11 @@ impl Step {
                 Step::CreateLinear { role, dev: d, offset, len } => {
                     DmTable { role: *role, len: *len, target: Target::Linear(Linear { dev: dev(d)?, offset: *offset }) }
                 }
+                Step::CreateCrypt { role, dev: d, offset, len, key } => DmTable {
+                    role: *role,
+                    len: *len,
+                    target: Target::Crypt(Crypt { key: KeyText::Hex(key.hex()), dev: dev(d)?, offset: *offset }),
+                },
                 Step::CreateReadOnly { len, origin } => DmTable {
                     role: Role::ReadOnly,
                     len: *len,
@@ -149,6 +179,7 @@ impl Step {
         };
         match self {
             Step::CreateLinear { .. }
+            | Step::CreateCrypt { .. }
             | Step::CreateReadOnly { .. }
             | Step::CreatePool { .. }
             | Step::CreateThin { .. } => Some(table()),
@@ -188,6 +219,8 @@ pub enum Mode {
     FirstUse,
     Kept,
     Reset,
+    /// Reset because the origin changed (`cowroot.onchange=reset`).
+    NewOrigin,
 }
 
 impl Mode {
@@ -197,6 +230,7 @@ impl Mode {
             Mode::FirstUse => "first use",
             Mode::Kept => "kept",
             Mode::Reset => "reset",
+            Mode::NewOrigin => "reset: new origin",
         }
     }
 }
@@ -292,24 +326,70 @@ pub struct Activation {
     pub header: HeaderState,
 }
 
+/// What this boot asks of the pool's content, beyond the plain default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    /// `cowroot.crypt=random`: this boot's keys.
+    pub keys: Option<SessionKeys>,
+    /// `cowroot.reset=1`: kept changes may go, so a pool may switch between
+    /// plaintext and random-key sessions.
+    pub reset: bool,
+}
+
 /// Plans bringing up the pool. A blank device is formatted with `block`
 /// sized blocks and `pool_uuid` as its id. Nothing is written to a pool in
 /// use here: a damaged or stale copy is rewritten only once `plan_thins`
 /// knows the header belongs to the metadata.
 pub fn plan_activation(pool: &PoolFacts, block: BlockSize, pool_uuid: [u8; 16]) -> Result<Activation> {
+    plan_activation_for(pool, block, pool_uuid, &Session::default())
+}
+
+/// `plan_activation` for a `Session`. A random-key session starts a new
+/// pool every boot over the old one's extents (fresh metadata under the
+/// new key); the header stays plaintext, so the device is never taken
+/// for free space.
+pub fn plan_activation_for(
+    pool: &PoolFacts,
+    block: BlockSize,
+    pool_uuid: [u8; 16],
+    session: &Session,
+) -> Result<Activation> {
     if let Some(refusal) = pool.refusal() {
         return Err(refusal);
     }
+    let crypt = session.keys.is_some();
     let mut steps = Vec::new();
     let device = pool.device.clone();
     let (mut state, formatted, other) = match &pool.state {
         PoolState::Ours { slot, header, other } => {
-            (HeaderState { device, slot: Some(*slot), header: header.clone() }, false, other.clone())
+            let state = HeaderState { device: device.clone(), slot: Some(*slot), header: header.clone() };
+            let was_crypt = header.flags & FLAG_CRYPT_RANDOM != 0;
+            if was_crypt && !crypt && !session.reset {
+                return Err(Error::config(
+                    "cowroot.crypt",
+                    format!(
+                        "{device} was last used with cowroot.crypt=random: what it held went with that boot's key. \
+                         Boot with cowroot.crypt=random again, or add cowroot.reset=1 once to use the pool unencrypted"
+                    ),
+                ));
+            }
+            if crypt && !was_crypt && header.active_thin != 0 && !session.reset {
+                return Err(Error::config(
+                    "cowroot.crypt",
+                    format!(
+                        "{device} keeps the changes of generation {} unencrypted, and cowroot.crypt=random starts an \
+                         encrypted pool that discards them. Add cowroot.reset=1 once to discard them, or drop \
+                         cowroot.crypt=random",
+                        header.generation
+                    ),
+                ));
+            }
+            (state, crypt || was_crypt, other.clone())
         }
         _ => {
             let layout = plan_layout(&device, pool.size, block)?;
             let header = new_header(pool.size, &layout, pool_uuid);
-            (HeaderState { device, slot: None, header }, true, OtherCopy::InSync)
+            (HeaderState { device: device.clone(), slot: None, header }, true, OtherCopy::InSync)
         }
     };
     if state.header.device_sectors > pool.size.sectors() {
@@ -321,21 +401,38 @@ pub fn plan_activation(pool: &PoolFacts, block: BlockSize, pool_uuid: [u8; 16]) 
         )));
     }
     if formatted {
-        state.write(&mut steps, true, "format", |_| {})?;
+        // Metadata in plaintext is made fresh by zeroing its first block
+        // on the device; under a new key, through the crypt layer below.
+        let why = if state.slot.is_some() { "new session" } else { "format" };
+        let flags = if crypt { FLAG_CRYPT_RANDOM } else { 0 };
+        state.write(&mut steps, !crypt, why, |h| {
+            h.flags = flags;
+            h.active_thin = 0;
+            h.garbage_thin = 0;
+            h.next_thin = 1;
+            h.origin = None;
+            h.origin_file = None;
+            h.transaction = 0;
+        })?;
     }
     let h = &state.header;
-    steps.push(Step::CreateLinear {
-        role: Role::Meta,
-        dev: DevRef::Path(pool.device.clone()),
-        offset: h.meta.start,
-        len: h.meta.len,
-    });
-    steps.push(Step::CreateLinear {
-        role: Role::Data,
-        dev: DevRef::Path(pool.device.clone()),
-        offset: h.data.start,
-        len: h.data.len,
-    });
+    let extent = |role, extent: header::Extent, key: Option<&Key>| match key {
+        Some(key) => Step::CreateCrypt {
+            role,
+            dev: DevRef::Path(pool.device.clone()),
+            offset: extent.start,
+            len: extent.len,
+            key: key.clone(),
+        },
+        None => {
+            Step::CreateLinear { role, dev: DevRef::Path(pool.device.clone()), offset: extent.start, len: extent.len }
+        }
+    };
+    steps.push(extent(Role::Meta, h.meta, session.keys.as_ref().map(|k| &k.meta)));
+    if crypt {
+        steps.push(Step::ZeroStart { role: Role::Meta });
+    }
+    steps.push(extent(Role::Data, h.data, session.keys.as_ref().map(|k| &k.data)));
     steps.push(Step::CreatePool { len: h.data.len, block_sectors: h.block_sectors, device: pool.device.clone() });
     Ok(Activation { steps, formatted, other, header: state })
 }
@@ -347,6 +444,9 @@ pub struct ThinPlan {
     pub mode: Mode,
     /// The header as it stands after the plan ran, and its slot.
     pub header: HeaderState,
+    /// Why the origin counts as changed, when `cowroot.onchange=reset`
+    /// started fresh on it.
+    pub origin_change: Option<String>,
 }
 
 /// Plans the thin devices once the pool is up, given the metadata's
@@ -381,8 +481,9 @@ pub fn plan_thins(
         })?;
     }
 
-    let reset_requested = cfg.reset || state.header.flags & FLAG_RESET_NEXT_BOOT != 0;
+    let reset_requested = cfg.reset || cfg.mode == RootMode::Volatile || state.header.flags & FLAG_RESET_NEXT_BOOT != 0;
     let old = state.header.active_thin;
+    let mut origin_change = None;
     let mode = if old == 0 {
         if activation.formatted {
             Mode::Formatted
@@ -392,8 +493,14 @@ pub fn plan_thins(
     } else if reset_requested {
         Mode::Reset
     } else {
-        check_origin(cfg, &state.header, origin)?;
-        Mode::Kept
+        match check_origin(cfg, &state.header, origin) {
+            Ok(()) => Mode::Kept,
+            Err(Error::OriginChanged { detail, .. }) if cfg.onchange == OnChange::Reset => {
+                origin_change = Some(detail);
+                Mode::NewOrigin
+            }
+            Err(other) => return Err(other),
+        }
     };
 
     if mode != Mode::Kept {
@@ -452,7 +559,7 @@ pub fn plan_thins(
         None => Sectors(0),
     };
     steps.push(Step::CreateThin { id: state.header.active_thin, len, origin: origin.device.clone() });
-    Ok(ThinPlan { steps, mode, header: state })
+    Ok(ThinPlan { steps, mode, header: state, origin_change })
 }
 
 /// `cowroot cleanup` on the running system: deletes the thin a reset left
@@ -618,6 +725,8 @@ mod tests {
                     format!("header{slot}:{why}:seq{}:txn{}", header.seq, txn(header.transaction))
                 }
                 Step::CreateLinear { role, .. } => format!("linear:{role:?}"),
+                Step::CreateCrypt { role, .. } => format!("crypt:{role:?}"),
+                Step::ZeroStart { role } => format!("zero:{role:?}"),
                 Step::CreatePool { .. } => "pool".into(),
                 Step::CreateThin { id, .. } => format!("thin {id}"),
                 Step::SetTransactionId { from, to } => format!("set_transaction_id {} {}", txn(*from), txn(*to)),
@@ -714,6 +823,83 @@ mod tests {
         let mut changed = origin(2);
         changed.file = Some([9; 16]);
         assert!(matches!(plan(&cfg(""), after(&second), &changed, None), Err(Error::OriginChanged { .. })));
+    }
+
+    #[test]
+    fn volatile_mode_resets_every_boot_and_onchange_reset_starts_fresh_on_a_new_origin() {
+        let first = plan(&cfg("cowroot.mode=volatile"), PoolState::Blank, &origin(1), None).unwrap();
+        assert_eq!(first.1.mode, Mode::Formatted);
+        let second = plan(&cfg("cowroot.mode=volatile"), after(&first), &origin(1), None).unwrap();
+        assert_eq!(second.1.mode, Mode::Reset);
+        assert_eq!((second.1.header.header.active_thin, second.1.header.header.garbage_thin), (2, 1));
+        // A changed origin: refused by default, a fresh start with onchange=reset.
+        assert!(matches!(plan(&cfg(""), after(&first), &origin(2), None), Err(Error::OriginChanged { .. })));
+        let new = plan(&cfg("cowroot.onchange=reset"), after(&first), &origin(2), None).unwrap();
+        assert_eq!(new.1.mode, Mode::NewOrigin);
+        assert!(new.1.origin_change.as_deref().unwrap().contains("fingerprint"), "{:?}", new.1.origin_change);
+        let h = &new.1.header.header;
+        assert_eq!((h.active_thin, h.garbage_thin, h.generation, h.origin), (2, 1, 2, origin(2).id));
+        // The same origin keeps its changes with onchange=reset.
+        let same = plan(&cfg("cowroot.onchange=reset"), after(&first), &origin(1), None).unwrap();
+        assert_eq!((same.1.mode, same.1.origin_change.clone()), (Mode::Kept, None));
+    }
+
+    fn crypt_plan(extra: &str, state: PoolState, key: u8) -> Result<(Activation, ThinPlan)> {
+        let cfg = cfg(extra);
+        let session =
+            Session { keys: Some(SessionKeys { meta: Key::fixed(key), data: Key::fixed(key + 1) }), reset: cfg.reset };
+        let act = plan_activation_for(&facts(state), BlockSize::Exact(64 * 1024), UUID, &session)?;
+        let thins = plan_thins(&cfg, &act, 0, 512, &origin(1))?;
+        Ok((act, thins))
+    }
+
+    #[test]
+    fn a_random_key_session_starts_a_new_encrypted_pool_every_boot() {
+        let first = crypt_plan("cowroot.crypt=random", PoolState::Blank, 1).unwrap();
+        assert_eq!(
+            kinds(&first.0.steps),
+            ["header0:format:seq1:txn0", "crypt:Meta", "zero:Meta", "crypt:Data", "pool"]
+        );
+        // Zeroing the plaintext metadata would be useless: it is done through the crypt layer.
+        assert!(matches!(first.0.steps[0], Step::WriteHeader { zero_meta: false, .. }));
+        let Step::CreateCrypt { key, offset, .. } = &first.0.steps[1] else { panic!() };
+        assert_eq!((key, *offset), (&Key::fixed(1), first.1.header.header.meta.start));
+        let h = &first.1.header.header;
+        assert_eq!((first.1.mode, h.flags, h.active_thin, h.generation), (Mode::Formatted, FLAG_CRYPT_RANDOM, 1, 1));
+
+        // The next boot: new keys, new metadata, the same extents; the header counts on.
+        let second = crypt_plan("cowroot.crypt=random", after(&first), 3).unwrap();
+        assert_eq!(kinds(&second.0.steps)[..2], ["header0:new session:seq5:txn0".to_string(), "crypt:Meta".into()]);
+        let h = &second.1.header.header;
+        assert_eq!(
+            (second.1.mode, h.flags, h.active_thin, h.next_thin, h.generation),
+            (Mode::Formatted, FLAG_CRYPT_RANDOM, 1, 2, 2)
+        );
+        assert_eq!((h.meta, h.data), (first.1.header.header.meta, first.1.header.header.data));
+
+        // Without the key the pool is refused, unless a reset makes it plaintext again.
+        let err = plan(&cfg(""), after(&second), &origin(1), None).unwrap_err();
+        assert!(matches!(&err, Error::Config { key, .. } if key == "cowroot.crypt"), "{err}");
+        let act =
+            plan_activation_for(&facts(after(&second)), BlockSize::Auto, UUID, &Session { keys: None, reset: true })
+                .unwrap();
+        assert_eq!(kinds(&act.steps), ["header0:new session:seq9:txn0", "linear:Meta", "linear:Data", "pool"]);
+        assert!(matches!(act.steps[0], Step::WriteHeader { zero_meta: true, ref header, .. } if header.flags == 0));
+    }
+
+    #[test]
+    fn kept_plaintext_changes_are_not_discarded_for_a_random_key_without_a_reset() {
+        let plain = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let err = crypt_plan("cowroot.crypt=random", after(&plain), 1).unwrap_err();
+        assert!(err.to_string().contains("cowroot.reset=1"), "{err}");
+        let crypt = crypt_plan("cowroot.crypt=random cowroot.reset=1", after(&plain), 1).unwrap();
+        assert_eq!(crypt.1.header.header.flags, FLAG_CRYPT_RANDOM);
+        // An unused plaintext pool needs no reset.
+        let mut unused = plain.1.header.header.clone();
+        unused.active_thin = 0;
+        unused.origin = None;
+        let state = PoolState::Ours { slot: 0, header: unused, other: OtherCopy::InSync };
+        assert!(crypt_plan("cowroot.crypt=random", state, 1).is_ok());
     }
 
     #[test]

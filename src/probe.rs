@@ -34,6 +34,19 @@ pub fn size_of(path: &str) -> Result<Bytes> {
     file.seek(SeekFrom::End(0)).map(Bytes).map_err(|e| Error::io("size of", path, e))
 }
 
+/// The machine's memory (MemTotal of /proc/meminfo).
+pub fn memory_bytes() -> Result<u64> {
+    const MEMINFO: &str = "/proc/meminfo";
+    let text = fs::read_to_string(MEMINFO).map_err(|e| Error::io("read", MEMINFO, e))?;
+    mem_total(&text).ok_or_else(|| Error::io("read", MEMINFO, "no MemTotal line"))
+}
+
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// MAJ:MIN of a block device node.
 pub fn dev_num(path: &str) -> Result<DevNum> {
     let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
@@ -470,6 +483,13 @@ pub fn overlaps(a: &[DevNum], b: &[DevNum]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_read_from_meminfo() {
+        assert_eq!(mem_total("MemTotal:        2014232 kB\nMemFree: 1 kB\n"), Some(2014232 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: lots kB\n"), None);
+    }
 
     fn num(major: u32, minor: u32) -> DevNum {
         DevNum { major, minor }

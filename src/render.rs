@@ -3,7 +3,8 @@
 //! safe to paste, whatever the device path or file name holds.
 
 use crate::names::{DeviceName, Role};
-use crate::plan::{DevRef, Step, HOST_MOUNT};
+use crate::plan::{DevRef, Step, HOST_MOUNT, RAM_POOL_DIR, RAM_POOL_FILE};
+use crate::table::{KeyText, Target};
 use std::fmt::{self, Write as _};
 
 /// Quotes a value as one POSIX shell word.
@@ -41,12 +42,14 @@ impl fmt::Display for ShellArg {
 }
 
 const LOOP: ShellArg = ShellArg::Expansion("$LOOP");
+const RAM_POOL: ShellArg = ShellArg::Expansion("$POOL");
 const LOOP_SECTORS: ShellArg = ShellArg::Expansion("$(blockdev --getsz \"$LOOP\")");
 
 fn shell_dev(name: &DeviceName, dev: &DevRef) -> ShellArg {
     match dev {
         DevRef::Path(p) => ShellArg::Literal(p.clone()),
         DevRef::Loop => LOOP,
+        DevRef::RamPool => RAM_POOL,
         DevRef::Dm(role) => ShellArg::Literal(name.mapper_path(*role)),
     }
 }
@@ -54,11 +57,17 @@ fn shell_dev(name: &DeviceName, dev: &DevRef) -> ShellArg {
 /// One step as a command line (or a comment, for header writes).
 pub fn render_step(name: &DeviceName, step: &Step) -> String {
     let pool = name.dm_name(Role::Pool);
-    if let Some(Ok(table)) = step.dm_table(|d| Ok::<_, ()>(shell_dev(name, d))) {
+    if let Some(Ok(mut table)) = step.dm_table(|d| Ok::<_, ()>(shell_dev(name, d))) {
+        // A key is never shown: the dry run makes its own.
+        let mut make_key = "";
+        if let Target::Crypt(crypt) = &mut table.target {
+            crypt.key = KeyText::Shell("$KEY");
+            make_key = "KEY=$(od -An -vtx1 -N64 /dev/urandom | tr -d ' \\n') && ";
+        }
         let len = if table.len.0 == 0 { LOOP_SECTORS.to_string() } else { table.len.to_string() };
         let read_only = if table.role == Role::ReadOnly { " --readonly" } else { "" };
         return format!(
-            "dmsetup create {}{read_only} --uuid {} --table \"0 {len} {} {}\"",
+            "{make_key}dmsetup create {}{read_only} --uuid {} --table \"0 {len} {} {}\"",
             name.dm_name(table.role),
             name.dm_uuid(table.role),
             table.target.kind(),
@@ -77,7 +86,16 @@ pub fn render_step(name: &DeviceName, step: &Step) -> String {
             fstype.as_ref().map(|t| format!(" -t {}", sh_quote(t))).unwrap_or_default(),
             sh_quote(device)
         ),
+        Step::ZeroStart { role } => format!(
+            "dd if=/dev/zero of={} bs=4096 count=1 oflag=sync  # fresh metadata under the new key",
+            name.mapper_path(*role)
+        ),
         Step::AttachLoop { file } => format!("LOOP=$(losetup -r -f --show {})", sh_quote(file)),
+        Step::CreateRamPool { bytes } => format!(
+            "mkdir -p {RAM_POOL_DIR} && mount -t tmpfs -o size={},mode=0700 cowroot-ram {RAM_POOL_DIR} && \
+             truncate -s {} {RAM_POOL_FILE} && POOL=$(losetup -f --show {RAM_POOL_FILE}) && umount -l {RAM_POOL_DIR}",
+            bytes.0, bytes.0
+        ),
         Step::WriteHeader { slot, header, zero_meta, why, .. } => {
             let mut text = String::new();
             if *zero_meta {

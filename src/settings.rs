@@ -276,11 +276,7 @@ cowroot.onfail=halt   # a kiosk powers off rather than open a shell
         // An unknown key, a word that is not cowroot's, a value that is not UTF-8.
         assert_eq!(
             err("cowroot=/dev/vda\n\ncowroot.rest=1", &[], ""),
-            format!(
-                "/etc/cowroot.conf:3: cowroot.rest: unknown key; cowroot knows {}",
-                "cowroot, cowroot.dev, cowroot.fstype, cowpool, cowroot.reset, cowroot.name, cowroot.timeout, \
-                 cowroot.onfail, cowroot.debug"
-            )
+            format!("/etc/cowroot.conf:3: cowroot.rest: unknown key; cowroot knows {}", crate::config::KEYS.join(", "))
         );
         let e = err("cowroot=/dev/vda cowpool=/dev/vdb\nquiet root=/dev/sda1\n", &[], "");
         assert!(e.starts_with("/etc/cowroot.conf:2: quiet: not one of cowroot's keys"), "{e}");

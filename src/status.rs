@@ -7,7 +7,7 @@ use crate::header::{PoolHeader, SlotFault, FLAG_RESET_NEXT_BOOT};
 use crate::names::{DeviceName, Role};
 use crate::pool::PoolState;
 use crate::probe;
-use crate::table::{percent, Linear, ParseError, Thin, ThinPool};
+use crate::table::{percent, Crypt, Linear, ParseError, Thin, ThinPool};
 use crate::units::Bytes;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,13 @@ pub struct StatusInfo {
     pub header_version: u32,
     /// The thin a reset left behind, not deleted yet (0: none).
     pub leftover_thin: u32,
+    /// Why every boot starts fresh (a RAM pool, `cowroot.mode=volatile`,
+    /// `cowroot.crypt=random`); `None` when changes are kept.
+    pub fresh_every_boot: Option<String>,
+    /// Why this boot fell back to a RAM pool (`cowroot.onfail=ram`).
+    pub ram_fallback: Option<String>,
+    /// The pool is a RAM pool's loop device.
+    pub pool_in_ram: bool,
 }
 
 impl StatusInfo {
@@ -50,7 +57,9 @@ impl StatusInfo {
     }
 
     pub fn next_boot(&self) -> String {
-        if self.reset_requested {
+        if let Some(why) = &self.fresh_every_boot {
+            format!("start fresh: nothing of this boot is kept ({why})")
+        } else if self.reset_requested {
             "reset: discard all changes (requested with `cowroot reset`)".into()
         } else if let Some(from) = &self.booted_with_reset {
             format!("keep generation {} unless {from} still sets cowroot.reset=1 (this boot had it)", self.generation)
@@ -60,7 +69,7 @@ impl StatusInfo {
     }
 
     fn next_boot_word(&self) -> &'static str {
-        if self.reset_requested {
+        if self.reset_requested || self.fresh_every_boot.is_some() {
             "reset"
         } else {
             "keep"
@@ -73,7 +82,17 @@ impl StatusInfo {
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
         line("root:", format!("{} ({})", self.device, Bytes(self.size_bytes)));
         line("origin:", format!("{} ({})", self.origin, self.origin_device));
-        line("pool:", self.pool_device.clone());
+        let ram = if self.pool_in_ram { " (in RAM)" } else { "" };
+        line("pool:", format!("{}{ram}", self.pool_device));
+        if let Some(why) = &self.ram_fallback {
+            line(
+                "FALLBACK:",
+                format!(
+                    "this boot runs on a RAM pool because the configured pool could not be used \
+                     (cowroot.onfail=ram): {why}"
+                ),
+            );
+        }
         line("thin id:", self.thin_id.to_string());
         line("generation:", self.generation.to_string());
         if let Some(mapped) = self.mapped_bytes {
@@ -142,7 +161,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged},\"leftover_thin\":{}}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -160,6 +179,9 @@ impl StatusInfo {
             s(self.next_boot_word()),
             s(&self.next_boot()),
             self.leftover_thin,
+            self.fresh_every_boot.as_deref().map(s).unwrap_or_else(|| "null".into()),
+            self.ram_fallback.as_deref().map(s).unwrap_or_else(|| "null".into()),
+            self.pool_in_ram,
         )
     }
 }
@@ -209,8 +231,15 @@ fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
     }
     let thin: Thin = parsed(&thin_name, &thin_line.params)?;
     let pool: ThinPool = parsed(&name.dm_name(Role::Pool), &sys.dm_line(&name.dm_name(Role::Pool), false)?.params)?;
-    let data: Linear = parsed(&name.dm_name(Role::Data), &sys.dm_line(&name.dm_name(Role::Data), false)?.params)?;
-    let pool_device = probe::dev_path(data.dev).unwrap_or_else(|| data.dev.to_string());
+    let data_name = name.dm_name(Role::Data);
+    let data_line = sys.dm_line(&data_name, false)?;
+    // The pool device under the data layer: linear, or crypt with a
+    // random key (whose key is never parsed or shown).
+    let data_dev = match data_line.target.as_str() {
+        "crypt" => parsed::<Crypt>(&data_name, &data_line.params)?.dev,
+        _ => parsed::<Linear>(&data_name, &data_line.params)?.dev,
+    };
+    let pool_device = probe::dev_path(data_dev).unwrap_or_else(|| data_dev.to_string());
     let facts = probe::pool_facts(&pool_device)?;
     let damaged = facts.state.damaged_copy();
     let PoolState::Ours { slot, header, .. } = facts.state else {
@@ -229,9 +258,26 @@ fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
     })
 }
 
-/// `booted_with_reset`: where `cowroot.reset=1` was set for this boot, if it was.
-pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted_with_reset: Option<String>) -> Result<StatusInfo> {
+/// What the running system's settings say of this boot.
+#[derive(Debug, Clone, Default)]
+pub struct Booted {
+    /// Where `cowroot.reset=1` was set for this boot, if it was.
+    pub reset_from: Option<String>,
+    /// The key that makes every boot start fresh, if one does.
+    pub fresh_key: Option<String>,
+}
+
+pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Result<StatusInfo> {
     let live = live(sys, name)?;
+    let on_ram = std::fs::read_to_string(crate::boot::RAM_POOL_MARKER).is_ok_and(|t| t.trim() == live.pool_device);
+    let fresh_every_boot = if on_ram {
+        Some("it runs on a RAM pool".to_string())
+    } else if live.header.flags & crate::header::FLAG_CRYPT_RANDOM != 0 {
+        Some("cowroot.crypt=random: a new key every boot".to_string())
+    } else {
+        booted.fresh_key
+    };
+    let ram_fallback = std::fs::read_to_string(crate::boot::RAM_FALLBACK_MARKER).ok().map(|t| t.trim().to_string());
     let usage = sys.pool_status(&name.dm_name(Role::Pool))?;
     let mapped_bytes = sys
         .dm_line(&name.dm_name(Role::Thin), true)
@@ -257,10 +303,13 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted_with_reset: Opti
         pool_mode: usage.mode,
         needs_check: usage.needs_check,
         reset_requested: live.header.flags & FLAG_RESET_NEXT_BOOT != 0,
-        booted_with_reset,
+        booted_with_reset: booted.reset_from,
         damaged_copy: live.damaged,
         header_version: live.header.version,
         leftover_thin: live.header.garbage_thin,
+        fresh_every_boot,
+        ram_fallback,
+        pool_in_ram: on_ram,
     })
 }
 
@@ -398,6 +447,9 @@ mod tests {
             damaged_copy: None,
             header_version: 2,
             leftover_thin: 0,
+            fresh_every_boot: None,
+            ram_fallback: None,
+            pool_in_ram: false,
         }
     }
 
@@ -413,13 +465,35 @@ mod tests {
         assert!(json.starts_with("{\"device\":\"/dev/mapper/cowroot\""), "{json}");
         assert!(json.contains("\"origin\":\"/run/cowroot/host/images/root \\\"1\\\".img\""), "{json}");
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
-        assert!(json.ends_with("\"damaged_header_copy\":null,\"leftover_thin\":0}"), "{json}");
+        assert!(
+            json.ends_with(
+                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null}"
+            ),
+            "{json}"
+        );
         assert!(text.contains("header:     both copies good"), "{text}");
         assert!(!text.contains("leftover:"), "{text}");
         let mut left = sample();
         left.leftover_thin = 1;
         assert!(left.render_text().contains("leftover:   thin 1 (the changes the last reset discarded)"));
-        assert!(left.render_json().ends_with("\"leftover_thin\":1}"));
+        assert!(left.render_json().contains("\"leftover_thin\":1,"));
+        let mut ram = sample();
+        ram.fresh_every_boot = Some("it runs on a RAM pool".into());
+        ram.ram_fallback = Some("/dev/vdc: not a pool".into());
+        ram.pool_in_ram = true;
+        let text = ram.render_text();
+        assert!(
+            text.contains("next boot:  start fresh: nothing of this boot is kept (it runs on a RAM pool)"),
+            "{text}"
+        );
+        assert!(text.contains("FALLBACK:   this boot runs on a RAM pool because"), "{text}");
+        assert!(text.contains("pool:       /dev/vdc (in RAM)"), "{text}");
+        let json = ram.render_json();
+        assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
+        assert!(
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\"}"),
+            "{json}"
+        );
         let mut d = sample();
         d.damaged_copy = Some((1, SlotFault::BadChecksum));
         assert!(d.render_text().contains("header:     COPY 1 DAMAGED (checksum mismatch)"), "{}", d.render_text());

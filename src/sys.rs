@@ -8,13 +8,13 @@ use crate::header::{PoolHeader, RESERVED_BYTES, SLOT_OFFSETS};
 use crate::plan::HOST_MOUNT;
 use crate::probe;
 use crate::table::DevNum;
-use crate::units::Sectors;
+use crate::units::{Bytes, Sectors};
 use devicemapper::{DevId, DmError, DmFlags, DmName, DmOptions, DmUuid, DM};
 use loopdev::{LoopControl, LoopDevice};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,11 @@ nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
 /// direct I/O (the kernel keeps the loop buffered where the host cannot).
 /// The older way takes three ioctls and, between them, the loop device is
 /// briefly writable and buffered.
-fn configure_loop(device: &LoopDevice, file: &fs::File, name: &str) -> nix::Result<()> {
+fn configure_loop(device: &LoopDevice, file: &fs::File, name: &str, writable: bool) -> nix::Result<()> {
+    // A RAM pool's file is on tmpfs, which takes no direct I/O before
+    // Linux 6.6; buffered is what it is anyway.
+    let flags =
+        if writable { LO_FLAGS_AUTOCLEAR } else { LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO };
     let mut info = LoopInfo64 {
         device: 0,
         inode: 0,
@@ -69,7 +73,7 @@ fn configure_loop(device: &LoopDevice, file: &fs::File, name: &str) -> nix::Resu
         number: 0,
         encrypt_type: 0,
         encrypt_key_size: 0,
-        flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO,
+        flags,
         file_name: [0; 64],
         crypt_name: [0; 64],
         encrypt_key: [0; 32],
@@ -289,7 +293,39 @@ impl System for RealSystem {
         umount2(dir, MntFlags::empty()).map_err(|e| Error::io("umount", dir, e))
     }
 
-    fn attach_loop(&mut self, file: &str) -> Result<String> {
+    fn mount_ram(&mut self, dir: &str, file: &str, bytes: Bytes) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+        let options = format!("size={},mode=0700", bytes.0);
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        self.timed(|_| mount(Some("cowroot-ram"), dir, Some("tmpfs"), flags, Some(options.as_str())))
+            .map_err(|e| Error::io(format!("mount a tmpfs of {bytes} on"), dir, e))?;
+        let made = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .and_then(|f| f.set_len(bytes.0));
+        if let Err(e) = made {
+            let _ = umount2(dir, MntFlags::empty());
+            return Err(Error::io("create", file, e));
+        }
+        Ok(())
+    }
+
+    fn zero_start(&mut self, dev: DevNum, bytes: usize) -> Result<()> {
+        // devtmpfs makes /dev/dm-N for every dm device, private ones too.
+        let path = probe::dev_path(dev).unwrap_or_else(|| format!("/dev/dm-{}", dev.minor));
+        let file = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
+        file.write_all_at(&vec![0u8; bytes], 0).map_err(|e| Error::io("zero the start of", &path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &path, e))
+    }
+
+    fn unmount_lazy(&mut self, dir: &str) -> Result<()> {
+        umount2(dir, MntFlags::MNT_DETACH).map_err(|e| Error::io("umount -l", dir, e))
+    }
+
+    fn attach_loop(&mut self, file: &str, writable: bool) -> Result<String> {
         self.timed(|this| {
             if !Path::new(file).is_file() {
                 let path = file.strip_prefix(HOST_MOUNT).unwrap_or(file);
@@ -297,23 +333,25 @@ impl System for RealSystem {
             }
             let control = LoopControl::open()
                 .map_err(|e| Error::io("open", "/dev/loop-control", format!("{e}; is the loop module loaded?")))?;
-            let backing = fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+            let backing =
+                OpenOptions::new().read(true).write(writable).open(file).map_err(|e| Error::io("open", file, e))?;
             // Another process may take the free device first: try the next.
             let mut tries = 0;
             let device = loop {
                 let device = control.next_free().map_err(|e| Error::io("find a free loop device for", file, e))?;
-                match configure_loop(&device, &backing, file) {
+                match configure_loop(&device, &backing, file, writable) {
                     Ok(()) => break device,
                     Err(nix::errno::Errno::EBUSY) if tries < 10 => tries += 1,
                     Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOTTY) => {
                         // A kernel before 5.8: the three-step way.
                         device
                             .with()
-                            .read_only(true)
+                            .read_only(!writable)
                             .autoclear(true)
                             .attach(file)
                             .map_err(|e| Error::io("attach loop device to", file, e))?;
-                        if let Err(e) = device.set_direct_io(true) {
+                        let direct = if writable { Ok(()) } else { device.set_direct_io(true) };
+                        if let Err(e) = direct {
                             log::debug!("loop direct I/O not enabled: {e}");
                         }
                         break device;
@@ -521,10 +559,15 @@ impl System for RealSystem {
 /// initramfs has it and they are not loaded yet: nothing loads
 /// device-mapper or loop on its own. Failures are left to the steps that
 /// need the module, which say what is missing.
-pub fn load_modules(need_loop: bool) {
+pub fn load_modules(need_loop: bool, need_crypt: bool) {
     let mut wanted = vec![("dm-thin-pool", "dm_thin_pool")];
     if need_loop {
         wanted.push(("loop", "loop"));
+    }
+    if need_crypt {
+        // The kernel would ask modprobe for xts itself, but an initramfs
+        // without a full modprobe cannot answer.
+        wanted.extend([("dm-crypt", "dm_crypt"), ("xts", "xts")]);
     }
     let Some(modprobe) = ["/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe"]
         .into_iter()

@@ -41,12 +41,33 @@ pub struct Thin<D = DevNum> {
     pub external_origin: Option<D>,
 }
 
+/// A dm-crypt layer (`cowroot.crypt=random`): `crypt::CIPHER`, IV offset 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crypt<D = DevNum> {
+    pub key: KeyText,
+    pub dev: D,
+    pub offset: Sectors,
+}
+
+/// A crypt table's key as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyText {
+    /// The key itself, in hex: only ever sent to the kernel.
+    Hex(String),
+    /// A shell expansion standing for it (the dry run).
+    Shell(&'static str),
+    /// Not known (parsed from a live table, which cowroot does not read
+    /// keys from).
+    Hidden,
+}
+
 /// One table line's target and parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target<D = DevNum> {
     Linear(Linear<D>),
     ThinPool(ThinPool<D>),
     Thin(Thin<D>),
+    Crypt(Crypt<D>),
 }
 
 impl<D> Target<D> {
@@ -55,6 +76,7 @@ impl<D> Target<D> {
             Target::Linear(_) => "linear",
             Target::ThinPool(_) => "thin-pool",
             Target::Thin(_) => "thin",
+            Target::Crypt(_) => "crypt",
         }
     }
 }
@@ -66,6 +88,37 @@ impl<D: fmt::Display> fmt::Display for Target<D> {
             Target::Linear(t) => t.fmt(f),
             Target::ThinPool(t) => t.fmt(f),
             Target::Thin(t) => t.fmt(f),
+            Target::Crypt(t) => t.fmt(f),
+        }
+    }
+}
+
+impl<D: fmt::Display> fmt::Display for Crypt<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = match &self.key {
+            KeyText::Hex(hex) => hex.as_str(),
+            KeyText::Shell(expansion) => expansion,
+            KeyText::Hidden => "-",
+        };
+        write!(f, "{} {key} 0 {} {}", crate::crypt::CIPHER, self.dev, self.offset)
+    }
+}
+
+impl FromStr for Crypt {
+    type Err = ParseError;
+    /// `CIPHER KEY IV_OFFSET DEV OFFSET [FEATURES]`; the key is not kept.
+    fn from_str(s: &str) -> Result<Crypt, ParseError> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        match words.as_slice() {
+            [_cipher, _key, _iv, dev, offset, ..] => Ok(Crypt {
+                key: KeyText::Hidden,
+                dev: dev.parse()?,
+                // Never the line itself in an error: it holds the key.
+                offset: Sectors(
+                    offset.parse().map_err(|_| ParseError(format!("bad offset {offset:?} in a crypt table")))?,
+                ),
+            }),
+            _ => Err(ParseError("crypt wants at least 5 words".into())),
         }
     }
 }
@@ -249,6 +302,24 @@ impl FromStr for PoolStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crypt_tables_print_their_key_and_parse_without_it() {
+        let t = Target::Crypt(Crypt {
+            key: KeyText::Hex("00ff".into()),
+            dev: DevNum { major: 7, minor: 1 },
+            offset: Sectors(2048),
+        });
+        assert_eq!(t.to_string(), "aes-xts-plain64 00ff 0 7:1 2048");
+        assert_eq!(t.kind(), "crypt");
+        let live: Crypt = "aes-xts-plain64 :64:logon:x 0 254:3 2048 1 allow_discards".parse().unwrap();
+        assert_eq!(
+            (live.key, live.dev, live.offset),
+            (KeyText::Hidden, DevNum { major: 254, minor: 3 }, Sectors(2048))
+        );
+        let err = "aes-xts-plain64 deadbeef 0 254:3 x".parse::<Crypt>().unwrap_err();
+        assert!(!err.0.contains("deadbeef"), "{}", err.0);
+    }
 
     #[test]
     fn tables_round_trip() {

@@ -1,0 +1,125 @@
+#!/bin/bash
+# VM scenarios of the modes (issue 10): RAM pools and the RAM fallback,
+# volatile roots, a new image rolled out with cowroot.onchange=reset, pools
+# encrypted with a key that is never stored. Each asserts that the origin's
+# bytes are unchanged.
+# shellcheck disable=SC2154,SC2034  # CONSOLE, WORK, D, ... come from lib.sh and scenarios.sh, IMAGES_SHA goes there
+
+scenario_ram_pool_keeps_nothing() {
+    fresh_disks ram
+    # Only the images disk: the pool is in the guest's memory.
+    run_vm ram-1 "$FILE_KEYS cowpool=ram:64M cowtest=boot,write,status" "$D/images.img"
+    expect 'COWTEST boot rc=0'
+    expect 'ready: origin /root.img on /dev/vda \(64.0 MiB\), pool RAM \(/dev/loop[0-9]+, at most 64.0 MiB, nothing kept\), generation 1 \(formatted\)'
+    expect 'COWTEST wrote marker'
+    expect '"fresh_every_boot":"it runs on a RAM pool"'
+    expect '"next_boot":"reset"'
+    expect 'COWTEST status-text: next boot:  start fresh: nothing of this boot is kept \(it runs on a RAM pool\)'
+    # The default size: half the memory.
+    run_vm ram-2 "$FILE_KEYS cowpool=ram cowtest=boot,check" "$D/images.img"
+    expect 'pool RAM \(/dev/loop[0-9]+, at most (4[5-9][0-9]|50[0-9])\.[0-9] MiB, nothing kept\), generation 1 \(formatted\)'
+    expect 'COWTEST marker absent'
+    expect 'COWTEST origin file: origin-A'
+    origin_unchanged
+}
+
+scenario_ram_fallback_when_the_pool_cannot_be_used() {
+    fresh_disks ramfallback
+    # A pool device holding someone's filesystem: refused, never formatted.
+    mkfs.ext4 -q -F "$D/pool.img"
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    run_vm ramfallback-1 "$FILE_KEYS cowroot.onfail=ram cowtest=boot,write,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'cowpool: /dev/vdb holds an ext2/3/4 filesystem'
+    expect 'cowroot.onfail=ram: the pool /dev/vdb cannot be used .* NOTHING written in it will be kept'
+    expect 'pool RAM \(/dev/loop[0-9]+, at most [0-9.]+ MiB, nothing kept\), generation 1 \(formatted\)'
+    expect 'COWTEST wrote marker'
+    expect 'COWTEST status-text: FALLBACK:   this boot runs on a RAM pool because the configured pool could not be used'
+    expect '"ram_fallback":"cowpool: /dev/vdb holds an ext2/3/4'
+    same "$(sha "$D/pool.img")" "$pool_sha" "the refused pool device was written"
+    # A pool device that never shows up.
+    run_vm ramfallback-2 "cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdz cowroot.timeout=2 cowroot.onfail=ram cowtest=boot,check" "$D/images.img"
+    expect 'COWTEST boot rc=0'
+    expect 'cowroot.onfail=ram: the pool /dev/vdz cannot be used'
+    expect 'COWTEST marker absent'
+    # An origin that is not there: a RAM pool would not help, so no fallback.
+    run_vm ramfallback-3 "cowroot=/missing.img cowroot.dev=LABEL=images cowpool=/dev/vdb cowroot.onfail=ram cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    reject 'cowroot.onfail=ram: the pool'
+    expect 'COWTEST dm: 0 devices'
+    same "$(sha "$D/pool.img")" "$pool_sha" "the refused pool device was written"
+    origin_unchanged
+}
+
+scenario_volatile_mode_resets_every_boot() {
+    fresh_disks volatile
+    run_vm volatile-1 "$FILE_KEYS cowroot.mode=volatile cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(formatted\)'
+    expect 'COWTEST wrote marker'
+    run_vm volatile-2 "$FILE_KEYS cowroot.mode=volatile cowtest=boot,check,write,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(reset\)'
+    expect 'COWTEST marker absent'
+    expect '"fresh_every_boot":"cowroot.mode=volatile"'
+    expect '"next_boot":"reset"'
+    # Back to the default mode: the last volatile boot's changes are kept.
+    run_vm volatile-3 "$FILE_KEYS cowtest=boot,check" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    origin_unchanged
+}
+
+scenario_onchange_reset_starts_fresh_on_a_new_image() {
+    fresh_disks onchange
+    run_vm onchange-1 "$FILE_KEYS cowroot.onchange=reset cowtest=boot,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST wrote marker'
+    # The lab rolls out a new version of the image under the same name.
+    make_origin "$D/root-b.img" "origin-B"
+    make_images_disk "$D/images.img" "$D/root-b.img"
+    IMAGES_SHA=$(sha "$D/images.img")
+    run_vm onchange-2 "$FILE_KEYS cowroot.onchange=reset cowtest=boot,check,write" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'the origin /root.img is not the one the kept changes were made on \(.*\); starting fresh on it \(cowroot.onchange=reset\)'
+    expect 'generation 2 \(reset: new origin\)'
+    expect 'COWTEST marker absent'
+    expect 'COWTEST origin file: origin-B'
+    # The same image again: its changes are kept.
+    run_vm onchange-3 "$FILE_KEYS cowroot.onchange=reset cowtest=boot,check" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    origin_unchanged
+}
+
+scenario_crypt_random_leaves_nothing_readable() {
+    fresh_disks crypt
+    initrd_with_modules "$WORK/initramfs-crypt.cpio.gz" "" dm-crypt xts
+    # The check can fail: a plaintext pool shows the canary in its raw bytes.
+    blank_disk "$D/plain.img" 256M
+    run_vm crypt-plain "$FILE_KEYS cowtest=boot,canary" "$D/images.img" "$D/plain.img"
+    expect 'COWTEST wrote canary'
+    grep -qa 'cowroot-canary-5e1f0c3a' "$D/plain.img" || die "the canary is not in the plaintext pool: the check below proves nothing"
+    rm -f "$D/plain.img"
+
+    VM_INITRD="$WORK/initramfs-crypt.cpio.gz" run_vm crypt-1 "$FILE_KEYS cowroot.crypt=random cowtest=boot,state,write,canary,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect 'pool /dev/vdb, encrypted with a key that is never stored, generation 1 \(formatted\)'
+    expect 'COWTEST wrote canary'
+    expect '"fresh_every_boot":"cowroot.crypt=random: a new key every boot"'
+    [ "$(head -c 8 "$D/pool.img")" = "COWROOT1" ] || die "the encrypted pool lost its plaintext cowroot header"
+    if grep -qa 'cowroot-canary-5e1f0c3a\|kept-change' "$D/pool.img"; then die "what the session wrote is readable on the raw pool disk"; fi
+    # The next boot: a new key, nothing of the last session.
+    VM_INITRD="$WORK/initramfs-crypt.cpio.gz" run_vm crypt-2 "$FILE_KEYS cowroot.crypt=random cowtest=boot,check" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(formatted\)'
+    expect 'COWTEST marker absent'
+    expect 'COWTEST origin file: origin-A'
+    # Without the key the pool is refused, not misread.
+    VM_INITRD="$WORK/initramfs-crypt.cpio.gz" run_vm crypt-3 "$FILE_KEYS cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'cowroot.crypt: /dev/vdb was last used with cowroot.crypt=random'
+    expect 'COWTEST dm: 0 devices'
+    # A RAM pool encrypted too (pages of a tmpfs can reach swap).
+    VM_INITRD="$WORK/initramfs-crypt.cpio.gz" run_vm crypt-ram "cowroot=/root.img cowroot.dev=LABEL=images cowpool=ram:64M cowroot.crypt=random cowtest=boot,write" "$D/images.img"
+    expect 'pool RAM \(/dev/loop[0-9]+, at most 64.0 MiB, nothing kept\), encrypted with a key that is never stored, generation 1 \(formatted\)'
+    expect 'COWTEST wrote marker'
+    origin_unchanged
+}
