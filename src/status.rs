@@ -491,7 +491,7 @@ mod tests {
         let json = ram.render_json();
         assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
         assert!(
-            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\"}"),
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true}"),
             "{json}"
         );
         let mut d = sample();
