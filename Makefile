@@ -22,7 +22,9 @@ test:
 # and script, the dracut module (and a dracut.conf.d snippet to copy into
 # /etc/dracut.conf.d to enable it), the udev rule (into the real root too:
 # udev replays events after switch-root), a systemd drop-in and
-# cowroot-cleanup.service (enabled: it finishes resets after boot).
+# cowroot-cleanup.service (enabled: it finishes resets after boot),
+# cowroot-grow.service (cowroot.size) and cowroot-check.timer
+# (cowroot.warn), enabled the same way.
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
@@ -34,6 +36,13 @@ install: $(BIN)
 	install -D -m 0644 systemd/cowroot-cleanup.service $(DESTDIR)/usr/lib/systemd/system/cowroot-cleanup.service
 	mkdir -p $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants
 	ln -sf ../cowroot-cleanup.service $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants/cowroot-cleanup.service
+	install -D -m 0644 systemd/cowroot-grow.service $(DESTDIR)/usr/lib/systemd/system/cowroot-grow.service
+	mkdir -p $(DESTDIR)/usr/lib/systemd/system/local-fs.target.wants
+	ln -sf ../cowroot-grow.service $(DESTDIR)/usr/lib/systemd/system/local-fs.target.wants/cowroot-grow.service
+	install -D -m 0644 systemd/cowroot-check.service $(DESTDIR)/usr/lib/systemd/system/cowroot-check.service
+	install -D -m 0644 systemd/cowroot-check.timer $(DESTDIR)/usr/lib/systemd/system/cowroot-check.timer
+	mkdir -p $(DESTDIR)/usr/lib/systemd/system/timers.target.wants
+	ln -sf ../cowroot-check.timer $(DESTDIR)/usr/lib/systemd/system/timers.target.wants/cowroot-check.timer
 	install -D -m 0755 dracut/90cowroot/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/module-setup.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-cmdline.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-cmdline.sh
 	install -D -m 0755 dracut/90cowroot/cowroot-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot-setup.sh

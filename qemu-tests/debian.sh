@@ -91,6 +91,11 @@ fi
 t2=\$(up)
 say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
 say "cleanup: \$(journalctl -b -u cowroot-cleanup.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
+say "grow: \$(journalctl -b -u cowroot-grow.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
+say "root size: \$(df -k / | awk 'NR == 2 { print \$2 }') KiB"
+check=\$(cowroot status --check 2>&1); rc=\$?
+say "check rc=\$rc \$check"
+say "check timer: \$(systemctl is-enabled cowroot-check.timer 2>&1) \$(systemctl is-active cowroot-check.timer 2>&1)"
 t3=\$(up)
 # systemctl's status too: a call that timed out would print no units.
 failed=\$(systemctl list-units --failed --plain --no-legend); rc=\$?

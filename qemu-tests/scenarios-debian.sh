@@ -501,3 +501,44 @@ scenario_debian_dracut_systemd_root_stale_in_cmdline_d() {
     rm -rf "$dir"
     DEB_BOOT_INITRD=$initrd root_arg dsd-root-cmdline-d ""
 }
+
+# The modes through a real Debian boot (initramfs-tools; the agent does the
+# same under every generator): an encrypted RAM pool with a root larger
+# than its image (grown by cowroot-grow.service), a volatile disk pool,
+# and the RAM fallback over a pool device that holds a filesystem.
+scenario_debian_initramfs_tools_modes() {
+    local pool="$WORK/itools-modes-pool.img" foreign="$WORK/itools-modes-foreign.img" sha
+    run_debian itools-modes-ram "cowroot=/root.img cowroot.dev=LABEL=images cowpool=ram cowroot.crypt=random cowroot.size=3G" "$DEB_IMAGES"
+    expect 'ready: origin /root.img on /dev/vda \([0-9.]+ GiB\), pool RAM \(/dev/loop[0-9]+, at most [0-9.]+ MiB, nothing kept\), encrypted with a key that is never stored, generation 1 \(formatted\)'
+    expect_cow_root
+    expect 'COWTEST marker written'
+    expect 'COWTEST grow: grew the filesystem on / \(/dev/.*\) from [0-9.]+ GiB to 3.0 GiB'
+    expect 'COWTEST root size: 3[0-9]{6} KiB'
+    expect '"fresh_every_boot":"it runs on a RAM pool"'
+    expect 'COWTEST check rc=0 cowroot OK: data'
+    expect 'COWTEST check timer: enabled active'
+    expect_clean_poweroff itools-modes-ram
+    blank_disk "$pool" 2G
+    run_debian itools-modes-volatile-1 "$DEB_KEYS cowroot.mode=volatile" "$DEB_IMAGES" "$pool"
+    expect 'generation 1 \(formatted\)'
+    expect 'COWTEST marker written'
+    expect_clean_poweroff itools-modes-volatile-1
+    run_debian itools-modes-volatile-2 "$DEB_KEYS cowroot.mode=volatile" "$DEB_IMAGES" "$pool"
+    expect 'generation 2 \(reset\)'
+    expect_cow_root
+    expect 'COWTEST marker absent'
+    expect '"fresh_every_boot":"cowroot.mode=volatile"'
+    expect_clean_poweroff itools-modes-volatile-2
+    blank_disk "$foreign" 1G
+    mkfs.ext4 -q -F "$foreign"
+    sha=$(sha "$foreign")
+    run_debian itools-modes-fallback "cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb cowroot.onfail=ram" "$DEB_IMAGES" "$foreign"
+    expect 'cowroot.onfail=ram: the pool /dev/vdb cannot be used'
+    expect 'ready: .* pool RAM \(/dev/loop[0-9]+'
+    expect_cow_root
+    expect '"ram_fallback":"cowpool: /dev/vdb holds an ext2/3/4 filesystem'
+    expect_clean_poweroff itools-modes-fallback
+    same "$(sha "$foreign")" "$sha" "the refused pool device was written"
+    rm -f "$pool" "$foreign"
+    debian_images_unchanged
+}

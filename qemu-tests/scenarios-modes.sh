@@ -123,3 +123,31 @@ scenario_crypt_random_leaves_nothing_readable() {
     expect 'COWTEST wrote marker'
     origin_unchanged
 }
+
+scenario_size_gives_a_root_larger_than_its_image() {
+    fresh_disks size 512M
+    run_vm size-1 "$FILE_KEYS cowroot.size=192M cowtest=boot,grow,bigwrite,check,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=0'
+    expect '"size_bytes":201326592,'
+    expect 'COWTEST grow marker present'
+    expect 'COWTEST grow: grew the filesystem on /mnt \(/dev/.*\) from [0-9.]+ MiB to 1[89][0-9]\.[0-9] MiB'
+    expect 'COWTEST wrote 96 MiB'
+    expect 'COWTEST big file: 100663296 bytes'
+    expect 'COWTEST origin file: origin-A'
+    # Without the key the kept root keeps its size; growing again is a no-op.
+    run_vm size-2 "$FILE_KEYS cowtest=boot,grow,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(kept\)'
+    expect '"size_bytes":201326592,'
+    expect 'COWTEST grow: the filesystem on /mnt already fills'
+    origin_unchanged
+}
+
+scenario_status_check_follows_the_warn_levels() {
+    fresh_disks warn 64M
+    run_vm warn "$FILE_KEYS cowroot.warn=20,90 cowtest=boot,check80" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST check rc=0 cowroot OK: data [0-9.]+%, metadata [0-9.]+% of pool /dev/vdb used \(warn 20%, crit 90%\)'
+    expect 'COWTEST check rc=1 cowroot WARNING: data [0-9.]+%'
+    expect 'COWTEST check --log rc=1 <4>cowroot WARNING'
+    expect 'COWTEST check --log again rc=1 \[\]'
+    origin_unchanged
+}

@@ -275,6 +275,9 @@ fn already_active<S: System>(sys: &mut S, cfg: &Config) -> Result<bool> {
 /// Exists when `cowroot.onfail=ram` made this boot fall back to a RAM pool;
 /// holds why.
 pub const RAM_FALLBACK_MARKER: &str = "/run/cowroot/ram-fallback";
+/// Exists when the root device is larger than the origin (`cowroot.size`):
+/// cowroot-grow.service then grows the root filesystem.
+pub const GROW_MARKER: &str = "/run/cowroot/grow";
 /// Names the loop device of this boot's RAM pool, for `cowroot status`.
 pub const RAM_POOL_MARKER: &str = "/run/cowroot/ram-pool";
 
@@ -364,6 +367,12 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
     let mut exec = Executor::new(sys, &cfg.name);
     let (thins, origin_size, pool_label) = match setup(&cfg, &devices, &mut exec) {
         Ok(done) => {
+            if done.0.header.header.root_sectors.0 > 0 {
+                let marked = std::fs::create_dir_all("/run/cowroot").and_then(|()| std::fs::write(GROW_MARKER, b""));
+                if let Err(e) = marked {
+                    log::warn!("cannot write {GROW_MARKER} ({e}): grow the root filesystem with `cowroot grow /`");
+                }
+            }
             if let Some(ram) = exec.ram_pool() {
                 let marked = std::fs::create_dir_all("/run/cowroot")
                     .and_then(|()| std::fs::write(RAM_POOL_MARKER, format!("{ram}\n")));

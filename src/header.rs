@@ -14,7 +14,7 @@ pub const MAGIC: &[u8; 8] = b"COWROOT1";
 /// upgraded in place by the next header write. A newer version is refused.
 /// Version 2 added it; version 3 the image file's identity (read as none
 /// from older copies); version 4 the random-key flag (an older cowroot
-/// must not take such a pool for a plaintext one).
+/// must not take such a pool for a plaintext one) and the root's size.
 pub const VERSION: u32 = 4;
 const OLDEST_VERSION: u32 = 1;
 /// The whole reserved region at the start of the pool device.
@@ -84,6 +84,10 @@ pub struct PoolHeader {
     /// `probe::file_identity`): while the file's identity is unchanged, its
     /// content is not sampled again at boot. None for device origins.
     pub origin_file: Option<[u8; 16]>,
+    /// The size of the thin device the kept changes live on, when
+    /// `cowroot.size` made it larger than the origin; 0: the origin's.
+    /// Kept so that dropping the key later never shrinks a grown root.
+    pub root_sectors: Sectors,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +205,7 @@ impl PoolHeader {
         w.put(&origin.digest);
         w.u64(self.transaction);
         w.put(&self.origin_file.unwrap_or([0; 16]));
+        w.u64(self.root_sectors.0);
         debug_assert!(w.pos <= BODY_LEN);
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..BODY_LEN + 4].copy_from_slice(&crc.to_le_bytes());
@@ -248,6 +253,7 @@ impl PoolHeader {
         let digest = r.take::<32>();
         let transaction = if version >= 2 { r.u64() } else { 0 };
         let origin_file = if version >= 3 { Some(r.take::<16>()).filter(|f| f != &[0; 16]) } else { None };
+        let root_sectors = Sectors(if version >= 4 { r.u64() } else { 0 });
         if pad1 != 0 || pad2 != 0 || slot[r.pos..BODY_LEN].iter().any(|&b| b != 0) {
             return Err(SlotFault::Invalid("reserved bytes"));
         }
@@ -272,6 +278,7 @@ impl PoolHeader {
             origin,
             transaction,
             origin_file,
+            root_sectors,
         };
         header.validate().map_err(SlotFault::Invalid)?;
         Ok(header)
@@ -429,6 +436,7 @@ pub(crate) fn sample() -> PoolHeader {
         origin: Some(OriginId { size_bytes: 4096, digest: [3; 32] }),
         transaction: 3,
         origin_file: Some([4; 16]),
+        root_sectors: Sectors(0),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod fingerprint;
 pub mod format;
+pub mod grow;
 #[cfg(test)]
 mod fuzz;
 pub mod header;

@@ -33,6 +33,12 @@ usage:
   cowroot format DEVICE [--block-size SIZE] [--force]
                                              prepare a pool device or file
   cowroot status [--json] [--name NAME]      show origin, pool, use and health
+  cowroot status --check [--log]             exit 0, 1 or 2 (3: unknown) as monitoring plugins do:
+                                             pool use below cowroot.warn, above WARN, above CRIT;
+                                             --log: only when the level changed, with a priority
+                                             prefix for the journal (cowroot-check.timer)
+  cowroot grow [MOUNTPOINT]                  grow the filesystem mounted there (default /) to its
+                                             device (cowroot.size; cowroot-grow.service runs it)
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
@@ -57,7 +63,8 @@ usage:
   --cmdline STR    (boot) use STR instead of /proc/cmdline
 
 Keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset= cowroot.name=
-cowroot.timeout= cowroot.onfail= cowroot.debug= (see the README). They are read from
+cowroot.timeout= cowroot.onfail= cowroot.debug= cowroot.mode= cowroot.crypt=
+cowroot.size= cowroot.onchange= cowroot.warn= (see the README). They are read from
 /etc/cowroot.conf (key=value words, # comments, only cowroot's keys), then dracut's
 /etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
@@ -310,9 +317,15 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
         "status" => {
             klog::init(false, level);
             let json = args.flag("--json");
+            let check = args.flag("--check");
+            let log_changes = args.flag("--log");
             let settings = read_settings(config, None);
             let name = device_name(&mut args, &settings)?;
             args.done()?;
+            let levels = match settings.as_ref().ok().map(|s| s.config()) {
+                Some(Ok(Some(cfg))) => cfg.levels,
+                _ => config::UseLevels::default(),
+            };
             // Where this boot's cowroot.reset=1 came from, as the files
             // read now say (an edited /etc/cowroot.conf may differ from the
             // initramfs's copy).
@@ -328,7 +341,20 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 _ => status::Booted::default(),
             };
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
-            let info = status::gather(&mut sys, &name, booted)?;
+            let info = status::gather(&mut sys, &name, booted);
+            if check {
+                let (code, line) = match &info {
+                    Ok(info) => info.check(levels),
+                    Err(err) => (3, format!("cowroot UNKNOWN: {err}")),
+                };
+                if !log_changes || status::level_changed(&name, code) {
+                    // The journal takes a <N> prefix as the line's priority.
+                    let priority = if log_changes { ["<6>", "<4>", "<2>", "<3>"][code as usize] } else { "" };
+                    println!("{priority}{line}");
+                }
+                std::process::exit(code.into());
+            }
+            let info = info?;
             if json {
                 println!("{}", info.render_json());
             } else {
@@ -345,6 +371,13 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 "{}",
                 status::request_reset(&mut RealSystem::new(std::time::Duration::from_secs(1)), &name, cancel)?
             );
+            Ok(())
+        }
+        "grow" => {
+            klog::init(false, level);
+            let rest = args.done()?;
+            let mount_point = rest.first().map(String::as_str).unwrap_or("/");
+            println!("{}", cowroot::grow::grow(mount_point)?);
             Ok(())
         }
         "cleanup" => {

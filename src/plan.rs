@@ -269,6 +269,7 @@ pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHead
         origin: None,
         transaction: 0,
         origin_file: None,
+        root_sectors: Sectors(0),
     }
 }
 
@@ -413,6 +414,7 @@ pub fn plan_activation_for(
             h.origin = None;
             h.origin_file = None;
             h.transaction = 0;
+            h.root_sectors = Sectors(0);
         })?;
     }
     let h = &state.header;
@@ -503,6 +505,32 @@ pub fn plan_thins(
         }
     };
 
+    let block = pool_block.max(origin.logical_block);
+    let origin_len = origin.size.map(|size| round_up(size.sectors(), block));
+    let wanted = cfg.size.map(|size| round_up(size.sectors(), block));
+    if let (Some(wanted), Some(origin_len)) = (wanted, origin_len) {
+        if wanted < origin_len {
+            return Err(Error::config(
+                "cowroot.size",
+                format!(
+                    "{} is smaller than the origin ({}); the root cannot be smaller than its image",
+                    wanted.bytes(),
+                    origin_len.bytes()
+                ),
+            ));
+        }
+    }
+    // A root grown by cowroot.size stays that size while its changes are
+    // kept; a new thin takes the size asked for now.
+    let grown = |recorded: Sectors| -> Sectors {
+        let wanted = wanted.unwrap_or(Sectors(0)).max(recorded);
+        if origin_len.is_some_and(|o| wanted <= o) {
+            Sectors(0)
+        } else {
+            wanted
+        }
+    };
+
     if mode != Mode::Kept {
         // New thin first, header second, old thin last: power lost between
         // any two steps leaves a header that names a thin that exists.
@@ -525,6 +553,7 @@ pub fn plan_thins(
             h.generation = generation;
             h.flags &= !FLAG_RESET_NEXT_BOOT;
             h.transaction = next_txn;
+            h.root_sectors = grown(Sectors(0));
             if origin.id.is_some() {
                 h.origin = origin.id;
                 h.origin_file = origin.file;
@@ -542,6 +571,11 @@ pub fn plan_thins(
         state.write(&mut steps, false, "record the image file's identity", |h| h.origin_file = origin.file)?;
     }
 
+    if mode == Mode::Kept && origin_len.is_some() && grown(state.header.root_sectors) != state.header.root_sectors {
+        let root = grown(state.header.root_sectors);
+        state.write(&mut steps, false, "grow the root", |h| h.root_sectors = root)?;
+    }
+
     let wrote = state.header.seq != activation.header.header.seq;
     if wrote || activation.other != OtherCopy::InSync {
         // At rest both copies say the same: then damage to either one, the
@@ -554,9 +588,10 @@ pub fn plan_thins(
         };
         state.write(&mut steps, false, why, |_| {})?;
     }
-    let len = match origin.size {
-        Some(size) => round_up(size.sectors(), pool_block.max(origin.logical_block)),
-        None => Sectors(0),
+    // 0: as long as the origin (a dry run of an image file).
+    let len = match origin_len {
+        Some(origin_len) => origin_len.max(state.header.root_sectors),
+        None => state.header.root_sectors,
     };
     steps.push(Step::CreateThin { id: state.header.active_thin, len, origin: origin.device.clone() });
     Ok(ThinPlan { steps, mode, header: state, origin_change })
@@ -900,6 +935,37 @@ mod tests {
         unused.origin = None;
         let state = PoolState::Ours { slot: 0, header: unused, other: OtherCopy::InSync };
         assert!(crypt_plan("cowroot.crypt=random", state, 1).is_ok());
+    }
+
+    fn thin_len(p: &(Activation, ThinPlan)) -> u64 {
+        match p.1.steps.last() {
+            Some(Step::CreateThin { len, .. }) => len.0,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_root_grown_by_size_stays_grown_while_its_changes_are_kept() {
+        let origin_sectors = (64 << 20) / 512;
+        let first = plan(&cfg("cowroot.size=256M"), PoolState::Blank, &origin(1), None).unwrap();
+        assert_eq!(thin_len(&first), (256 << 20) / 512);
+        assert_eq!(first.1.header.header.root_sectors, Sectors((256 << 20) / 512));
+        // Dropping the key, or asking for less, never shrinks a kept root.
+        for extra in ["", "cowroot.size=128M"] {
+            let kept = plan(&cfg(extra), after(&first), &origin(1), None).unwrap();
+            assert_eq!((kept.1.mode, thin_len(&kept)), (Mode::Kept, (256 << 20) / 512), "{extra}");
+            assert_eq!(kinds(&kept.1.steps), ["thin 1"], "{extra}");
+        }
+        // Asking for more grows it, recorded first.
+        let more = plan(&cfg("cowroot.size=1G"), after(&first), &origin(1), None).unwrap();
+        assert_eq!(thin_len(&more), (1 << 30) / 512);
+        assert_eq!(kinds(&more.1.steps)[0], "header0:grow the root:seq5:txnS+0");
+        // A reset takes the size asked for now: none, the origin's.
+        let reset = plan(&cfg("cowroot.reset=1"), after(&first), &origin(1), None).unwrap();
+        assert_eq!((thin_len(&reset), reset.1.header.header.root_sectors), (origin_sectors, Sectors(0)));
+        // Smaller than the origin is refused.
+        let err = plan(&cfg("cowroot.size=32M"), PoolState::Blank, &origin(1), None).unwrap_err();
+        assert!(matches!(&err, Error::Config { key, .. } if key == "cowroot.size"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cowroot status` and `cowroot reset` on the running system: facts come
 //! from the live dm tables and the pool header; rendering is pure.
 
+use crate::config::UseLevels;
 use crate::error::{Error, Result};
 use crate::exec::System;
 use crate::header::{PoolHeader, SlotFault, FLAG_RESET_NEXT_BOOT};
@@ -184,6 +185,48 @@ impl StatusInfo {
             self.pool_in_ram,
         )
     }
+}
+
+impl StatusInfo {
+    /// A monitoring plugin's verdict on the pool's use: exit code 0, 1 or
+    /// 2 (ok, above WARN, above CRIT; an unhealthy pool is critical) and
+    /// one line saying why.
+    pub fn check(&self, levels: UseLevels) -> (u8, String) {
+        let data = percent(self.data_used_bytes, self.data_total_bytes);
+        let meta = percent(self.meta_used_bytes, self.meta_total_bytes);
+        let worst = data.max(meta);
+        let (code, word) = if self.health() != "ok" || worst >= levels.crit as f64 {
+            (2, "CRITICAL")
+        } else if worst >= levels.warn as f64 {
+            (1, "WARNING")
+        } else {
+            (0, "OK")
+        };
+        let mut line = format!(
+            "cowroot {word}: data {data:.1}%, metadata {meta:.1}% of pool {} used (warn {}%, crit {}%)",
+            self.pool_device, levels.warn, levels.crit
+        );
+        if self.health() != "ok" {
+            line.push_str(&format!("; pool health: {}", self.health()));
+        }
+        if code > 0 {
+            line.push_str(
+                "; when the pool is full, writes to the root fail: free space in the root, or reset it \
+                 (`cowroot reset`, then reboot)",
+            );
+        }
+        (code, line)
+    }
+}
+
+/// Records the use level `cowroot status --check --log` found; true when
+/// it differs from the last one recorded (or none was), so the journal
+/// hears of each crossing once, not at every poll.
+pub fn level_changed(name: &DeviceName, code: u8) -> bool {
+    let path = format!("/run/cowroot/{}.use-level", name.dm_name(Role::Thin));
+    let last = std::fs::read_to_string(&path).ok();
+    let _ = std::fs::create_dir_all("/run/cowroot").and_then(|()| std::fs::write(&path, code.to_string()));
+    last.as_deref().map(str::trim) != Some(code.to_string().as_str())
 }
 
 pub fn json_string(value: &str) -> String {
@@ -498,6 +541,24 @@ mod tests {
         d.damaged_copy = Some((1, SlotFault::BadChecksum));
         assert!(d.render_text().contains("header:     COPY 1 DAMAGED (checksum mismatch)"), "{}", d.render_text());
         assert!(d.render_json().contains("\"damaged_header_copy\":{\"copy\":1,\"fault\":\"checksum mismatch\"}"));
+    }
+
+    #[test]
+    fn check_follows_the_levels_and_the_health() {
+        let levels = UseLevels { warn: 80, crit: 95 };
+        let mut s = sample();
+        assert_eq!(s.check(levels).0, 0);
+        assert!(s.check(levels).1.starts_with("cowroot OK: data 1.5%, metadata 2.0% of pool /dev/vdc used"));
+        s.meta_used_bytes = s.meta_total_bytes * 81 / 100;
+        assert_eq!(s.check(levels).0, 1, "metadata counts as data does");
+        s.data_used_bytes = s.data_total_bytes * 96 / 100;
+        let (code, line) = s.check(levels);
+        assert_eq!(code, 2);
+        assert!(line.starts_with("cowroot CRITICAL: data 96.0%"), "{line}");
+        let mut t = sample();
+        t.pool_mode = "out_of_data_space".into();
+        assert_eq!(t.check(levels).0, 2);
+        assert_eq!(sample().check(UseLevels { warn: 1, crit: 50 }).0, 1);
     }
 
     #[test]

@@ -65,8 +65,9 @@ depends() {
 installkernel() {
     # dm-thin-pool pulls in dm-mod, dm-bufio, dm-bio-prison,
     # dm-persistent-data and libcrc32c; then loop and the filesystems an
-    # image host may use.
-    hostonly='' instmods crc32c_generic dm-thin-pool loop ext4 xfs btrfs vfat exfat squashfs erofs isofs udf ntfs3
+    # image host may use; dm-crypt and xts (with the CPU's AES where it has
+    # one) for cowroot.crypt=random.
+    hostonly='' instmods crc32c_generic dm-thin-pool loop ext4 xfs btrfs vfat exfat squashfs erofs isofs udf ntfs3 dm-crypt xts aesni_intel
 }
 
 # called by dracut
