@@ -289,7 +289,6 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
         log::set_max_level(log::LevelFilter::Debug);
     }
     log::debug!("keys: {}", settings.describe());
-    cfg.check_supported()?;
     let fallback = cfg.onfail == OnFail::Ram && matches!(mode, BootMode::Normal | BootMode::NoWait | BootMode::LastTry);
     match boot_with(sys, settings, &cfg, mode) {
         Err(err) if fallback && ram_may_help(&err) => {
@@ -320,7 +319,6 @@ fn ram_may_help(err: &Error) -> bool {
         Error::DeviceNotYet { .. }
         | Error::ImageMissing { .. }
         | Error::HibernationPending { .. }
-        | Error::Unsupported { .. }
         | Error::Usage(_)
         | Error::InFile { .. } => false,
         _ => true,
@@ -629,6 +627,8 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
             plan::Mode::Kept => "keep the changes",
             plan::Mode::Reset => "discard the changes",
             plan::Mode::NewOrigin => "start fresh on the changed origin (cowroot.onchange=reset)",
+            plan::Mode::Frozen => "run on a fresh snapshot of the frozen base",
+            plan::Mode::Maintenance => "write into the frozen base (maintenance)",
         },
         thins.header.header.generation
     );

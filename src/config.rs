@@ -119,6 +119,8 @@ pub struct Config {
     pub size: Option<Bytes>,
     pub onchange: OnChange,
     pub levels: UseLevels,
+    /// `cowroot.maintenance=1`: in frozen mode, this boot writes the base.
+    pub maintenance: bool,
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -140,6 +142,7 @@ pub(crate) const KEYS: &[&str] = &[
     "cowroot.size",
     "cowroot.onchange",
     "cowroot.warn",
+    "cowroot.maintenance",
 ];
 
 impl fmt::Display for DevSpec {
@@ -526,6 +529,10 @@ impl Config {
                 }
             },
         };
+        let maintenance = match get("cowroot.maintenance") {
+            None => false,
+            Some(v) => parse_bool("cowroot.maintenance", v)?,
+        };
         let levels = match get("cowroot.warn") {
             None => UseLevels::default(),
             Some(v) => parse_levels(require("cowroot.warn", v)?)?,
@@ -546,6 +553,7 @@ impl Config {
             size,
             onchange,
             levels,
+            maintenance,
         };
         cfg.check_combinations()?;
         Ok(Some(cfg))
@@ -572,6 +580,12 @@ impl Config {
                 format!("frozen needs a pool that survives boots to hold the base, but {why}; drop one of cowroot.mode=frozen and {key}"),
             ));
         }
+        if self.maintenance && self.mode != RootMode::Frozen {
+            return Err(Error::config(
+                "cowroot.maintenance",
+                "a maintenance boot writes into the base of cowroot.mode=frozen, but this boot is not frozen; add cowroot.mode=frozen or drop cowroot.maintenance",
+            ));
+        }
         if self.onfail == OnFail::Ram && self.pool.is_ram() {
             return Err(Error::config(
                 "cowroot.onfail",
@@ -581,13 +595,6 @@ impl Config {
         Ok(())
     }
 
-    /// The parts the boot agent parses but does not implement yet.
-    pub fn check_supported(&self) -> Result<()> {
-        if self.mode == RootMode::Frozen {
-            return Err(Error::Unsupported { key: "cowroot.mode".into(), what: "frozen mode".into() });
-        }
-        Ok(())
-    }
 }
 
 /// `WARN,CRIT` in percent, WARN below CRIT.
@@ -684,7 +691,6 @@ mod tests {
         let cfg = parse("cowroot=\"/my images/r.img\" cowroot.dev=/dev/vdb cowpool=vg0/thin").unwrap().unwrap();
         assert_eq!(cfg.source, Source::File("/my images/r.img".into()));
         assert_eq!(cfg.pool, PoolSpec::Lvm { vg: "vg0".into(), lv: "thin".into() });
-        assert!(cfg.check_supported().is_ok());
 
         let cfg = parse("cowroot=/dev/vdb cowpool=ram:512M").unwrap().unwrap();
         assert_eq!(cfg.pool, PoolSpec::Ram(Some(RamSize::Bytes(Bytes(512 << 20)))));
@@ -812,13 +818,5 @@ mod tests {
         ] {
             assert_eq!(onfail_policy(&split(line)), want, "{line}");
         }
-    }
-
-    #[test]
-    fn not_yet_supported_modes_say_so() {
-        assert!(parse("cowroot=/dev/vdb cowpool=vg/lv cowroot.onfail=ro").unwrap().unwrap().check_supported().is_ok());
-        assert!(parse("cowroot=/dev/vdb cowpool=ram:1G").unwrap().unwrap().check_supported().is_ok());
-        let err = parse("cowroot=/dev/vdb cowpool=/dev/vdc cowroot.mode=frozen").unwrap().unwrap().check_supported();
-        assert!(err.unwrap_err().to_string().contains("not supported yet"));
     }
 }

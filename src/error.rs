@@ -39,8 +39,6 @@ pub enum Error {
     Inconsistent(String),
     /// A system call or ioctl failed.
     Io { op: String, target: String, errno: String },
-    /// A feature parsed from the command line that is not implemented yet.
-    Unsupported { key: String, what: String },
     /// Setting up failed and so did undoing part of it.
     Rollback { cause: Box<Error>, failures: Vec<String> },
     /// A hibernation image waits on the resume device and was not resumed.
@@ -154,9 +152,6 @@ impl fmt::Display for Error {
             ),
             Error::Inconsistent(m) => write!(f, "pool is inconsistent: {m}"),
             Error::Io { op, target, errno } => write!(f, "{op} {target}: {errno}"),
-            Error::Unsupported { key, what } => {
-                write!(f, "{key}: {what} is not supported yet by this cowroot")
-            }
             Error::Rollback { cause, failures } => {
                 write!(f, "{cause}; cleaning up also failed: {}", failures.join("; "))
             }

@@ -36,7 +36,10 @@ pub const FLAG_RESET_NEXT_BOOT: u32 = 1;
 /// The pool holds a `cowroot.crypt=random` session: its metadata and data
 /// are encrypted with keys that were never stored.
 pub const FLAG_CRYPT_RANDOM: u32 = 2;
-const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT | FLAG_CRYPT_RANDOM;
+/// Set when `cowroot maintenance` asked the next boot to write into the
+/// frozen base; that boot clears it.
+pub const FLAG_MAINTENANCE_NEXT_BOOT: u32 = 4;
+const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT | FLAG_CRYPT_RANDOM | FLAG_MAINTENANCE_NEXT_BOOT;
 
 /// Where the thin-pool's metadata and data live on the pool device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,13 @@ pub struct PoolHeader {
     /// `cowroot.size` made it larger than the origin; 0: the origin's.
     /// Kept so that dropping the key later never shrinks a grown root.
     pub root_sectors: Sectors,
+    /// `cowroot.mode=frozen`: the thin holding the base every boot
+    /// snapshots (the active thin is then that boot's snapshot, or the base
+    /// itself in a maintenance boot); 0 when not frozen.
+    pub base_thin: u32,
+    /// A second thin id to delete with `garbage_thin` (a frozen reset
+    /// leaves both the old base and the old snapshot); 0 for none.
+    pub garbage_thin2: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +216,8 @@ impl PoolHeader {
         w.u64(self.transaction);
         w.put(&self.origin_file.unwrap_or([0; 16]));
         w.u64(self.root_sectors.0);
+        w.u32(self.base_thin);
+        w.u32(self.garbage_thin2);
         debug_assert!(w.pos <= BODY_LEN);
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..BODY_LEN + 4].copy_from_slice(&crc.to_le_bytes());
@@ -254,6 +266,7 @@ impl PoolHeader {
         let transaction = if version >= 2 { r.u64() } else { 0 };
         let origin_file = if version >= 3 { Some(r.take::<16>()).filter(|f| f != &[0; 16]) } else { None };
         let root_sectors = Sectors(if version >= 4 { r.u64() } else { 0 });
+        let (base_thin, garbage_thin2) = if version >= 4 { (r.u32(), r.u32()) } else { (0, 0) };
         if pad1 != 0 || pad2 != 0 || slot[r.pos..BODY_LEN].iter().any(|&b| b != 0) {
             return Err(SlotFault::Invalid("reserved bytes"));
         }
@@ -279,6 +292,8 @@ impl PoolHeader {
             transaction,
             origin_file,
             root_sectors,
+            base_thin,
+            garbage_thin2,
         };
         header.validate().map_err(SlotFault::Invalid)?;
         Ok(header)
@@ -314,7 +329,11 @@ impl PoolHeader {
             && self.next_thin <= MAX_THIN_ID + 1
             && self.active_thin < self.next_thin
             && self.garbage_thin < self.next_thin
-            && (self.garbage_thin == 0 || self.garbage_thin != self.active_thin);
+            && (self.garbage_thin == 0 || self.garbage_thin != self.active_thin)
+            && self.base_thin < self.next_thin
+            && self.garbage_thin2 < self.next_thin
+            && (self.garbage_thin2 == 0 || ![self.active_thin, self.base_thin, self.garbage_thin].contains(&self.garbage_thin2))
+            && (self.base_thin == 0 || (self.active_thin != 0 && self.base_thin != self.garbage_thin));
         if !ids_ok {
             return Err("thin ids");
         }
@@ -437,6 +456,8 @@ pub(crate) fn sample() -> PoolHeader {
         transaction: 3,
         origin_file: Some([4; 16]),
         root_sectors: Sectors(0),
+        base_thin: 0,
+        garbage_thin2: 0,
     }
 }
 
@@ -543,7 +564,7 @@ mod tests {
         assert_eq!(crafted(set64(16, u64::MAX)), Err(SlotFault::Invalid("sequence number")));
         assert_eq!(crafted(set64(16, 0)), Err(SlotFault::Invalid("sequence number")));
         // Unknown flags and padding.
-        assert_eq!(crafted(set32(52, 6)), Err(SlotFault::Invalid("flags")));
+        assert_eq!(crafted(set32(52, 8)), Err(SlotFault::Invalid("flags")));
         assert_eq!(crafted(set32(100, 1)), Err(SlotFault::Invalid("reserved bytes")));
         assert_eq!(crafted(|b| b[200] = 1), Err(SlotFault::Invalid("reserved bytes")));
         // A header at its last usable seq can be read but not advanced.

@@ -12,7 +12,9 @@ use crate::config::{Config, DevSpec, OnChange, RootMode, Source};
 use crate::crypt::{Key, SessionKeys};
 use crate::error::{Error, Result};
 use crate::fingerprint::short_digest;
-use crate::header::{self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID};
+use crate::header::{
+    self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID,
+};
 use crate::layout::{plan_layout, BlockSize, Layout};
 use crate::names::Role;
 use crate::pool::{PoolFacts, PoolState};
@@ -99,6 +101,11 @@ pub enum Step {
     },
     CreateThinId {
         id: u32,
+    },
+    /// A snapshot of thin `of` (which must not be active).
+    CreateSnapId {
+        id: u32,
+        of: u32,
     },
     /// Deletes a thin id; `missing_ok` for cleaning up crash leftovers.
     DeleteThinId {
@@ -191,6 +198,7 @@ impl Step {
     pub fn pool_message(&self) -> Option<String> {
         match self {
             Step::CreateThinId { id } => Some(format!("create_thin {id}")),
+            Step::CreateSnapId { id, of } => Some(format!("create_snap {id} {of}")),
             Step::DeleteThinId { id, .. } => Some(format!("delete {id}")),
             Step::SetTransactionId { from, to } => Some(format!("set_transaction_id {from} {to}")),
             _ => None,
@@ -221,6 +229,10 @@ pub enum Mode {
     Reset,
     /// Reset because the origin changed (`cowroot.onchange=reset`).
     NewOrigin,
+    /// `cowroot.mode=frozen`: a fresh snapshot of the base.
+    Frozen,
+    /// A frozen pool's maintenance boot: writes go into the base.
+    Maintenance,
 }
 
 impl Mode {
@@ -231,6 +243,8 @@ impl Mode {
             Mode::Kept => "kept",
             Mode::Reset => "reset",
             Mode::NewOrigin => "reset: new origin",
+            Mode::Frozen => "frozen",
+            Mode::Maintenance => "maintenance: writing the base",
         }
     }
 }
@@ -270,6 +284,8 @@ pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHead
         transaction: 0,
         origin_file: None,
         root_sectors: Sectors(0),
+        base_thin: 0,
+        garbage_thin2: 0,
     }
 }
 
@@ -415,6 +431,8 @@ pub fn plan_activation_for(
             h.origin_file = None;
             h.transaction = 0;
             h.root_sectors = Sectors(0);
+            h.base_thin = 0;
+            h.garbage_thin2 = 0;
         })?;
     }
     let h = &state.header;
@@ -473,12 +491,16 @@ pub fn plan_thins(
     let mut state = activation.header.clone();
     let txn = bind_transaction(&state, metadata_transaction)?;
 
-    // A reset interrupted by power loss can leave one thin id behind.
-    let garbage = state.header.garbage_thin;
-    if garbage != 0 {
-        steps.push(Step::DeleteThinId { id: garbage, missing_ok: true });
+    // What the last reset left (when nothing deleted it after boot), or
+    // what an interrupted one reserved.
+    let garbage = [state.header.garbage_thin, state.header.garbage_thin2];
+    if garbage != [0, 0] {
+        for id in garbage.into_iter().filter(|&id| id != 0) {
+            steps.push(Step::DeleteThinId { id, missing_ok: true });
+        }
         state.write(&mut steps, false, "forget leftover thin", |h| {
             h.garbage_thin = 0;
+            h.garbage_thin2 = 0;
             h.transaction = txn;
         })?;
     }
@@ -531,47 +553,108 @@ pub fn plan_thins(
         }
     };
 
-    if mode != Mode::Kept {
-        // New thin first, header second, old thin last: power lost between
-        // any two steps leaves a header that names a thin that exists.
-        let new = state.header.next_thin;
-        if new > MAX_THIN_ID {
+    // What the thins become. A fresh start makes a new thin (in frozen
+    // mode, a new base and a snapshot of it to boot from); a frozen boot
+    // snapshots the base; a maintenance boot runs on the base itself.
+    let frozen = cfg.mode == RootMode::Frozen;
+    let maintenance = frozen && (cfg.maintenance || state.header.flags & FLAG_MAINTENANCE_NEXT_BOOT != 0);
+    let fresh = mode != Mode::Kept;
+    let base = state.header.base_thin;
+    let next = state.header.next_thin;
+    let kept_base = if base != 0 { base } else { old };
+    let mut creates = Vec::new();
+    let (active, new_base) = match (fresh, frozen, maintenance) {
+        (true, false, _) => {
+            creates.push(Step::CreateThinId { id: next });
+            (next, 0)
+        }
+        (true, true, true) => {
+            creates.push(Step::CreateThinId { id: next });
+            (next, next)
+        }
+        (true, true, false) => {
+            creates.push(Step::CreateThinId { id: next });
+            creates.push(Step::CreateSnapId { id: next + 1, of: next });
+            (next + 1, next)
+        }
+        // Leaving frozen mode: the changes the machine runs on now are kept.
+        (false, false, _) => (old, 0),
+        (false, true, true) => (kept_base, kept_base),
+        (false, true, false) => {
+            creates.push(Step::CreateSnapId { id: next, of: kept_base });
+            (next, kept_base)
+        }
+    };
+    let mode = match (mode, frozen, maintenance) {
+        (Mode::Kept, true, true) => Mode::Maintenance,
+        (Mode::Kept, true, false) => Mode::Frozen,
+        (mode, _, _) => mode,
+    };
+    // What is left to delete: the last boot's thins that are neither
+    // active nor the base now (deleted after boot, see below).
+    let mut leftovers = [old, base].into_iter().filter(|&t| t != 0 && t != active && t != new_base);
+    let (left1, left2) = (leftovers.next().unwrap_or(0), leftovers.next().unwrap_or(0));
+    let clear_flags = if fresh { FLAG_RESET_NEXT_BOOT | FLAG_MAINTENANCE_NEXT_BOOT } else { FLAG_MAINTENANCE_NEXT_BOOT };
+
+    if !creates.is_empty() {
+        // New thins first, header second, old thins last: power lost
+        // between any two steps leaves a header that names thins that exist.
+        let count = creates.len() as u32;
+        if next + count - 1 > MAX_THIN_ID {
             return Err(state.exhausted("all 2^24 thin ids have been used"));
         }
-        let generation =
-            state.header.generation.checked_add(1).ok_or_else(|| state_exhausted(&activation.header.device))?;
+        let generation = if fresh {
+            state.header.generation.checked_add(1).ok_or_else(|| state_exhausted(&activation.header.device))?
+        } else {
+            state.header.generation
+        };
         let next_txn = state.header.transaction_after(txn).ok_or_else(|| state_exhausted(&activation.header.device))?;
         state.write(&mut steps, false, "reserve thin id", |h| {
-            h.next_thin = new + 1;
-            h.garbage_thin = new;
+            h.next_thin = next + count;
+            h.garbage_thin = next;
+            h.garbage_thin2 = if count > 1 { next + 1 } else { 0 };
         })?;
-        steps.push(Step::CreateThinId { id: new });
+        steps.extend(creates);
         steps.push(Step::SetTransactionId { from: txn, to: next_txn });
-        state.write(&mut steps, false, "switch to new thin", |h| {
-            h.active_thin = new;
-            h.garbage_thin = old;
+        let why = if frozen && !fresh { "switch to a new snapshot of the base" } else { "switch to new thin" };
+        state.write(&mut steps, false, why, |h| {
+            h.active_thin = active;
+            h.base_thin = new_base;
+            h.garbage_thin = left1;
+            h.garbage_thin2 = left2;
             h.generation = generation;
-            h.flags &= !FLAG_RESET_NEXT_BOOT;
+            h.flags &= !clear_flags;
             h.transaction = next_txn;
-            h.root_sectors = grown(Sectors(0));
-            if origin.id.is_some() {
-                h.origin = origin.id;
-                h.origin_file = origin.file;
+            if fresh {
+                h.root_sectors = grown(Sectors(0));
+                if origin.id.is_some() {
+                    h.origin = origin.id;
+                    h.origin_file = origin.file;
+                }
             }
         })?;
-        // The old thin stays as the leftover: deleting it takes time that
-        // grows with what was kept, so the booted system does it
+        // The old thins stay as leftovers: deleting them takes time that
+        // grows with what they hold, so the booted system does it
         // (`cowroot cleanup`), or failing that the next boot (above).
+    } else if active != old || new_base != base || state.header.flags & clear_flags != 0 {
+        let why = if maintenance { "maintenance: run on the base" } else { "leave frozen mode" };
+        state.write(&mut steps, false, why, |h| {
+            h.active_thin = active;
+            h.base_thin = new_base;
+            h.garbage_thin = left1;
+            h.garbage_thin2 = left2;
+            h.flags &= !clear_flags;
+        })?;
     }
 
     // The same content under a new file identity (copied with its times,
     // another host filesystem): record it, so the next boot need not
     // sample.
-    if mode == Mode::Kept && origin.id.is_some() && state.header.origin_file != origin.file {
+    if !fresh && origin.id.is_some() && state.header.origin_file != origin.file {
         state.write(&mut steps, false, "record the image file's identity", |h| h.origin_file = origin.file)?;
     }
 
-    if mode == Mode::Kept && origin_len.is_some() && grown(state.header.root_sectors) != state.header.root_sectors {
+    if !fresh && origin_len.is_some() && grown(state.header.root_sectors) != state.header.root_sectors {
         let root = grown(state.header.root_sectors);
         state.write(&mut steps, false, "grow the root", |h| h.root_sectors = root)?;
     }
@@ -602,27 +685,27 @@ pub fn plan_thins(
 /// header copies. Nothing to do gives no steps. A power cut anywhere leaves
 /// the id in the header: the next cleanup or boot deletes it (missing_ok).
 pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32) -> Result<Vec<Step>> {
-    let leftover = header.header.garbage_thin;
-    if leftover == 0 {
+    let h = &header.header;
+    let leftovers: Vec<u32> = [h.garbage_thin, h.garbage_thin2].into_iter().filter(|&id| id != 0).collect();
+    if leftovers.is_empty() {
         return Ok(Vec::new());
     }
-    if leftover == in_use || leftover == header.header.active_thin {
+    if let Some(id) = leftovers.iter().find(|&&id| id == in_use || id == h.active_thin || id == h.base_thin) {
         return Err(Error::Inconsistent(format!(
-            "{}: the header names thin {leftover} as both in use and left over; nothing was deleted",
+            "{}: the header names thin {id} as both in use and left over; nothing was deleted",
             header.device
         )));
     }
     // On a running system the boot wrote the switch: nothing is in flight.
-    if metadata_transaction != header.header.transaction {
-        return Err(Error::HeaderMismatch {
-            device: header.device.clone(),
-            header: header.header.transaction,
-            metadata: metadata_transaction,
-        });
+    if metadata_transaction != h.transaction {
+        return Err(Error::HeaderMismatch { device: header.device.clone(), header: h.transaction, metadata: metadata_transaction });
     }
     let mut state = header.clone();
-    let mut steps = vec![Step::DeleteThinId { id: leftover, missing_ok: true }];
-    state.write(&mut steps, false, "forget leftover thin", |h| h.garbage_thin = 0)?;
+    let mut steps: Vec<Step> = leftovers.iter().map(|&id| Step::DeleteThinId { id, missing_ok: true }).collect();
+    state.write(&mut steps, false, "forget leftover thin", |h| {
+        h.garbage_thin = 0;
+        h.garbage_thin2 = 0;
+    })?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
     Ok(steps)
 }
