@@ -594,7 +594,6 @@ impl Config {
         }
         Ok(())
     }
-
 }
 
 /// `WARN,CRIT` in percent, WARN below CRIT.

@@ -36,8 +36,8 @@ fn mounted_device(mount_point: &str) -> Result<String> {
     let text = std::fs::read_to_string(MOUNTINFO).map_err(|e| Error::io("read", MOUNTINFO, e))?;
     let number = text
         .lines()
-        .filter(|line| line.split(' ').nth(4) == Some(mount_point))
-        .last()
+        .rev()
+        .find(|line| line.split(' ').nth(4) == Some(mount_point))
         .and_then(|line| line.split(' ').nth(2))
         .ok_or_else(|| Error::io("find the device of", mount_point, "not a mount point"))?;
     let num = number.parse().map_err(|e: crate::table::ParseError| Error::io("read", MOUNTINFO, e.0))?;

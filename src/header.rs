@@ -332,7 +332,8 @@ impl PoolHeader {
             && (self.garbage_thin == 0 || self.garbage_thin != self.active_thin)
             && self.base_thin < self.next_thin
             && self.garbage_thin2 < self.next_thin
-            && (self.garbage_thin2 == 0 || ![self.active_thin, self.base_thin, self.garbage_thin].contains(&self.garbage_thin2))
+            && (self.garbage_thin2 == 0
+                || ![self.active_thin, self.base_thin, self.garbage_thin].contains(&self.garbage_thin2))
             && (self.base_thin == 0 || (self.active_thin != 0 && self.base_thin != self.garbage_thin));
         if !ids_ok {
             return Err("thin ids");

@@ -14,9 +14,9 @@ pub mod error;
 pub mod exec;
 pub mod fingerprint;
 pub mod format;
-pub mod grow;
 #[cfg(test)]
 mod fuzz;
+pub mod grow;
 pub mod header;
 pub mod inspect;
 pub mod klog;

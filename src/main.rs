@@ -40,6 +40,9 @@ usage:
   cowroot grow [MOUNTPOINT]                  grow the filesystem mounted there (default /) to its
                                              device (cowroot.size; cowroot-grow.service runs it)
   cowroot reset [--cancel] [--name NAME]     make the next boot discard the changes
+  cowroot maintenance [--cancel] [--name NAME]
+                                             in cowroot.mode=frozen, make the next boot write
+                                             into the base (the boot after it is frozen again)
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
@@ -64,7 +67,7 @@ usage:
 
 Keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset= cowroot.name=
 cowroot.timeout= cowroot.onfail= cowroot.debug= cowroot.mode= cowroot.crypt=
-cowroot.size= cowroot.onchange= cowroot.warn= (see the README). They are read from
+cowroot.size= cowroot.onchange= cowroot.warn= cowroot.maintenance= (see the README). They are read from
 /etc/cowroot.conf (key=value words, # comments, only cowroot's keys), then dracut's
 /etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
@@ -371,6 +374,15 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 "{}",
                 status::request_reset(&mut RealSystem::new(std::time::Duration::from_secs(1)), &name, cancel)?
             );
+            Ok(())
+        }
+        "maintenance" => {
+            klog::init(false, level);
+            let cancel = args.flag("--cancel");
+            let name = device_name(&mut args, &read_settings(config, None))?;
+            args.done()?;
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
+            println!("{}", status::request_maintenance(&mut sys, &name, cancel)?);
             Ok(())
         }
         "grow" => {

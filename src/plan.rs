@@ -13,7 +13,8 @@ use crate::crypt::{Key, SessionKeys};
 use crate::error::{Error, Result};
 use crate::fingerprint::short_digest;
 use crate::header::{
-    self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID,
+    self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESET_NEXT_BOOT,
+    MAX_THIN_ID,
 };
 use crate::layout::{plan_layout, BlockSize, Layout};
 use crate::names::Role;
@@ -594,7 +595,8 @@ pub fn plan_thins(
     // active nor the base now (deleted after boot, see below).
     let mut leftovers = [old, base].into_iter().filter(|&t| t != 0 && t != active && t != new_base);
     let (left1, left2) = (leftovers.next().unwrap_or(0), leftovers.next().unwrap_or(0));
-    let clear_flags = if fresh { FLAG_RESET_NEXT_BOOT | FLAG_MAINTENANCE_NEXT_BOOT } else { FLAG_MAINTENANCE_NEXT_BOOT };
+    let clear_flags =
+        if fresh { FLAG_RESET_NEXT_BOOT | FLAG_MAINTENANCE_NEXT_BOOT } else { FLAG_MAINTENANCE_NEXT_BOOT };
 
     if !creates.is_empty() {
         // New thins first, header second, old thins last: power lost
@@ -698,7 +700,11 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
     }
     // On a running system the boot wrote the switch: nothing is in flight.
     if metadata_transaction != h.transaction {
-        return Err(Error::HeaderMismatch { device: header.device.clone(), header: h.transaction, metadata: metadata_transaction });
+        return Err(Error::HeaderMismatch {
+            device: header.device.clone(),
+            header: h.transaction,
+            metadata: metadata_transaction,
+        });
     }
     let mut state = header.clone();
     let mut steps: Vec<Step> = leftovers.iter().map(|&id| Step::DeleteThinId { id, missing_ok: true }).collect();
@@ -1049,6 +1055,95 @@ mod tests {
         // Smaller than the origin is refused.
         let err = plan(&cfg("cowroot.size=32M"), PoolState::Blank, &origin(1), None).unwrap_err();
         assert!(matches!(&err, Error::Config { key, .. } if key == "cowroot.size"), "{err}");
+    }
+
+    #[test]
+    fn frozen_boots_run_on_throwaway_snapshots_of_the_base() {
+        let frozen = cfg("cowroot.mode=frozen");
+        let first = plan(&frozen, PoolState::Blank, &origin(1), None).unwrap();
+        assert_eq!(first.1.mode, Mode::Formatted);
+        assert_eq!(
+            kinds(&first.1.steps),
+            [
+                "header1:reserve thin id:seq2:txn0",
+                "create_thin 1",
+                "create_snap 2 1",
+                "set_transaction_id 0 S+0",
+                "header0:switch to new thin:seq3:txnS+0",
+                "header1:mirror to the other copy:seq4:txnS+0",
+                "thin 2",
+            ]
+        );
+        let h = &first.1.header.header;
+        assert_eq!((h.base_thin, h.active_thin, h.garbage_thin, h.garbage_thin2, h.generation), (1, 2, 0, 0, 1));
+
+        // Each boot: a new snapshot of the base; the last one is left over.
+        let second = plan(&frozen, after(&first), &origin(1), None).unwrap();
+        assert_eq!(second.1.mode, Mode::Frozen);
+        assert_eq!(kinds(&second.1.steps)[1..3], ["create_snap 3 1".to_string(), "set_transaction_id S+0 S+1".into()]);
+        let h = &second.1.header.header;
+        assert_eq!((h.base_thin, h.active_thin, h.garbage_thin, h.generation), (1, 3, 2, 1));
+        // The next boot deletes that leftover first (when nothing after boot did).
+        let third = plan(&frozen, after(&second), &origin(1), None).unwrap();
+        assert_eq!(kinds(&third.1.steps)[0], "delete 2");
+
+        // Maintenance (asked by `cowroot maintenance` or the key): the base itself.
+        let mut asked = after(&second);
+        if let PoolState::Ours { header, .. } = &mut asked {
+            header.flags |= FLAG_MAINTENANCE_NEXT_BOOT;
+        }
+        let maint = plan(&frozen, asked, &origin(1), None).unwrap();
+        assert_eq!(maint.1.mode, Mode::Maintenance);
+        let h = &maint.1.header.header;
+        assert_eq!((h.active_thin, h.base_thin, h.garbage_thin, h.flags & FLAG_MAINTENANCE_NEXT_BOOT), (1, 1, 3, 0));
+        assert!(!kinds(&maint.1.steps).iter().any(|k| k.starts_with("create") || k.starts_with("set_transaction")));
+        assert_eq!(kinds(&maint.1.steps).last().unwrap(), "thin 1");
+        // Whatever happens in between, the boot after it is frozen again.
+        let again = plan(&frozen, after(&maint), &origin(1), None).unwrap();
+        assert_eq!(again.1.mode, Mode::Frozen);
+        assert_eq!((again.1.header.header.active_thin, again.1.header.header.base_thin), (4, 1));
+        assert!(
+            plan(&cfg("cowroot.mode=frozen cowroot.maintenance=1"), after(&again), &origin(1), None).unwrap().1.mode
+                == Mode::Maintenance
+        );
+
+        // A reset in frozen mode: a new base and a snapshot; both old thins go.
+        let reset = plan(&cfg("cowroot.mode=frozen cowroot.reset=1"), after(&again), &origin(1), None).unwrap();
+        let h = &reset.1.header.header;
+        assert_eq!((h.base_thin, h.active_thin, h.garbage_thin, h.garbage_thin2, h.generation), (5, 6, 4, 1, 2));
+        let cleanup = plan_cleanup(&reset.1.header, h.transaction, 6).unwrap();
+        assert_eq!(kinds(&cleanup)[..2], ["delete 4".to_string(), "delete 1".into()]);
+
+        // A persist pool turning frozen: its kept state becomes the base.
+        let persist = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
+        let turned = plan(&frozen, after(&persist), &origin(1), None).unwrap();
+        let h = &turned.1.header.header;
+        assert_eq!((turned.1.mode, h.base_thin, h.active_thin, h.garbage_thin), (Mode::Frozen, 1, 2, 0));
+        // And back: the state it runs on now is kept, the base goes.
+        let back = plan(&cfg(""), after(&turned), &origin(1), None).unwrap();
+        let h = &back.1.header.header;
+        assert_eq!((back.1.mode, h.base_thin, h.active_thin, h.garbage_thin), (Mode::Kept, 0, 2, 1));
+    }
+
+    #[test]
+    fn a_power_cut_inside_a_frozen_reset_leaves_nothing_behind() {
+        let frozen = cfg("cowroot.mode=frozen");
+        let first = plan(&frozen, PoolState::Blank, &origin(1), None).unwrap();
+        let reset = plan(&cfg("cowroot.mode=frozen cowroot.reset=1"), after(&first), &origin(1), None).unwrap();
+        // Cut after the reservation and both creates, before the switch:
+        // the metadata may be one transaction ahead.
+        let reserved = reset.1.steps.iter().find_map(|s| match s {
+            Step::WriteHeader { header, why: "reserve thin id", slot, .. } => Some((*slot, header.clone())),
+            _ => None,
+        });
+        let (slot, header) = reserved.unwrap();
+        assert_eq!((header.garbage_thin, header.garbage_thin2), (3, 4));
+        let cut = PoolState::Ours { slot, header: header.clone(), other: OtherCopy::Stale };
+        for txn in [header.transaction, header.transaction_after(header.transaction).unwrap()] {
+            let next = plan(&frozen, cut.clone(), &origin(1), Some(txn)).unwrap();
+            assert_eq!(kinds(&next.1.steps)[..2], ["delete 3".to_string(), "delete 4".into()], "txn {txn}");
+            assert_eq!((next.1.header.header.base_thin, next.1.header.header.garbage_thin2), (1, 0));
+        }
     }
 
     #[test]

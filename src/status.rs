@@ -4,7 +4,7 @@
 use crate::config::UseLevels;
 use crate::error::{Error, Result};
 use crate::exec::System;
-use crate::header::{PoolHeader, SlotFault, FLAG_RESET_NEXT_BOOT};
+use crate::header::{PoolHeader, SlotFault, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESET_NEXT_BOOT};
 use crate::names::{DeviceName, Role};
 use crate::pool::PoolState;
 use crate::probe;
@@ -44,6 +44,12 @@ pub struct StatusInfo {
     pub ram_fallback: Option<String>,
     /// The pool is a RAM pool's loop device.
     pub pool_in_ram: bool,
+    /// Frozen mode: the base's thin id (0: not frozen).
+    pub base_thin: u32,
+    /// `cowroot maintenance` asked the next boot to write the base.
+    pub maintenance_requested: bool,
+    /// A second leftover thin (a frozen reset leaves two); 0: none.
+    pub leftover_thin2: u32,
 }
 
 impl StatusInfo {
@@ -60,6 +66,15 @@ impl StatusInfo {
     pub fn next_boot(&self) -> String {
         if let Some(why) = &self.fresh_every_boot {
             format!("start fresh: nothing of this boot is kept ({why})")
+        } else if self.base_thin != 0 && !self.reset_requested {
+            if self.maintenance_requested {
+                format!("maintenance: write into the base (thin {}), as `cowroot maintenance` asked", self.base_thin)
+            } else {
+                format!(
+                    "frozen: a fresh snapshot of the base (thin {}); this boot's changes are discarded",
+                    self.base_thin
+                )
+            }
         } else if self.reset_requested {
             "reset: discard all changes (requested with `cowroot reset`)".into()
         } else if let Some(from) = &self.booted_with_reset {
@@ -70,6 +85,9 @@ impl StatusInfo {
     }
 
     fn next_boot_word(&self) -> &'static str {
+        if self.base_thin != 0 && !self.reset_requested && self.fresh_every_boot.is_none() {
+            return if self.maintenance_requested { "maintenance" } else { "frozen" };
+        }
         if self.reset_requested || self.fresh_every_boot.is_some() {
             "reset"
         } else {
@@ -95,6 +113,19 @@ impl StatusInfo {
             );
         }
         line("thin id:", self.thin_id.to_string());
+        if self.base_thin != 0 {
+            line(
+                "frozen:",
+                if self.base_thin == self.thin_id {
+                    format!(
+                        "MAINTENANCE: this boot writes into the base (thin {}); the next boot is frozen again",
+                        self.base_thin
+                    )
+                } else {
+                    format!("this boot runs on a throwaway snapshot of the base (thin {})", self.base_thin)
+                },
+            );
+        }
         line("generation:", self.generation.to_string());
         if let Some(mapped) = self.mapped_bytes {
             line("changed:", format!("{} (blocks written since this generation began)", Bytes(mapped)));
@@ -138,12 +169,15 @@ impl StatusInfo {
             },
         );
         if self.leftover_thin != 0 {
+            let ids = match self.leftover_thin2 {
+                0 => format!("thin {}", self.leftover_thin),
+                second => format!("thins {} and {second}", self.leftover_thin),
+            };
             line(
                 "leftover:",
                 format!(
-                    "thin {} (the changes the last reset discarded) still takes space; `cowroot cleanup` \
-                     deletes it (cowroot-cleanup.service runs it after boot), or the next boot does",
-                    self.leftover_thin
+                    "{ids} (the changes the last reset discarded) still takes space; `cowroot cleanup` \
+                     deletes it (cowroot-cleanup.service runs it after boot), or the next boot does"
                 ),
             );
         }
@@ -162,7 +196,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{}}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -183,6 +217,7 @@ impl StatusInfo {
             self.fresh_every_boot.as_deref().map(s).unwrap_or_else(|| "null".into()),
             self.ram_fallback.as_deref().map(s).unwrap_or_else(|| "null".into()),
             self.pool_in_ram,
+            self.base_thin,
         )
     }
 }
@@ -353,6 +388,9 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         fresh_every_boot,
         ram_fallback,
         pool_in_ram: on_ram,
+        base_thin: live.header.base_thin,
+        maintenance_requested: live.header.flags & FLAG_MAINTENANCE_NEXT_BOOT != 0,
+        leftover_thin2: live.header.garbage_thin2,
     })
 }
 
@@ -417,7 +455,16 @@ pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
     }
     let _lock = lock_header(name)?;
     let live = live(sys, name)?;
-    let leftover = live.header.garbage_thin;
+    let leftovers: Vec<String> = [live.header.garbage_thin, live.header.garbage_thin2]
+        .into_iter()
+        .filter(|&id| id != 0)
+        .map(|id| format!("thin {id}"))
+        .collect();
+    let what = if live.header.base_thin != 0 && live.header.garbage_thin2 == 0 {
+        "the changes of the last frozen boot"
+    } else {
+        "the changes the last reset discarded"
+    };
     let pool = name.dm_name(Role::Pool);
     let before = sys.pool_status(&pool)?;
     let header = crate::plan::HeaderState {
@@ -435,7 +482,8 @@ pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
     exec.commit();
     let freed = sys.pool_status(&pool).map(|after| before.data_used.saturating_sub(after.data_used)).unwrap_or(0);
     Ok(format!(
-        "deleted thin {leftover}, the changes the last reset discarded: {} freed on {} in {} ms",
+        "deleted {}, {what}: {} freed on {} in {} ms",
+        leftovers.join(" and "),
         Bytes(freed.saturating_mul(live.block_bytes)),
         live.pool_device,
         started.elapsed().as_millis()
@@ -445,6 +493,34 @@ pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
 /// Asks the next boot to discard (or, with `cancel`, keep) the changes.
 /// The write goes to the copy that is not the newest, so it also repairs a
 /// damaged one.
+/// `cowroot maintenance [--cancel]`: the next boot of a frozen pool writes
+/// into the base (or, cancelled, does not).
+pub fn request_maintenance<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) -> Result<String> {
+    let _lock = lock_header(name)?;
+    let live = live(sys, name)?;
+    if live.header.base_thin == 0 {
+        return Err(Error::Inconsistent(format!(
+            "{} is not frozen, so there is no base to maintain: boot with cowroot.mode=frozen first (its kept \
+             changes become the base)",
+            live.pool_device
+        )));
+    }
+    write_both(sys, &live, |h| {
+        if cancel {
+            h.flags &= !FLAG_MAINTENANCE_NEXT_BOOT;
+        } else {
+            h.flags |= FLAG_MAINTENANCE_NEXT_BOOT;
+        }
+    })?;
+    Ok(if cancel {
+        "the next boot runs on a fresh snapshot of the base, as every frozen boot does".into()
+    } else {
+        "the next boot writes into the base (maintenance); the boot after it is frozen again \
+         (undo with `cowroot maintenance --cancel`)"
+            .into()
+    })
+}
+
 pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) -> Result<String> {
     let _lock = lock_header(name)?;
     let live = live(sys, name)?;
@@ -493,6 +569,9 @@ mod tests {
             fresh_every_boot: None,
             ram_fallback: None,
             pool_in_ram: false,
+            base_thin: 0,
+            maintenance_requested: false,
+            leftover_thin2: 0,
         }
     }
 
@@ -510,7 +589,7 @@ mod tests {
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
         assert!(
             json.ends_with(
-                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false}"
+                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0}"
             ),
             "{json}"
         );
@@ -534,13 +613,29 @@ mod tests {
         let json = ram.render_json();
         assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
         assert!(
-            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true}"),
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0}"),
             "{json}"
         );
         let mut d = sample();
         d.damaged_copy = Some((1, SlotFault::BadChecksum));
         assert!(d.render_text().contains("header:     COPY 1 DAMAGED (checksum mismatch)"), "{}", d.render_text());
         assert!(d.render_json().contains("\"damaged_header_copy\":{\"copy\":1,\"fault\":\"checksum mismatch\"}"));
+    }
+
+    #[test]
+    fn frozen_pools_say_what_this_boot_and_the_next_do() {
+        let mut s = sample();
+        s.base_thin = 1;
+        let text = s.render_text();
+        assert!(text.contains("frozen:     this boot runs on a throwaway snapshot of the base (thin 1)"), "{text}");
+        assert!(text.contains("next boot:  frozen: a fresh snapshot of the base (thin 1)"), "{text}");
+        assert!(s.render_json().contains("\"next_boot\":\"frozen\""));
+        s.maintenance_requested = true;
+        assert!(s.render_json().contains("\"next_boot\":\"maintenance\""));
+        s.thin_id = 1;
+        assert!(s.render_text().contains("frozen:     MAINTENANCE: this boot writes into the base (thin 1)"));
+        s.reset_requested = true;
+        assert!(s.render_json().contains("\"next_boot\":\"reset\""));
     }
 
     #[test]
