@@ -130,7 +130,7 @@ scenario_size_gives_a_root_larger_than_its_image() {
     expect 'COWTEST boot rc=0'
     expect '"size_bytes":201326592,'
     expect 'COWTEST grow marker present'
-    expect 'COWTEST grow: grew the filesystem on /mnt \(/dev/.*\) from [0-9.]+ MiB to 1[89][0-9]\.[0-9] MiB'
+    expect 'COWTEST grow: grew the filesystem on /mnt \(/dev/.*\) from [0-9.]+ MiB to 1[5-9][0-9]\.[0-9] MiB'
     expect 'COWTEST wrote 96 MiB'
     expect 'COWTEST big file: 100663296 bytes'
     expect 'COWTEST origin file: origin-A'
@@ -149,5 +149,43 @@ scenario_status_check_follows_the_warn_levels() {
     expect 'COWTEST check rc=1 cowroot WARNING: data [0-9.]+%'
     expect 'COWTEST check --log rc=1 <4>cowroot WARNING'
     expect 'COWTEST check --log again rc=1 \[\]'
+    origin_unchanged
+}
+
+scenario_frozen_mode_with_maintenance_boots() {
+    fresh_disks frozen
+    local keys="$FILE_KEYS cowroot.mode=frozen"
+    run_vm frozen-1 "$keys cowtest=boot,write,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(formatted\)'
+    expect 'COWTEST wrote marker'
+    expect '"thin_id":2,.*"base_thin":1'
+    expect 'COWTEST status-text: frozen:     this boot runs on a throwaway snapshot of the base \(thin 1\)'
+    expect '"next_boot":"frozen"'
+    # The session is gone; ask for a maintenance boot from the running system.
+    run_vm frozen-2 "$keys cowtest=boot,check,cleanup,maintenance,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(frozen\)'
+    expect 'COWTEST marker absent'
+    expect 'COWTEST cleanup: deleted thin 2, the changes discarded at the last boot'
+    expect 'COWTEST maintenance: the next boot writes into the base'
+    expect '"next_boot":"maintenance"'
+    # The maintenance boot writes into the base.
+    run_vm frozen-3 "$keys cowtest=boot,write,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(maintenance: writing the base\)'
+    expect 'COWTEST status-text: frozen:     MAINTENANCE: this boot writes into the base \(thin 1\)'
+    expect '"next_boot":"frozen"'
+    # Frozen again: the base has the maintenance boot's change, a session's go.
+    run_vm frozen-4 "$keys cowtest=boot,check,write2" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(frozen\)'
+    expect 'COWTEST marker present: kept-change'
+    run_vm frozen-5 "$keys cowroot.maintenance=1 cowtest=boot,check,check2" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(maintenance: writing the base\)'
+    expect 'COWTEST marker present: kept-change'
+    expect 'COWTEST marker2 absent'
+    # A reset starts a new base on the bare image; the old base (the
+    # maintenance boot's thin) is left over.
+    run_vm frozen-6 "$keys cowroot.reset=1 cowtest=boot,check,cleanup" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(reset\)'
+    expect 'COWTEST marker absent'
+    expect 'COWTEST cleanup: deleted thin 1, the changes discarded at the last boot'
     origin_unchanged
 }

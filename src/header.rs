@@ -302,7 +302,7 @@ impl PoolHeader {
     /// Checks that a header that passed its checksum also makes sense, so a
     /// bug, a hand edit or a crafted device cannot point the pool at the
     /// header region, skip the origin check or wrap a counter.
-    fn validate(&self) -> Result<(), &'static str> {
+    pub(crate) fn validate(&self) -> Result<(), &'static str> {
         let reserved = RESERVED_BYTES / 512;
         if self.seq == 0 || self.seq == u64::MAX {
             return Err("sequence number");

@@ -313,6 +313,10 @@ impl HeaderState {
             None => self.header.clone(),
         };
         change(&mut next);
+        // A header the next boot would read as damaged is never written.
+        next.validate().map_err(|what| {
+            Error::Inconsistent(format!("{}: the planned header ({why}) has {what}; nothing was written", self.device))
+        })?;
         let slot = header::slot_for_next_write(self.slot);
         self.slot = Some(slot);
         self.header = next;
@@ -593,8 +597,8 @@ pub fn plan_thins(
     };
     // What is left to delete: the last boot's thins that are neither
     // active nor the base now (deleted after boot, see below).
-    let mut leftovers = [old, base].into_iter().filter(|&t| t != 0 && t != active && t != new_base);
-    let (left1, left2) = (leftovers.next().unwrap_or(0), leftovers.next().unwrap_or(0));
+    let left1 = [old, base].into_iter().find(|&t| t != 0 && t != active && t != new_base).unwrap_or(0);
+    let left2 = [old, base].into_iter().find(|&t| t != 0 && t != active && t != new_base && t != left1).unwrap_or(0);
     let clear_flags =
         if fresh { FLAG_RESET_NEXT_BOOT | FLAG_MAINTENANCE_NEXT_BOOT } else { FLAG_MAINTENANCE_NEXT_BOOT };
 
@@ -1098,6 +1102,10 @@ mod tests {
         assert_eq!((h.active_thin, h.base_thin, h.garbage_thin, h.flags & FLAG_MAINTENANCE_NEXT_BOOT), (1, 1, 3, 0));
         assert!(!kinds(&maint.1.steps).iter().any(|k| k.starts_with("create") || k.starts_with("set_transaction")));
         assert_eq!(kinds(&maint.1.steps).last().unwrap(), "thin 1");
+        // A reset right after a maintenance boot: the base was the active thin.
+        let reset = plan(&cfg("cowroot.mode=frozen cowroot.reset=1"), after(&maint), &origin(1), None).unwrap();
+        let h = &reset.1.header.header;
+        assert_eq!((h.base_thin, h.active_thin, h.garbage_thin, h.garbage_thin2), (4, 5, 1, 0));
         // Whatever happens in between, the boot after it is frozen again.
         let again = plan(&frozen, after(&maint), &origin(1), None).unwrap();
         assert_eq!(again.1.mode, Mode::Frozen);

@@ -460,8 +460,8 @@ pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
         .filter(|&id| id != 0)
         .map(|id| format!("thin {id}"))
         .collect();
-    let what = if live.header.base_thin != 0 && live.header.garbage_thin2 == 0 {
-        "the changes of the last frozen boot"
+    let what = if live.header.base_thin != 0 {
+        "the changes discarded at the last boot"
     } else {
         "the changes the last reset discarded"
     };
