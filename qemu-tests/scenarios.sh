@@ -173,7 +173,7 @@ scenario_bad_values_name_the_key() {
     expect 'COWTEST bad rc=1 cowroot: cowroot.timeout: expected whole seconds'
     expect 'COWTEST bad rc=1 cowroot: cowroot.name: invalid name "a/b"'
     expect 'COWTEST bad rc=1 cowroot: cowroot.reset: expected 0 or 1, got "maybe"'
-    expect 'COWTEST bad rc=1 cowroot: cowroot.onfail: expected shell, halt or ro, got "explode"'
+    expect 'COWTEST bad rc=1 cowroot: cowroot.onfail: expected shell, halt, ro or ram, got "explode"'
     expect 'COWTEST bad rc=1 cowroot: cowpool: "nowhere" is not a device spec'
     expect 'COWTEST bad rc=1 cowroot: cowroot.bogus: unknown key'
     expect 'COWTEST bad rc=1 cowroot: cowroot.debug: expected 0 or 1'

@@ -4,7 +4,7 @@
 //! `System`.
 
 use crate::cmdline::Param;
-use crate::config::{Config, DevSpec, OnFail, PoolSpec, RamSize, Source, DEFAULT_RAM_SIZE};
+use crate::config::{Config, DevSpec, OnFail, PoolSpec, RamSize, RootMode, Source, DEFAULT_RAM_SIZE};
 use crate::crypt::SessionKeys;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, System};
@@ -295,14 +295,22 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
             log::error!("{err}");
             let why = format!(
                 "cowroot.onfail=ram: the pool {} cannot be used (see the message above), so this boot runs on a \
-                 RAM pool: NOTHING written in it will be kept. The pool was left as it is; fix it and boot again",
+                 RAM pool: NOTHING written in it will be kept. Fix the pool and boot again",
                 cfg.pool
             );
             log::error!("{why}");
             std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
             std::fs::write(RAM_FALLBACK_MARKER, format!("{err}\n"))
                 .map_err(|e| Error::io("write", RAM_FALLBACK_MARKER, e))?;
-            let ram = Config { pool: PoolSpec::Ram(None), onfail: OnFail::Shell, ..cfg.clone() };
+            // A RAM pool keeps nothing: no base to freeze or maintain.
+            let root_mode = if cfg.mode == RootMode::Frozen { RootMode::Volatile } else { cfg.mode };
+            let ram = Config {
+                pool: PoolSpec::Ram(None),
+                onfail: OnFail::Shell,
+                mode: root_mode,
+                maintenance: false,
+                ..cfg.clone()
+            };
             boot_with(sys, settings, &ram, mode)
         }
         other => other,
@@ -314,6 +322,8 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
 /// (`DeviceNotYet`), nor with a hibernation image waiting.
 fn ram_may_help(err: &Error) -> bool {
     match err {
+        // Undoing part of the setup failed: what is left must not be built on.
+        Error::Rollback { failures, .. } if !failures.is_empty() => false,
         Error::Rollback { cause, .. } => ram_may_help(cause),
         Error::DeviceTimeout { key, .. } | Error::Config { key, .. } => key == "cowpool",
         Error::DeviceNotYet { .. }
@@ -485,12 +495,27 @@ fn session(cfg: &Config) -> Result<plan::Session> {
 
 /// How big a RAM pool may grow, in bytes (whole MiB).
 fn ram_pool_bytes(size: Option<RamSize>) -> Result<Bytes> {
-    let bytes = match size.unwrap_or(DEFAULT_RAM_SIZE) {
+    let memory = probe::memory_bytes()?;
+    let asked = match size.unwrap_or(DEFAULT_RAM_SIZE) {
         RamSize::Bytes(bytes) => bytes.0,
-        RamSize::PercentOfRam(percent) => probe::memory_bytes()? / 100 * percent as u64,
+        RamSize::PercentOfRam(percent) => memory / 100 * percent as u64,
     };
-    Ok(Bytes(bytes & !((1 << 20) - 1)))
+    // Past this the machine would run out of memory before the pool is
+    // full and fails writes with an I/O error.
+    let most = memory / 100 * MAX_RAM_PERCENT;
+    if asked > most {
+        log::warn!(
+            "cowpool={}: more than {MAX_RAM_PERCENT}% of the memory ({}); the RAM pool takes {} at most",
+            Bytes(asked),
+            Bytes(memory),
+            Bytes(most)
+        );
+    }
+    Ok(Bytes(asked.min(most) & !((1 << 20) - 1)))
 }
+
+/// The largest share of memory a RAM pool may take.
+const MAX_RAM_PERCENT: u64 = 90;
 
 /// A RAM pool's blocks: memory is what it spends, so the smallest the
 /// kernel takes (a 4 KiB write costs a 64 KiB block, not 512 KiB).
@@ -611,7 +636,7 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
     let thins = plan::plan_thins(cfg, &activation, transaction, pool_block, &origin)?;
     // A RAM pool's loop device is known only once made: shown as $POOL.
     for step in &mut activation.steps {
-        if let plan::Step::CreateLinear { dev, .. } = step {
+        if let plan::Step::CreateLinear { dev, .. } | plan::Step::CreateCrypt { dev, .. } = step {
             if *dev == plan::DevRef::Path(DRY_RUN_RAM_POOL.into()) {
                 *dev = plan::DevRef::RamPool;
             }
@@ -637,4 +662,27 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
     }
     text.push_str(&render::render(&cfg.name, &steps));
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pool_troubles_fall_back_to_a_ram_pool() {
+        let pool = Error::NotAPool { device: "/dev/vdb".into() };
+        assert!(ram_may_help(&pool));
+        assert!(ram_may_help(&Error::DeviceTimeout { spec: "/dev/vdz".into(), key: "cowpool".into(), seconds: 2 }));
+        assert!(ram_may_help(&Error::Rollback { cause: Box::new(pool.clone()), failures: vec![] }));
+        for no in [
+            Error::Rollback { cause: Box::new(pool), failures: vec!["remove cowroot-pool: busy".into()] },
+            Error::DeviceTimeout { spec: "LABEL=images".into(), key: "cowroot.dev".into(), seconds: 2 },
+            Error::DeviceNotYet { spec: "/dev/vdz".into(), key: "cowpool".into() },
+            Error::ImageMissing { path: "/root.img".into(), host: "/dev/vda".into() },
+            Error::HibernationPending { spec: "/dev/vdc".into(), device: "/dev/vdc".into(), why: "x".into() },
+            Error::config("cowroot.size", "too small"),
+        ] {
+            assert!(!ram_may_help(&no), "{no}");
+        }
+    }
 }

@@ -11,7 +11,8 @@ pub const CIPHER: &str = "aes-xts-plain64";
 const KEY_BYTES: usize = 64;
 
 /// One dm-crypt key. Never printed (Debug and the dry run show a
-/// placeholder), zeroed when dropped.
+/// placeholder); zeroed when dropped, though the hex copies made for the
+/// kernel's table are not (the key lives in that table anyway).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key([u8; KEY_BYTES]);
 

@@ -12,7 +12,7 @@ use crate::table::{DevNum, PoolStatus};
 use crate::units::{Bytes, Sectors};
 
 /// One device-mapper device to create and activate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DmSpec {
     pub name: String,
     pub uuid: String,
@@ -23,6 +23,19 @@ pub struct DmSpec {
     pub private: bool,
     /// A read-only table: the kernel refuses every write.
     pub read_only: bool,
+}
+
+impl std::fmt::Debug for DmSpec {
+    /// Without the parameters of a crypt table: they hold its key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let params = if self.target == "crypt" { "(hidden)" } else { self.params.as_str() };
+        f.debug_struct("DmSpec")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("len", &self.len)
+            .field("params", &params)
+            .finish()
+    }
 }
 
 /// What a header write first does to make a pool new.
@@ -258,6 +271,15 @@ impl<'a, S: System> Executor<'a, S> {
     /// Runs steps in order; stops at the first failure (without undoing:
     /// call `rollback` with the error, possibly after more phases).
     pub fn run(&mut self, steps: &[Step]) -> Result<()> {
+        // A header the next boot would read as damaged is never written:
+        // checked for the whole batch before any step runs.
+        for step in steps {
+            if let Step::WriteHeader { device, header, why, .. } = step {
+                header.validate().map_err(|what| {
+                    Error::Inconsistent(format!("{device}: the planned header ({why}) has {what}; nothing was written"))
+                })?;
+            }
+        }
         for step in steps {
             let started = std::time::Instant::now();
             self.step(step)?;

@@ -30,18 +30,21 @@ pub struct BtrfsVolArgs {
     name: [u8; 4088],
 }
 
-/// The block device a mount point is mounted from (from mountinfo).
+/// The block device a mount point is mounted from: mountinfo's source
+/// field (after " - "), not its MAJ:MIN, which btrfs makes anonymous.
 fn mounted_device(mount_point: &str) -> Result<String> {
     const MOUNTINFO: &str = "/proc/self/mountinfo";
     let text = std::fs::read_to_string(MOUNTINFO).map_err(|e| Error::io("read", MOUNTINFO, e))?;
-    let number = text
+    let line = text
         .lines()
         .rev()
         .find(|line| line.split(' ').nth(4) == Some(mount_point))
-        .and_then(|line| line.split(' ').nth(2))
         .ok_or_else(|| Error::io("find the device of", mount_point, "not a mount point"))?;
-    let num = number.parse().map_err(|e: crate::table::ParseError| Error::io("read", MOUNTINFO, e.0))?;
-    probe::dev_path(num).ok_or_else(|| Error::io("find the device node of", number, "no such device"))
+    let source = line.split_once(" - ").and_then(|(_, rest)| rest.split(' ').nth(1));
+    match source {
+        Some(dev) if dev.starts_with('/') => Ok(dev.to_string()),
+        _ => Err(Error::io("find the device of", mount_point, "its mount source is not a device")),
+    }
 }
 
 /// Grows the filesystem mounted on `mount_point` to the size of its

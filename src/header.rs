@@ -39,7 +39,10 @@ pub const FLAG_CRYPT_RANDOM: u32 = 2;
 /// Set when `cowroot maintenance` asked the next boot to write into the
 /// frozen base; that boot clears it.
 pub const FLAG_MAINTENANCE_NEXT_BOOT: u32 = 4;
-const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT | FLAG_CRYPT_RANDOM | FLAG_MAINTENANCE_NEXT_BOOT;
+/// Set by the write that reserves new thin ids, cleared by the one that
+/// switches to them: only then may the metadata be a transaction ahead.
+pub const FLAG_RESERVED: u32 = 8;
+const KNOWN_FLAGS: u32 = FLAG_RESET_NEXT_BOOT | FLAG_CRYPT_RANDOM | FLAG_MAINTENANCE_NEXT_BOOT | FLAG_RESERVED;
 
 /// Where the thin-pool's metadata and data live on the pool device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,6 +347,9 @@ impl PoolHeader {
         if self.active_thin != 0 && self.origin.is_none() {
             return Err("active thin without an origin record");
         }
+        if self.root_sectors.0 > self.device_sectors.0.max(1 << 40) * 1024 || self.root_sectors.0 > u64::MAX / 1024 {
+            return Err("root size");
+        }
         if self.generation == u64::MAX || self.transaction == u64::MAX {
             return Err("counters");
         }
@@ -565,7 +571,7 @@ mod tests {
         assert_eq!(crafted(set64(16, u64::MAX)), Err(SlotFault::Invalid("sequence number")));
         assert_eq!(crafted(set64(16, 0)), Err(SlotFault::Invalid("sequence number")));
         // Unknown flags and padding.
-        assert_eq!(crafted(set32(52, 8)), Err(SlotFault::Invalid("flags")));
+        assert_eq!(crafted(set32(52, 16)), Err(SlotFault::Invalid("flags")));
         assert_eq!(crafted(set32(100, 1)), Err(SlotFault::Invalid("reserved bytes")));
         assert_eq!(crafted(|b| b[200] = 1), Err(SlotFault::Invalid("reserved bytes")));
         // A header at its last usable seq can be read but not advanced.

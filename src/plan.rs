@@ -13,8 +13,8 @@ use crate::crypt::{Key, SessionKeys};
 use crate::error::{Error, Result};
 use crate::fingerprint::short_digest;
 use crate::header::{
-    self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESET_NEXT_BOOT,
-    MAX_THIN_ID,
+    self, OriginId, OtherCopy, PoolHeader, FLAG_CRYPT_RANDOM, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESERVED,
+    FLAG_RESET_NEXT_BOOT, MAX_THIN_ID,
 };
 use crate::layout::{plan_layout, BlockSize, Layout};
 use crate::names::Role;
@@ -313,10 +313,6 @@ impl HeaderState {
             None => self.header.clone(),
         };
         change(&mut next);
-        // A header the next boot would read as damaged is never written.
-        next.validate().map_err(|what| {
-            Error::Inconsistent(format!("{}: the planned header ({why}) has {what}; nothing was written", self.device))
-        })?;
         let slot = header::slot_for_next_write(self.slot);
         self.slot = Some(slot);
         self.header = next;
@@ -506,6 +502,7 @@ pub fn plan_thins(
         state.write(&mut steps, false, "forget leftover thin", |h| {
             h.garbage_thin = 0;
             h.garbage_thin2 = 0;
+            h.flags &= !FLAG_RESERVED;
             h.transaction = txn;
         })?;
     }
@@ -582,8 +579,9 @@ pub fn plan_thins(
             creates.push(Step::CreateSnapId { id: next + 1, of: next });
             (next + 1, next)
         }
-        // Leaving frozen mode: the changes the machine runs on now are kept.
-        (false, false, _) => (old, 0),
+        // Leaving frozen mode: the base is kept, as a maintenance boot
+        // would keep it; the last session is thrown away as planned.
+        (false, false, _) => (kept_base, 0),
         (false, true, true) => (kept_base, kept_base),
         (false, true, false) => {
             creates.push(Step::CreateSnapId { id: next, of: kept_base });
@@ -619,6 +617,7 @@ pub fn plan_thins(
             h.next_thin = next + count;
             h.garbage_thin = next;
             h.garbage_thin2 = if count > 1 { next + 1 } else { 0 };
+            h.flags |= FLAG_RESERVED;
         })?;
         steps.extend(creates);
         steps.push(Step::SetTransactionId { from: txn, to: next_txn });
@@ -629,7 +628,7 @@ pub fn plan_thins(
             h.garbage_thin = left1;
             h.garbage_thin2 = left2;
             h.generation = generation;
-            h.flags &= !clear_flags;
+            h.flags &= !(clear_flags | FLAG_RESERVED);
             h.transaction = next_txn;
             if fresh {
                 h.root_sectors = grown(Sectors(0));
@@ -734,7 +733,11 @@ fn bind_transaction(state: &HeaderState, metadata: u64) -> Result<u64> {
     // Only a reserved new id (always above the active one) is in flight:
     // a reset's leftover (below it) waits for its cleanup with the header
     // already bound, and must not widen what is accepted meanwhile.
-    let in_flight = h.garbage_thin > h.active_thin && Some(metadata) == h.transaction_after(h.transaction);
+    // Headers of version 4 mark the reservation itself (a maintenance
+    // boot's leftover is above the active thin too); older ones had only
+    // reservations above it.
+    let reserved = if h.version >= 4 { h.flags & FLAG_RESERVED != 0 } else { h.garbage_thin > h.active_thin };
+    let in_flight = reserved && h.garbage_thin != 0 && Some(metadata) == h.transaction_after(h.transaction);
     if metadata == h.transaction || in_flight {
         Ok(metadata)
     } else {
@@ -1127,10 +1130,19 @@ mod tests {
         let turned = plan(&frozen, after(&persist), &origin(1), None).unwrap();
         let h = &turned.1.header.header;
         assert_eq!((turned.1.mode, h.base_thin, h.active_thin, h.garbage_thin), (Mode::Frozen, 1, 2, 0));
-        // And back: the state it runs on now is kept, the base goes.
+        // And back: the base is kept, the last session goes.
         let back = plan(&cfg(""), after(&turned), &origin(1), None).unwrap();
         let h = &back.1.header.header;
-        assert_eq!((back.1.mode, h.base_thin, h.active_thin, h.garbage_thin), (Mode::Kept, 0, 2, 1));
+        assert_eq!((back.1.mode, h.base_thin, h.active_thin, h.garbage_thin), (Mode::Kept, 0, 1, 2));
+        // A header left by a maintenance boot (its leftover above the base)
+        // does not accept metadata one transaction ahead.
+        let mut stale = after(&maint);
+        if let PoolState::Ours { header, .. } = &mut stale {
+            header.garbage_thin = 9;
+            header.next_thin = 10;
+        }
+        let ahead = maint.1.header.header.transaction_after(maint.1.header.header.transaction);
+        assert!(matches!(plan(&frozen, stale, &origin(1), ahead), Err(Error::HeaderMismatch { .. })));
     }
 
     #[test]

@@ -176,8 +176,13 @@ impl StatusInfo {
             line(
                 "leftover:",
                 format!(
-                    "{ids} (the changes the last reset discarded) still takes space; `cowroot cleanup` \
-                     deletes it (cowroot-cleanup.service runs it after boot), or the next boot does"
+                    "{ids} ({}) still takes space; `cowroot cleanup` deletes it (cowroot-cleanup.service \
+                     runs it after boot), or the next boot does",
+                    if self.base_thin != 0 {
+                        "changes discarded at the last boot"
+                    } else {
+                        "the changes the last reset discarded"
+                    }
                 ),
             );
         }
@@ -196,7 +201,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{}}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -218,6 +223,8 @@ impl StatusInfo {
             self.ram_fallback.as_deref().map(s).unwrap_or_else(|| "null".into()),
             self.pool_in_ram,
             self.base_thin,
+            self.maintenance_requested,
+            self.leftover_thin2,
         )
     }
 }
@@ -531,11 +538,13 @@ pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) ->
             h.flags |= FLAG_RESET_NEXT_BOOT;
         }
     })?;
+    let what = if header.base_thin != 0 { "the frozen base and " } else { "" };
     Ok(if cancel {
-        format!("the next boot keeps the changes of generation {}", header.generation)
+        format!("the next boot keeps {what}the changes of generation {}", header.generation)
     } else {
         format!(
-            "the next boot discards the changes of generation {} (undo with `cowroot reset --cancel`)",
+            "the next boot discards {what}the changes of generation {} and starts on the bare image \
+             (undo with `cowroot reset --cancel`)",
             header.generation
         )
     })
@@ -589,7 +598,7 @@ mod tests {
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
         assert!(
             json.ends_with(
-                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0}"
+                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0}"
             ),
             "{json}"
         );
@@ -613,7 +622,7 @@ mod tests {
         let json = ram.render_json();
         assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
         assert!(
-            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0}"),
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0}"),
             "{json}"
         );
         let mut d = sample();

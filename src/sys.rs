@@ -479,7 +479,9 @@ impl System for RealSystem {
             };
             let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
             let loaded = this.dm()?.table_load(&id, &table, load_options).map_err(|e| {
-                dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
+                // A crypt table holds its key: never in a message.
+                let params = if spec.target == "crypt" { "(key and device hidden)" } else { spec.params.as_str() };
+                dm_error(&format!("load table '0 {} {} {params}' into", spec.len, spec.target), &spec.name, e)
             });
             let activated = match loaded {
                 Ok(_) => this

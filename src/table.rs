@@ -50,7 +50,7 @@ pub struct Crypt<D = DevNum> {
 }
 
 /// A crypt table's key as printed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeyText {
     /// The key itself, in hex: only ever sent to the kernel.
     Hex(String),
@@ -89,6 +89,16 @@ impl<D: fmt::Display> fmt::Display for Target<D> {
             Target::ThinPool(t) => t.fmt(f),
             Target::Thin(t) => t.fmt(f),
             Target::Crypt(t) => t.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyText::Hex(_) => f.write_str("Hex(secret)"),
+            KeyText::Shell(expansion) => write!(f, "Shell({expansion})"),
+            KeyText::Hidden => f.write_str("Hidden"),
         }
     }
 }
