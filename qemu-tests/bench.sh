@@ -78,9 +78,10 @@ initramfs_phase() {
 }
 debian_boots() {
     local i pid
-    # declare in a sourced file inside a function makes locals: again here.
+    # declare in a sourced file inside a function makes locals: again here
+    # (inside `( ... ) ||`, so checked by hand).
     # shellcheck source=/dev/null
-    . "$WORK/debian-env"
+    . "$WORK/debian-env" || die "cannot read $WORK/debian-env"
     for i in $(seq 1 "$debian_boots"); do
         QEMU_SMP=1 run_debian "deb-without-$i" "" "$WORK/deb-root.img" > "$WORK/deb-without.out" 2>&1 &
         pid=$!

@@ -304,6 +304,18 @@ fn parse_bool(key: &str, value: Option<&str>) -> Result<bool> {
     }
 }
 
+/// A key whose value is one of a few words: `None` when the key is absent.
+fn choice<T: Copy>(key: &str, value: Option<Option<&str>>, words: &[(&str, T)], expected: &str) -> Result<Option<T>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let word = require(key, value)?;
+    match words.iter().find(|(w, _)| *w == word) {
+        Some((_, v)) => Ok(Some(*v)),
+        None => Err(Error::config(key, format!("expected {expected}, got {word:?}"))),
+    }
+}
+
 fn require<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str> {
     value.ok_or_else(|| Error::config(key, "needs a value (key=value)"))
 }
@@ -468,48 +480,27 @@ impl Config {
                 }
             }
         };
-        let onfail = match get("cowroot.onfail") {
-            None => OnFail::default(),
-            Some(v) => match require("cowroot.onfail", v)? {
-                "shell" => OnFail::Shell,
-                "halt" => OnFail::Halt,
-                "ro" => OnFail::ReadOnly,
-                "ram" => OnFail::Ram,
-                other => {
-                    return Err(Error::config(
-                        "cowroot.onfail",
-                        format!("expected shell, halt, ro or ram, got {other:?}"),
-                    ))
-                }
-            },
-        };
-        let mode = match get("cowroot.mode") {
-            None => RootMode::default(),
-            Some(v) => match require("cowroot.mode", v)? {
-                "persist" => RootMode::Persist,
-                "frozen" => RootMode::Frozen,
-                "volatile" => RootMode::Volatile,
-                other => {
-                    return Err(Error::config(
-                        "cowroot.mode",
-                        format!("expected persist, frozen or volatile, got {other:?}"),
-                    ))
-                }
-            },
-        };
-        let crypt_random = match get("cowroot.crypt") {
-            None => false,
-            Some(v) => match require("cowroot.crypt", v)? {
-                "random" => true,
-                "off" | "none" => false,
-                other => {
-                    return Err(Error::config(
-                        "cowroot.crypt",
-                        format!("expected random (a fresh key every boot, never stored) or off, got {other:?}"),
-                    ))
-                }
-            },
-        };
+        let onfail = choice(
+            "cowroot.onfail",
+            get("cowroot.onfail"),
+            &[("shell", OnFail::Shell), ("halt", OnFail::Halt), ("ro", OnFail::ReadOnly), ("ram", OnFail::Ram)],
+            "shell, halt, ro or ram",
+        )?
+        .unwrap_or_default();
+        let mode = choice(
+            "cowroot.mode",
+            get("cowroot.mode"),
+            &[("persist", RootMode::Persist), ("frozen", RootMode::Frozen), ("volatile", RootMode::Volatile)],
+            "persist, frozen or volatile",
+        )?
+        .unwrap_or_default();
+        let crypt_random = choice(
+            "cowroot.crypt",
+            get("cowroot.crypt"),
+            &[("random", true), ("off", false), ("none", false)],
+            "random (a fresh key every boot, never stored) or off",
+        )?
+        .unwrap_or(false);
         let size = match get("cowroot.size") {
             None => None,
             Some(v) => {
@@ -519,16 +510,13 @@ impl Config {
                 })?)
             }
         };
-        let onchange = match get("cowroot.onchange") {
-            None => OnChange::default(),
-            Some(v) => match require("cowroot.onchange", v)? {
-                "refuse" => OnChange::Refuse,
-                "reset" => OnChange::Reset,
-                other => {
-                    return Err(Error::config("cowroot.onchange", format!("expected refuse or reset, got {other:?}")))
-                }
-            },
-        };
+        let onchange = choice(
+            "cowroot.onchange",
+            get("cowroot.onchange"),
+            &[("refuse", OnChange::Refuse), ("reset", OnChange::Reset)],
+            "refuse or reset",
+        )?
+        .unwrap_or_default();
         let maintenance = match get("cowroot.maintenance") {
             None => false,
             Some(v) => parse_bool("cowroot.maintenance", v)?,
