@@ -18,6 +18,7 @@ use crate::resume::{self, Request, ResumeDevice};
 use crate::settings::Settings;
 use crate::sys::random_uuid;
 use crate::units::Bytes;
+use crate::volume::{self, ActiveVolume};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -309,6 +310,8 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
                 onfail: OnFail::Shell,
                 mode: root_mode,
                 maintenance: false,
+                // A RAM pool keeps nothing: the volumes wait for the disk.
+                volumes: Vec::new(),
                 ..cfg.clone()
             };
             boot_with(sys, settings, &ram, mode)
@@ -381,6 +384,11 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
                     log::warn!("cannot write {GROW_MARKER} ({e}): grow the root filesystem with `cowroot grow /`");
                 }
             }
+            // Without the marker the booted system would not mount the
+            // volumes, and what it writes there would land in the root.
+            if let Err(e) = write_volume_marker(&cfg, &done.0) {
+                return Err(exec.rollback(e));
+            }
             if let Some(ram) = exec.ram_pool() {
                 let marked = std::fs::create_dir_all("/run/cowroot")
                     .and_then(|()| std::fs::write(RAM_POOL_MARKER, format!("{ram}\n")));
@@ -429,7 +437,35 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
         thins.mode.as_str(),
         devices.waited.as_millis()
     );
+    let volumes: Vec<String> = thins
+        .volumes
+        .iter()
+        .map(|(spec, r)| format!("{} ({}, {})", r.name, r.sectors.bytes(), spec.mount_point))
+        .collect();
+    let summary = if volumes.is_empty() { summary } else { format!("{summary}; volumes {}", volumes.join(", ")) };
     Ok(Outcome::Ready { root, summary })
+}
+
+/// Lists this boot's volumes for the booted system (`volume::MARKER`).
+fn write_volume_marker(cfg: &Config, thins: &plan::ThinPlan) -> Result<()> {
+    if thins.volumes.is_empty() {
+        return Ok(());
+    }
+    let text: String = thins
+        .volumes
+        .iter()
+        .map(|(spec, record)| {
+            ActiveVolume {
+                name: record.name,
+                device: cfg.name.mapper_path(Role::Volume(record.name)),
+                mount_point: spec.mount_point.clone(),
+                fs: spec.fs,
+            }
+            .line()
+        })
+        .collect();
+    std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
+    std::fs::write(volume::MARKER, text).map_err(|e| Error::io("write", volume::MARKER, e))
 }
 
 fn origin_label(cfg: &Config, devices: &Devices) -> String {

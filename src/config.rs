@@ -5,6 +5,7 @@ use crate::cmdline::Param;
 use crate::error::{Error, Result};
 use crate::names::DeviceName;
 use crate::units::{parse_size, Bytes};
+use crate::volume::{self, VolumeSpec};
 use std::fmt;
 
 /// How a block device is named on the command line.
@@ -121,6 +122,8 @@ pub struct Config {
     pub levels: UseLevels,
     /// `cowroot.maintenance=1`: in frozen mode, this boot writes the base.
     pub maintenance: bool,
+    /// `cowroot.volume` (repeatable): persistent volumes to bring up.
+    pub volumes: Vec<VolumeSpec>,
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -143,7 +146,11 @@ pub(crate) const KEYS: &[&str] = &[
     "cowroot.onchange",
     "cowroot.warn",
     "cowroot.maintenance",
+    "cowroot.volume",
 ];
+
+/// Keys that may be given more than once, each time adding one more.
+const REPEATABLE: &[&str] = &["cowroot.volume"];
 
 impl fmt::Display for DevSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -354,7 +361,8 @@ type Latest<'a> = [(&'a str, Option<&'a str>, Option<&'a Location>)];
 
 impl Config {
     /// `Ok(None)` when `cowroot=` is absent: cowroot has nothing to do.
-    /// Repeated keys: the last one wins, as in the kernel.
+    /// Repeated keys: the last one wins, as in the kernel, except for the
+    /// `REPEATABLE` ones, where each word adds one.
     pub fn from_params(params: &[Param]) -> Result<Option<Config>> {
         Config::from_located(params.iter().map(|p| (p, None)))
     }
@@ -382,7 +390,9 @@ impl Config {
                 );
                 return Err(located(err, at));
             }
-            latest.retain(|(k, _, _)| *k != key);
+            if !REPEATABLE.contains(&key) {
+                latest.retain(|(k, _, _)| *k != key);
+            }
             latest.push((key, param.value.as_deref(), at));
         }
         // A value is checked only where it wins: an error about a key is
@@ -525,6 +535,12 @@ impl Config {
             None => UseLevels::default(),
             Some(v) => parse_levels(require("cowroot.warn", v)?)?,
         };
+        let volumes = latest
+            .iter()
+            .filter(|(k, _, _)| *k == "cowroot.volume")
+            .map(|(_, v, _)| VolumeSpec::parse(require("cowroot.volume", *v)?))
+            .collect::<Result<Vec<_>>>()?;
+        volume::check_all(&volumes)?;
 
         let cfg = Config {
             source,
@@ -542,6 +558,7 @@ impl Config {
             onchange,
             levels,
             maintenance,
+            volumes,
         };
         cfg.check_combinations()?;
         Ok(Some(cfg))
@@ -562,6 +579,12 @@ impl Config {
         } else {
             None
         };
+        if let (Some((key, why)), false) = (throwaway, self.volumes.is_empty()) {
+            return Err(Error::config(
+                "cowroot.volume",
+                format!("a persistent volume needs a pool that survives boots, but {why}; drop one of cowroot.volume and {key}"),
+            ));
+        }
         if let (Some((key, why)), RootMode::Frozen) = (throwaway, self.mode) {
             return Err(Error::config(
                 "cowroot.mode",
@@ -697,6 +720,27 @@ mod tests {
         let cfg = parse("cowroot=PARTLABEL=root\\ a cowpool=ram").unwrap().unwrap();
         assert_eq!(cfg.pool, PoolSpec::Ram(None));
         assert_eq!(cfg.source, Source::Device(DevSpec::PartLabel("root\\".into())));
+    }
+
+    #[test]
+    fn volumes_repeat_and_need_a_pool_that_survives_boots() {
+        let cfg = parse("cowroot=/dev/vda cowpool=/dev/vdb cowroot.volume=home:1G:/home cowroot.mode=volatile cowroot.volume=log:64M:/var/log:xfs")
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = cfg.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["home", "log"]);
+        for (extra, other) in [("cowpool=ram", "cowpool"), ("cowroot.crypt=random", "cowroot.crypt")] {
+            let err = parse(&format!("cowroot=/dev/vda cowpool=/dev/vdb cowroot.volume=home:1G:/home {extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("cowroot.volume:") && err.contains(other), "{extra}: {err}");
+        }
+        let err = parse("cowroot=/dev/vda cowpool=/dev/vdb cowroot.volume=home:1G:/home cowroot.volume=home:2G:/srv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cowroot.volume:") && err.contains("share"), "{err}");
+        let err = parse("cowroot=/dev/vda cowpool=/dev/vdb cowroot.volume").unwrap_err().to_string();
+        assert!(err.starts_with("cowroot.volume:"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! wins on read (invariant 3).
 
 use crate::units::Sectors;
+use crate::volume::{VolumeName, VolumeRecord, MAX_VOLUMES, VOLUME_NAME_MAX};
 use std::fmt;
 
 pub const MAGIC: &[u8; 8] = b"COWROOT1";
@@ -14,8 +15,9 @@ pub const MAGIC: &[u8; 8] = b"COWROOT1";
 /// upgraded in place by the next header write. A newer version is refused.
 /// Version 2 added it; version 3 the image file's identity (read as none
 /// from older copies); version 4 the random-key flag (an older cowroot
-/// must not take such a pool for a plaintext one) and the root's size.
-pub const VERSION: u32 = 4;
+/// must not take such a pool for a plaintext one) and the root's size;
+/// version 5 the persistent volumes, in a longer body.
+pub const VERSION: u32 = 5;
 const OLDEST_VERSION: u32 = 1;
 /// The whole reserved region at the start of the pool device.
 pub const RESERVED_BYTES: u64 = 1 << 20;
@@ -23,9 +25,13 @@ pub const RESERVED_BYTES: u64 = 1 << 20;
 pub const SLOT_BYTES: usize = 4096;
 /// Byte offsets of the two copies (different 64 KiB-aligned regions).
 pub const SLOT_OFFSETS: [u64; 2] = [0, 64 * 1024];
-/// Encoded length covered by the checksum (the CRC sits right after it).
-/// Versions 1 and 2 share it; version 2 uses 8 more bytes of it.
-const BODY_LEN: usize = 252;
+/// Encoded length covered by the checksum (the CRC sits right after it),
+/// as the body-length field says. Versions 1 to 4 share the short one,
+/// each using more of it; version 5 has room for the volume table.
+const BODY_LEN_SHORT: usize = 252;
+const BODY_LEN: usize = 1020;
+/// The bytes that tell an empty slot: all zero there means never written.
+const EMPTY_PROBE_LEN: usize = BODY_LEN_SHORT + 4;
 /// Bytes of a slot that a header uses; the rest of the slot is zero.
 pub const ENCODED_LEN: usize = BODY_LEN + 4;
 /// dm-thin device ids are 24-bit numbers.
@@ -101,6 +107,8 @@ pub struct PoolHeader {
     /// A second thin id to delete with `garbage_thin` (a frozen reset
     /// leaves both the old base and the old snapshot); 0 for none.
     pub garbage_thin2: u32,
+    /// The persistent volumes (`cowroot.volume`), in the order first made.
+    pub volumes: Vec<VolumeRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +229,14 @@ impl PoolHeader {
         w.u64(self.root_sectors.0);
         w.u32(self.base_thin);
         w.u32(self.garbage_thin2);
+        w.u32(self.volumes.len() as u32);
+        w.u32(0);
+        for volume in self.volumes.iter().take(MAX_VOLUMES) {
+            w.put(&volume.name.field());
+            w.u32(volume.thin);
+            w.u32(volume.formatted.into());
+            w.u64(volume.sectors.0);
+        }
         debug_assert!(w.pos <= BODY_LEN);
         let crc = crc32c(&buf[..BODY_LEN]);
         buf[BODY_LEN..BODY_LEN + 4].copy_from_slice(&crc.to_le_bytes());
@@ -228,15 +244,21 @@ impl PoolHeader {
     }
 
     pub fn decode(slot: &[u8]) -> Result<PoolHeader, SlotFault> {
-        if slot.len() < ENCODED_LEN || slot[..ENCODED_LEN].iter().all(|&b| b == 0) {
+        if slot.len() < SLOT_BYTES || slot[..EMPTY_PROBE_LEN].iter().all(|&b| b == 0) {
             return Err(SlotFault::Empty);
         }
         if &slot[..8] != MAGIC {
             return Err(SlotFault::NoMagic);
         }
+        // The checksum covers as much as the body-length field says; a
+        // length no version uses cannot be checked, so it counts as torn.
+        let body_len = u32::from_le_bytes([slot[12], slot[13], slot[14], slot[15]]) as usize;
+        if !(BODY_LEN_SHORT..=SLOT_BYTES - 4).contains(&body_len) {
+            return Err(SlotFault::BadChecksum);
+        }
         let mut crc = [0u8; 4];
-        crc.copy_from_slice(&slot[BODY_LEN..ENCODED_LEN]);
-        if crc32c(&slot[..BODY_LEN]) != u32::from_le_bytes(crc) {
+        crc.copy_from_slice(&slot[body_len..body_len + 4]);
+        if crc32c(&slot[..body_len]) != u32::from_le_bytes(crc) {
             return Err(SlotFault::BadChecksum);
         }
         let mut r = Reader { buf: slot, pos: 8 };
@@ -247,7 +269,8 @@ impl PoolHeader {
         if version < OLDEST_VERSION {
             return Err(SlotFault::Invalid("version"));
         }
-        if r.u32() as usize != BODY_LEN {
+        let expected_len = if version >= 5 { BODY_LEN } else { BODY_LEN_SHORT };
+        if r.u32() as usize != expected_len {
             return Err(SlotFault::Invalid("body length"));
         }
         let seq = r.u64();
@@ -270,7 +293,27 @@ impl PoolHeader {
         let origin_file = if version >= 3 { Some(r.take::<16>()).filter(|f| f != &[0; 16]) } else { None };
         let root_sectors = Sectors(if version >= 4 { r.u64() } else { 0 });
         let (base_thin, garbage_thin2) = if version >= 4 { (r.u32(), r.u32()) } else { (0, 0) };
-        if pad1 != 0 || pad2 != 0 || slot[r.pos..BODY_LEN].iter().any(|&b| b != 0) {
+        let mut volumes = Vec::new();
+        let mut pad3 = 0;
+        if version >= 5 {
+            let count = r.u32() as usize;
+            pad3 = r.u32();
+            if count > MAX_VOLUMES {
+                return Err(SlotFault::Invalid("volume count"));
+            }
+            for _ in 0..count {
+                let name =
+                    VolumeName::from_field(&r.take::<VOLUME_NAME_MAX>()).ok_or(SlotFault::Invalid("volume name"))?;
+                let thin = r.u32();
+                let formatted = match r.u32() {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(SlotFault::Invalid("volume flags")),
+                };
+                volumes.push(VolumeRecord { name, thin, sectors: Sectors(r.u64()), formatted });
+            }
+        }
+        if pad1 != 0 || pad2 != 0 || pad3 != 0 || slot[r.pos..expected_len].iter().any(|&b| b != 0) {
             return Err(SlotFault::Invalid("reserved bytes"));
         }
         let origin = match has_origin {
@@ -297,6 +340,7 @@ impl PoolHeader {
             root_sectors,
             base_thin,
             garbage_thin2,
+            volumes,
         };
         header.validate().map_err(SlotFault::Invalid)?;
         Ok(header)
@@ -346,6 +390,20 @@ impl PoolHeader {
         // image.
         if self.active_thin != 0 && self.origin.is_none() {
             return Err("active thin without an origin record");
+        }
+        // A volume's thin is never one a reset or cleanup may delete.
+        let others = [self.active_thin, self.base_thin, self.garbage_thin, self.garbage_thin2];
+        for (i, volume) in self.volumes.iter().enumerate() {
+            let clash = volume.thin == 0
+                || volume.thin >= self.next_thin
+                || others.contains(&volume.thin)
+                || self.volumes[..i].iter().any(|v| v.thin == volume.thin || v.name == volume.name);
+            if clash || volume.sectors.0 == 0 || volume.sectors.0 > u64::MAX / 1024 {
+                return Err("volume record");
+            }
+        }
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err("volume count");
         }
         if self.root_sectors.0 > self.device_sectors.0.max(1 << 40) * 1024 || self.root_sectors.0 > u64::MAX / 1024 {
             return Err("root size");
@@ -465,6 +523,7 @@ pub(crate) fn sample() -> PoolHeader {
         root_sectors: Sectors(0),
         base_thin: 0,
         garbage_thin2: 0,
+        volumes: Vec::new(),
     }
 }
 
@@ -488,28 +547,72 @@ mod tests {
         assert_eq!(PoolHeader::decode(&bare.encode()), Ok(bare));
     }
 
+    /// Re-seals a copy in the short body of versions 1 to 4.
+    fn seal_short(buf: &mut [u8; SLOT_BYTES]) {
+        buf[12..16].copy_from_slice(&(BODY_LEN_SHORT as u32).to_le_bytes());
+        buf[BODY_LEN_SHORT..ENCODED_LEN].fill(0);
+        let crc = crc32c(&buf[..BODY_LEN_SHORT]);
+        buf[BODY_LEN_SHORT..EMPTY_PROBE_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// A copy in an older version's layout (fields past it zeroed).
+    fn as_version(header: &PoolHeader, version: u32, used: usize) -> [u8; SLOT_BYTES] {
+        let mut buf = header.encode();
+        buf[8..12].copy_from_slice(&version.to_le_bytes());
+        buf[used..BODY_LEN_SHORT].fill(0);
+        seal_short(&mut buf);
+        buf
+    }
+
     /// A copy as cowroot 0.1 wrote it: version 1, no transaction field.
     fn version_1(header: &PoolHeader) -> [u8; SLOT_BYTES] {
-        let mut buf = header.encode();
-        buf[8..12].copy_from_slice(&1u32.to_le_bytes());
-        buf[160..184].fill(0);
-        let crc = crc32c(&buf[..BODY_LEN]);
-        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
-        buf
+        as_version(header, 1, 160)
+    }
+
+    #[test]
+    fn version_4_copies_read_without_volumes_and_version_5_keeps_them() {
+        let mut h = sample();
+        h.next_thin = 9;
+        let read = PoolHeader::decode(&as_version(&h, 4, 200)).unwrap();
+        assert_eq!((read.version, read.volumes.len(), read.next_thin), (4, 0, 9));
+        let name = |n: &str| VolumeName::parse(n).unwrap();
+        h.volumes = vec![
+            VolumeRecord { name: name("home"), thin: 7, sectors: Sectors(1 << 21), formatted: true },
+            VolumeRecord {
+                name: name(&"l".repeat(VOLUME_NAME_MAX)),
+                thin: 8,
+                sectors: Sectors(32768),
+                formatted: false,
+            },
+        ];
+        assert_eq!(PoolHeader::decode(&h.encode()), Ok(h.clone()));
+        // A version-4 copy's short body cannot hold volumes: bytes there
+        // are not ones cowroot wrote.
+        let mut odd = h.encode();
+        odd[8..12].copy_from_slice(&4u32.to_le_bytes());
+        seal_short(&mut odd);
+        assert_eq!(PoolHeader::decode(&odd), Err(SlotFault::Invalid("reserved bytes")));
+        // Volume thins that clash with each other, the active thin or the
+        // unreserved ids are refused, as are repeated names.
+        for (thin, other_name) in [(7, "x"), (1, "x"), (9, "x"), (0, "x"), (6, "home")] {
+            let mut bad = h.clone();
+            bad.volumes[1] = VolumeRecord { name: name(other_name), thin, sectors: Sectors(8), formatted: false };
+            assert_eq!(PoolHeader::decode(&bad.encode()), Err(SlotFault::Invalid("volume record")), "{thin}");
+        }
+        let mut flags = h.encode();
+        flags[208 + VOLUME_NAME_MAX + 4] = 2;
+        let crc = crc32c(&flags[..BODY_LEN]);
+        flags[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(PoolHeader::decode(&flags), Err(SlotFault::Invalid("volume flags")));
     }
 
     #[test]
     fn version_2_copies_read_without_a_file_identity() {
-        let mut buf = sample().encode();
-        buf[8..12].copy_from_slice(&2u32.to_le_bytes());
-        buf[168..184].fill(0);
-        let crc = crc32c(&buf[..BODY_LEN]);
-        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        let mut buf = as_version(&sample(), 2, 168);
         let read = PoolHeader::decode(&buf).unwrap();
         assert_eq!((read.version, read.origin_file, read.transaction), (2, None, 3));
         buf[170] = 1;
-        let crc = crc32c(&buf[..BODY_LEN]);
-        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        seal_short(&mut buf);
         assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::Invalid("reserved bytes")));
     }
 
@@ -526,8 +629,7 @@ mod tests {
         // A version-1 copy with bytes in the later field is not one 0.1 wrote.
         let mut odd = version_1(&old);
         odd[165] = 1;
-        let crc = crc32c(&odd[..BODY_LEN]);
-        odd[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        seal_short(&mut odd);
         assert_eq!(PoolHeader::decode(&odd), Err(SlotFault::Invalid("reserved bytes")));
     }
 
@@ -573,7 +675,10 @@ mod tests {
         // Unknown flags and padding.
         assert_eq!(crafted(set32(52, 16)), Err(SlotFault::Invalid("flags")));
         assert_eq!(crafted(set32(100, 1)), Err(SlotFault::Invalid("reserved bytes")));
-        assert_eq!(crafted(|b| b[200] = 1), Err(SlotFault::Invalid("reserved bytes")));
+        assert_eq!(crafted(|b| b[204] = 1), Err(SlotFault::Invalid("reserved bytes")));
+        assert_eq!(crafted(|b| b[600] = 1), Err(SlotFault::Invalid("reserved bytes")));
+        assert_eq!(crafted(set32(200, 1)), Err(SlotFault::Invalid("volume name")));
+        assert_eq!(crafted(set32(200, 9)), Err(SlotFault::Invalid("volume count")));
         // A header at its last usable seq can be read but not advanced.
         let mut last = sample();
         last.seq = u64::MAX - 1;

@@ -37,3 +37,5 @@ pub mod sys;
 pub mod table;
 pub mod udev;
 pub mod units;
+pub mod volume;
+pub mod volume_setup;

@@ -6,7 +6,7 @@ use cowroot::layout::BlockSize;
 use cowroot::names::DeviceName;
 use cowroot::settings::{self, Settings};
 use cowroot::sys::RealSystem;
-use cowroot::{config, format, inspect, klog, names, rootarg, shutdown, status, units};
+use cowroot::{config, format, inspect, klog, names, rootarg, shutdown, status, units, volume_setup};
 use log::LevelFilter;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -43,6 +43,11 @@ usage:
   cowroot maintenance [--cancel] [--name NAME]
                                              in cowroot.mode=frozen, make the next boot write
                                              into the base (the boot after it is frozen again)
+  cowroot volumes [--json] [--name NAME]     list the pool's persistent volumes (cowroot.volume)
+  cowroot volumes --prepare                  make a filesystem on this boot's new volumes
+                                             (cowroot-volumes.service runs it)
+  cowroot volumes --mount                    --prepare, then mount them (systems without systemd;
+                                             with systemd, cowroot-volume-generator's units do)
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
@@ -67,7 +72,8 @@ usage:
 
 Keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset= cowroot.name=
 cowroot.timeout= cowroot.onfail= cowroot.debug= cowroot.mode= cowroot.crypt=
-cowroot.size= cowroot.onchange= cowroot.warn= cowroot.maintenance= (see the README). They are read from
+cowroot.size= cowroot.onchange= cowroot.warn= cowroot.maintenance= cowroot.volume=
+(see the README). They are read from
 /etc/cowroot.conf (key=value words, # comments, only cowroot's keys), then dracut's
 /etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
@@ -392,6 +398,35 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             println!("{}", cowroot::grow::grow(mount_point)?);
             Ok(())
         }
+        "volumes" => {
+            klog::init(false, level);
+            let prepare = args.flag("--prepare");
+            let mount = args.flag("--mount");
+            let json = args.flag("--json");
+            let name = device_name(&mut args, &read_settings(config, None))?;
+            args.done()?;
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
+            if prepare || mount {
+                let report = if mount {
+                    volume_setup::mount_all(&mut sys, &name)?
+                } else {
+                    volume_setup::prepare(&mut sys, &name)?
+                };
+                for line in report {
+                    println!("{line}");
+                }
+                return Ok(());
+            }
+            let info = status::gather(&mut sys, &name, status::Booted::default())?;
+            if json {
+                println!("{}", info.render_volumes_json());
+            } else if info.volumes.is_empty() {
+                println!("{} holds no persistent volumes (cowroot.volume= makes one)", info.pool_device);
+            } else {
+                print!("{}", info.render_volumes_text());
+            }
+            Ok(())
+        }
         "cleanup" => {
             klog::init(false, level);
             let name = device_name(&mut args, &read_settings(config, None))?;
@@ -418,6 +453,22 @@ fn main() -> ExitCode {
     if os.next().is_some_and(|argv0| Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("shutdown"))) {
         let verb = os.next().map(|v| v.to_string_lossy().into_owned());
         shutdown::run(shutdown::Action::parse(verb.as_deref()));
+    }
+    // systemd runs generators with three directories; units go to the first.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|argv0| Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("cowroot-volume-generator")))
+    {
+        klog::init(false, LevelFilter::Info);
+        let dir = std::env::args_os().nth(1).unwrap_or_else(|| "/run/systemd/generator".into());
+        return match volume_setup::generate(Path::new(&dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                log::error!("cowroot-volume-generator: {err}");
+                eprintln!("cowroot-volume-generator: {err}");
+                ExitCode::from(FAILED)
+            }
+        };
     }
     // args_os: std::env::args() panics on an argument that is not UTF-8.
     let mut args = Args::new(std::env::args_os().skip(1).collect());

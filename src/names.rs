@@ -3,11 +3,14 @@
 //! prefix) and their lengths provably fit the kernel's limits.
 
 use crate::error::{Error, Result};
+use crate::volume::VolumeName;
+use std::borrow::Cow;
 use std::fmt;
 
 /// The kernel's limit on a dm name is 128 bytes including the NUL.
 const DM_NAME_MAX: usize = 127;
-/// The longest user-chosen name; the longest suffix below is 11 bytes.
+/// The longest user-chosen name; the longest suffix below is 29 bytes
+/// (`-vol-` and a volume name).
 pub const NAME_MAX: usize = 64;
 pub const UUID_PREFIX: &str = "COWROOT-";
 
@@ -15,7 +18,7 @@ pub const UUID_PREFIX: &str = "COWROOT-";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceName(String);
 
-/// The four device-mapper devices of one cowroot setup.
+/// The device-mapper devices of one cowroot setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// The thin device the machine boots from.
@@ -29,32 +32,36 @@ pub enum Role {
     /// The `cowroot.onfail=ro` fallback: the origin itself, read-only,
     /// under the root device's name.
     ReadOnly,
+    /// A persistent volume (`cowroot.volume`): `/dev/mapper/NAME-vol-VOLUME`.
+    Volume(VolumeName),
 }
 
 impl Role {
-    fn suffix(self) -> &'static str {
+    fn suffix(self) -> Cow<'static, str> {
         match self {
-            Role::Thin => "",
-            Role::Pool => "-pool",
-            Role::Meta => "-pool_tmeta",
-            Role::Data => "-pool_tdata",
-            Role::ReadOnly => "",
+            Role::Thin => "".into(),
+            Role::Pool => "-pool".into(),
+            Role::Meta => "-pool_tmeta".into(),
+            Role::Data => "-pool_tdata".into(),
+            Role::ReadOnly => "".into(),
+            Role::Volume(volume) => format!("-vol-{volume}").into(),
         }
     }
 
-    fn tag(self) -> &'static str {
+    fn tag(self) -> Cow<'static, str> {
         match self {
-            Role::Thin => "thin",
-            Role::Pool => "pool",
-            Role::Meta => "tmeta",
-            Role::Data => "tdata",
-            Role::ReadOnly => "ro",
+            Role::Thin => "thin".into(),
+            Role::Pool => "pool".into(),
+            Role::Meta => "tmeta".into(),
+            Role::Data => "tdata".into(),
+            Role::ReadOnly => "ro".into(),
+            Role::Volume(volume) => format!("vol-{volume}").into(),
         }
     }
 
     /// Private layers are hidden from udev's disk rules (invariant 8).
     pub fn is_private(self) -> bool {
-        !matches!(self, Role::Thin | Role::ReadOnly)
+        !matches!(self, Role::Thin | Role::ReadOnly | Role::Volume(_))
     }
 }
 
@@ -142,7 +149,8 @@ mod tests {
     #[test]
     fn longest_names_fit_the_kernel_limits() {
         let name = DeviceName::parse(&"n".repeat(NAME_MAX)).unwrap();
-        for role in [Role::Thin, Role::Pool, Role::Meta, Role::Data, Role::ReadOnly] {
+        let volume = Role::Volume(VolumeName::parse(&"v".repeat(crate::volume::VOLUME_NAME_MAX)).unwrap());
+        for role in [Role::Thin, Role::Pool, Role::Meta, Role::Data, Role::ReadOnly, volume] {
             assert!(name.dm_name(role).len() <= DM_NAME_MAX);
             // DM_UUID_LEN is 129 including the NUL.
             assert!(name.dm_uuid(role).len() <= 128);
@@ -152,6 +160,10 @@ mod tests {
         assert_eq!(name.dm_uuid(Role::Thin), "COWROOT-thin-cowroot");
         assert_eq!(name.mapper_path(Role::Thin), "/dev/mapper/cowroot");
         assert_eq!(name.device_unit(), "dev-mapper-cowroot.device");
+        let home = Role::Volume(VolumeName::parse("home").unwrap());
+        assert_eq!(name.mapper_path(home), "/dev/mapper/cowroot-vol-home");
+        assert_eq!(name.dm_uuid(home), "COWROOT-vol-home-cowroot");
+        assert!(!home.is_private());
         let odd = DeviceName::parse("my-root.v2+x").unwrap();
         assert_eq!(odd.device_unit(), "dev-mapper-my\\x2droot.v2\\x2bx.device");
     }

@@ -21,6 +21,7 @@ use crate::names::Role;
 use crate::pool::{PoolFacts, PoolState};
 use crate::table::{Crypt, KeyText, Linear, Target, Thin, ThinPool};
 use crate::units::{Bytes, Sectors};
+use crate::volume::{VolumeRecord, VolumeSpec, MAX_VOLUMES};
 
 /// Where the image host filesystem is mounted (under /run, so it survives
 /// switch-root and stays visible to the booted system).
@@ -124,6 +125,12 @@ pub enum Step {
         len: Sectors,
         origin: DevRef,
     },
+    /// A persistent volume's device: thin `id` without an origin.
+    CreateVolume {
+        volume: crate::volume::VolumeName,
+        id: u32,
+        len: Sectors,
+    },
     /// The `onfail=ro` fallback: the origin as a read-only linear device.
     CreateReadOnly {
         len: Sectors,
@@ -182,6 +189,11 @@ impl Step {
                         external_origin: Some(dev(origin)?),
                     }),
                 },
+                Step::CreateVolume { volume, id, len } => DmTable {
+                    role: Role::Volume(*volume),
+                    len: *len,
+                    target: Target::Thin(Thin { pool: dev(&DevRef::Dm(Role::Pool))?, id: *id, external_origin: None }),
+                },
                 _ => unreachable!("checked below"),
             })
         };
@@ -190,7 +202,8 @@ impl Step {
             | Step::CreateCrypt { .. }
             | Step::CreateReadOnly { .. }
             | Step::CreatePool { .. }
-            | Step::CreateThin { .. } => Some(table()),
+            | Step::CreateThin { .. }
+            | Step::CreateVolume { .. } => Some(table()),
             _ => None,
         }
     }
@@ -287,6 +300,7 @@ pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHead
         root_sectors: Sectors(0),
         base_thin: 0,
         garbage_thin2: 0,
+        volumes: Vec::new(),
     }
 }
 
@@ -391,6 +405,18 @@ pub fn plan_activation_for(
                     ),
                 ));
             }
+            if crypt && !header.volumes.is_empty() {
+                let names: Vec<String> = header.volumes.iter().map(|v| v.name.to_string()).collect();
+                return Err(Error::config(
+                    "cowroot.crypt",
+                    format!(
+                        "{device} holds the persistent volumes {}, and cowroot.crypt=random starts a new encrypted \
+                         pool every boot, which would discard them (no reset does). Drop cowroot.crypt=random; to \
+                         give the volumes up, start over with `cowroot format --force {device}`",
+                        names.join(", ")
+                    ),
+                ));
+            }
             if crypt && !was_crypt && header.active_thin != 0 && !session.reset {
                 return Err(Error::config(
                     "cowroot.crypt",
@@ -434,6 +460,7 @@ pub fn plan_activation_for(
             h.root_sectors = Sectors(0);
             h.base_thin = 0;
             h.garbage_thin2 = 0;
+            h.volumes.clear();
         })?;
     }
     let h = &state.header;
@@ -468,6 +495,8 @@ pub struct ThinPlan {
     /// Why the origin counts as changed, when `cowroot.onchange=reset`
     /// started fresh on it.
     pub origin_change: Option<String>,
+    /// This boot's persistent volumes, as asked for and as recorded.
+    pub volumes: Vec<(VolumeSpec, VolumeRecord)>,
 }
 
 /// Plans the thin devices once the pool is up, given the metadata's
@@ -490,7 +519,7 @@ pub fn plan_thins(
 ) -> Result<ThinPlan> {
     let mut steps = Vec::new();
     let mut state = activation.header.clone();
-    let txn = bind_transaction(&state, metadata_transaction)?;
+    let mut txn = bind_transaction(&state, metadata_transaction)?;
 
     // What the last reset left (when nothing deleted it after boot), or
     // what an interrupted one reserved.
@@ -506,6 +535,10 @@ pub fn plan_thins(
             h.transaction = txn;
         })?;
     }
+
+    // Persistent volumes first, while no reservation is pending: each new
+    // one is reserved, created and recorded like a new root thin.
+    let volumes = plan_volumes(cfg, &mut state, &mut steps, &mut txn, pool_block)?;
 
     let reset_requested = cfg.reset || cfg.mode == RootMode::Volatile || state.header.flags & FLAG_RESET_NEXT_BOOT != 0;
     let old = state.header.active_thin;
@@ -682,7 +715,71 @@ pub fn plan_thins(
         None => state.header.root_sectors,
     };
     steps.push(Step::CreateThin { id: state.header.active_thin, len, origin: origin.device.clone() });
-    Ok(ThinPlan { steps, mode, header: state, origin_change })
+    for (_, record) in &volumes {
+        steps.push(Step::CreateVolume { volume: record.name, id: record.thin, len: record.sectors });
+    }
+    Ok(ThinPlan { steps, mode, header: state, origin_change, volumes })
+}
+
+/// Brings the header's volume table up to `cfg.volumes`: a volume not yet
+/// recorded gets a new thin (reserved, created, then recorded, so a power
+/// cut leaves at most a reserved id the next boot deletes); a larger SIZE
+/// grows one (a volume never shrinks). Volumes recorded but not asked for
+/// stay in the pool untouched.
+fn plan_volumes(
+    cfg: &Config,
+    state: &mut HeaderState,
+    steps: &mut Vec<Step>,
+    txn: &mut u64,
+    pool_block: u32,
+) -> Result<Vec<(VolumeSpec, VolumeRecord)>> {
+    let mut out = Vec::new();
+    for spec in &cfg.volumes {
+        let wanted = round_up(spec.size.sectors(), pool_block.max(4096));
+        let recorded = state.header.volumes.iter().position(|v| v.name == spec.name);
+        let index = match recorded {
+            Some(index) => {
+                if state.header.volumes[index].sectors < wanted {
+                    state.write(steps, false, "grow a volume", |h| h.volumes[index].sectors = wanted)?;
+                }
+                index
+            }
+            None => {
+                if state.header.volumes.len() >= MAX_VOLUMES {
+                    return Err(Error::config(
+                        "cowroot.volume",
+                        format!(
+                            "{} already records {MAX_VOLUMES} volumes, the most a pool holds; reuse one of their names",
+                            state.device
+                        ),
+                    ));
+                }
+                let id = state.header.next_thin;
+                if id > MAX_THIN_ID {
+                    return Err(state.exhausted("all 2^24 thin ids have been used"));
+                }
+                let next_txn = state.header.transaction_after(*txn).ok_or_else(|| state_exhausted(&state.device))?;
+                state.write(steps, false, "reserve thin id for a volume", |h| {
+                    h.next_thin = id + 1;
+                    h.garbage_thin = id;
+                    h.flags |= FLAG_RESERVED;
+                })?;
+                steps.push(Step::CreateThinId { id });
+                steps.push(Step::SetTransactionId { from: *txn, to: next_txn });
+                let record = VolumeRecord { name: spec.name, thin: id, sectors: wanted, formatted: false };
+                state.write(steps, false, "record a new volume", |h| {
+                    h.volumes.push(record);
+                    h.garbage_thin = 0;
+                    h.flags &= !FLAG_RESERVED;
+                    h.transaction = next_txn;
+                })?;
+                *txn = next_txn;
+                state.header.volumes.len() - 1
+            }
+        };
+        out.push((spec.clone(), state.header.volumes[index]));
+    }
+    Ok(out)
 }
 
 /// `cowroot cleanup` on the running system: deletes the thin a reset left
@@ -1256,6 +1353,11 @@ mod tests {
                         assert!(!self.thins.contains(id), "create_thin {id}: exists");
                         self.thins.push(*id);
                     }
+                    Step::CreateSnapId { id, of } => {
+                        assert!(!self.thins.contains(id), "create_snap {id}: exists");
+                        assert!(self.thins.contains(of), "create_snap {id} {of}: no thin {of}");
+                        self.thins.push(*id);
+                    }
                     Step::DeleteThinId { id, .. } => self.thins.retain(|t| t != id),
                     _ => {}
                 }
@@ -1292,12 +1394,26 @@ mod tests {
 
         /// Boots (planning as cowroot would); returns the plan's steps.
         fn boot(&self, reset: bool, lost: Option<usize>) -> Result<Vec<Step>> {
-            let key = if reset { "cowroot.reset=1" } else { "" };
-            let p = plan(&cfg(key), self.state(lost), &origin(1), Some(self.txn))?;
-            let Some(Step::CreateThin { id, .. }) = p.1.steps.last() else { panic!() };
+            self.boot_with(if reset { "cowroot.reset=1" } else { "" }, lost)
+        }
+
+        /// Boots with these keys; every device it makes is on a thin that
+        /// exists by then.
+        fn boot_with(&self, keys: &str, lost: Option<usize>) -> Result<Vec<Step>> {
+            let p = plan(&cfg(keys), self.state(lost), &origin(1), Some(self.txn))?;
             let mut after = self.clone();
             after.apply(&steps(&p), usize::MAX);
-            assert!(after.thins.contains(id), "boots thin {id}, which does not exist ({:?})", after.thins);
+            let devices: Vec<u32> =
+                p.1.steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::CreateThin { id, .. } | Step::CreateVolume { id, .. } => Some(*id),
+                        _ => None,
+                    })
+                    .collect();
+            for id in devices {
+                assert!(after.thins.contains(&id), "a device on thin {id}, which does not exist ({:?})", after.thins);
+            }
             Ok(steps(&p))
         }
     }
@@ -1327,6 +1443,134 @@ mod tests {
                 }
             }
         }
+    }
+
+    const HOME: &str = "cowroot.volume=home:64M:/home";
+
+    fn volume_ids(p: &(Activation, ThinPlan)) -> Vec<(String, u32, u64)> {
+        p.1.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::CreateVolume { volume, id, len } => Some((volume.to_string(), *id, len.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn persistent_volumes_are_made_once_and_outlive_resets_and_frozen_boots() {
+        let first = plan(&cfg(HOME), PoolState::Blank, &origin(1), None).unwrap();
+        assert_eq!(
+            kinds(&steps(&first))[4..],
+            [
+                "header1:reserve thin id for a volume:seq2:txn0",
+                "create_thin 1",
+                "set_transaction_id 0 S+0",
+                "header0:record a new volume:seq3:txnS+0",
+                "header1:reserve thin id:seq4:txnS+0",
+                "create_thin 2",
+                "set_transaction_id S+0 S+1",
+                "header0:switch to new thin:seq5:txnS+1",
+                "header1:mirror to the other copy:seq6:txnS+1",
+                "thin 2",
+                "CreateVolume { volume: \"home\", id: 1, len: Sectors(131072) }",
+            ]
+        );
+        let home = vec![("home".to_string(), 1, 131072)];
+        assert_eq!(volume_ids(&first), home);
+        assert!(!first.1.header.header.volumes[0].formatted);
+        let mut last = first;
+        for keys in [
+            "",
+            "cowroot.reset=1",
+            "cowroot.mode=volatile",
+            "cowroot.mode=frozen",
+            "cowroot.mode=frozen",
+            "cowroot.mode=frozen cowroot.maintenance=1",
+            "cowroot.mode=frozen cowroot.reset=1",
+            "cowroot.onchange=reset",
+        ] {
+            let origin = if keys.contains("onchange") { origin(2) } else { origin(1) };
+            let next = plan(&cfg(&format!("{HOME} {keys}")), after(&last), &origin, None).unwrap();
+            assert_eq!(volume_ids(&next), home, "{keys}");
+            let deleted: Vec<Step> =
+                steps(&next).into_iter().filter(|s| matches!(s, Step::DeleteThinId { id: 1, .. })).collect();
+            assert!(deleted.is_empty(), "{keys}: {deleted:?}");
+            assert!(![next.1.header.header.garbage_thin, next.1.header.header.garbage_thin2].contains(&1), "{keys}");
+            last = next;
+        }
+        // Without the key the volume stays recorded, untouched and inactive.
+        let without = plan(&cfg(""), after(&last), &origin(2), None).unwrap();
+        assert_eq!(volume_ids(&without), []);
+        assert_eq!(without.1.header.header.volumes.len(), 1);
+        // A larger size grows it; a smaller one does not shrink it.
+        let grown = plan(&cfg("cowroot.volume=home:128M:/home"), after(&without), &origin(2), None).unwrap();
+        assert_eq!(volume_ids(&grown), [("home".to_string(), 1, 262144)]);
+        let kept = plan(&cfg(HOME), after(&grown), &origin(2), None).unwrap();
+        assert_eq!(volume_ids(&kept), [("home".to_string(), 1, 262144)]);
+        // A second volume gets the next id.
+        let two =
+            plan(&cfg(&format!("{HOME} cowroot.volume=log:32M:/var/log")), after(&kept), &origin(2), None).unwrap();
+        assert_eq!(volume_ids(&two)[1].0, "log");
+        assert_eq!(two.1.header.header.volumes.len(), 2);
+        // A random-key session would discard them: refused, even with a reset.
+        let act = plan_activation_for(
+            &facts(after(&two)),
+            BlockSize::Auto,
+            UUID,
+            &Session { keys: Some(SessionKeys { meta: Key::fixed(1), data: Key::fixed(2) }), reset: true },
+        );
+        let err = act.unwrap_err().to_string();
+        assert!(err.starts_with("cowroot.crypt:") && err.contains("home, log"), "{err}");
+    }
+
+    #[test]
+    fn power_cuts_anywhere_in_frozen_boots_and_volume_creation_lose_nothing() {
+        let boots = [
+            HOME.to_string(),
+            format!("{HOME} cowroot.mode=frozen"),
+            format!("{HOME} cowroot.mode=frozen cowroot.volume=log:32M:/var/log"),
+            format!("{HOME} cowroot.mode=frozen cowroot.maintenance=1"),
+            format!("{HOME} cowroot.mode=frozen cowroot.reset=1"),
+            format!("{HOME} cowroot.reset=1"),
+        ];
+        let mut start = Disk::after_first_boot();
+        for keys in &boots {
+            let first = start.boot_with(keys, None).unwrap();
+            for cut in 0..=first.len() {
+                let mut disk = start.clone();
+                disk.apply(&first, cut);
+                let recovery = disk.boot_with(keys, None).unwrap_or_else(|e| panic!("{keys}: cut {cut}: {e}"));
+                for cut2 in 0..=recovery.len() {
+                    let mut twice = disk.clone();
+                    twice.apply(&recovery, cut2);
+                    let next =
+                        twice.boot_with(keys, None).unwrap_or_else(|e| panic!("{keys}: cuts {cut}, {cut2}: {e}"));
+                    let mut done = twice.clone();
+                    done.apply(&next, usize::MAX);
+                    done.cleanup(usize::MAX);
+                    let PoolState::Ours { header, other, .. } = done.state(None) else { panic!() };
+                    assert_eq!(other, OtherCopy::InSync, "{keys}: cuts {cut}, {cut2}");
+                    assert_eq!((header.garbage_thin, header.garbage_thin2), (0, 0), "{keys}: cuts {cut}, {cut2}");
+                    assert_eq!(header.transaction, done.txn, "{keys}: cuts {cut}, {cut2}");
+                    let mut want: Vec<u32> = header.volumes.iter().map(|v| v.thin).collect();
+                    want.extend([header.active_thin, header.base_thin].into_iter().filter(|&t| t != 0));
+                    want.sort();
+                    want.dedup();
+                    let mut have = done.thins.clone();
+                    have.sort();
+                    assert_eq!(have, want, "{keys}: cuts {cut}, {cut2}");
+                    // A volume, once recorded, keeps its thin.
+                    let PoolState::Ours { header: before, .. } = start.state(None) else { panic!() };
+                    for v in &before.volumes {
+                        assert!(header.volumes.contains(v), "{keys}: cuts {cut}, {cut2}: {v:?} lost");
+                    }
+                }
+            }
+            start.apply(&first, usize::MAX);
+        }
+        let PoolState::Ours { header, .. } = start.state(None) else { panic!() };
+        assert_eq!(header.volumes.len(), 2);
     }
 
     #[test]

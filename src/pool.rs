@@ -283,13 +283,13 @@ mod tests {
     #[test]
     fn foreign_bytes_in_a_slot_are_not_a_damaged_copy() {
         let (start, _) = pool(2);
-        // Past the 256 bytes a header uses, inside slot 1.
+        // Past the 1024 bytes a header uses, inside slot 1.
         let mut s = start.clone();
-        s[65536 + 1000] = 1;
+        s[65536 + 2000] = 1;
         assert_eq!(classify(&s), PoolState::Foreign("data next to a stale cowroot header"));
         // A foreign signature where the older copy was.
         let mut s = start.clone();
-        s[65536..65536 + 256].fill(0);
+        s[65536..65536 + header::ENCODED_LEN].fill(0);
         s[65536 + 64..65536 + 72].copy_from_slice(b"_BHRfS_M");
         assert_eq!(classify(&s), PoolState::Foreign("a btrfs filesystem"));
     }
@@ -336,8 +336,8 @@ mod tests {
     fn a_newer_header_is_refused_with_its_version() {
         let (mut start, _) = pool(1);
         start[8..12].copy_from_slice(&9u32.to_le_bytes());
-        let crc = header::crc32c(&start[..252]);
-        start[252..256].copy_from_slice(&crc.to_le_bytes());
+        let crc = header::crc32c(&start[..header::ENCODED_LEN - 4]);
+        start[header::ENCODED_LEN - 4..header::ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(classify(&start), PoolState::NewerVersion(9));
     }
 }

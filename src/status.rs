@@ -10,6 +10,20 @@ use crate::pool::PoolState;
 use crate::probe;
 use crate::table::{percent, Crypt, Linear, ParseError, Thin, ThinPool};
 use crate::units::Bytes;
+use crate::volume::{ActiveVolume, VolumeName};
+
+/// A persistent volume as status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeStatus {
+    pub name: String,
+    pub thin: u32,
+    pub size_bytes: u64,
+    /// Where this boot mounts it; `None`: not asked for at this boot.
+    pub mount_point: Option<String>,
+    /// Bytes written to it (its mapped blocks), when it is active.
+    pub mapped_bytes: Option<u64>,
+    pub formatted: bool,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusInfo {
@@ -50,6 +64,8 @@ pub struct StatusInfo {
     pub maintenance_requested: bool,
     /// A second leftover thin (a frozen reset leaves two); 0: none.
     pub leftover_thin2: u32,
+    /// The persistent volumes the pool holds.
+    pub volumes: Vec<VolumeStatus>,
 }
 
 impl StatusInfo {
@@ -186,8 +202,28 @@ impl StatusInfo {
                 ),
             );
         }
+        for v in &self.volumes {
+            let written = v.mapped_bytes.map(|m| format!(", {} written", Bytes(m))).unwrap_or_default();
+            let state = match (&v.mount_point, v.formatted) {
+                (Some(at), true) => format!("at {at}"),
+                (Some(at), false) => format!("for {at}, no filesystem yet (`cowroot volumes --prepare` makes one)"),
+                (None, _) => "not asked for at this boot (kept untouched)".into(),
+            };
+            line("volume:", format!("{} ({}{written}), {state}; thin {}", v.name, Bytes(v.size_bytes), v.thin));
+        }
         line("next boot:", self.next_boot());
         out
+    }
+
+    /// The volume lines of `render_text` alone (`cowroot volumes`).
+    pub fn render_volumes_text(&self) -> String {
+        self.render_text().lines().filter(|l| l.starts_with("volume:")).map(|l| format!("{l}\n")).collect()
+    }
+
+    /// `cowroot volumes --json`: the `volumes` array of `render_json`.
+    pub fn render_volumes_json(&self) -> String {
+        let all = self.render_json();
+        all.split_once("\"volumes\":").map(|(_, v)| v.trim_end_matches('}').to_string()).unwrap_or_else(|| "[]".into())
     }
 
     pub fn render_json(&self) -> String {
@@ -201,7 +237,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{}}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{},\"volumes\":[{}]}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -225,6 +261,19 @@ impl StatusInfo {
             self.base_thin,
             self.maintenance_requested,
             self.leftover_thin2,
+            self.volumes
+                .iter()
+                .map(|v| format!(
+                    "{{\"name\":{},\"thin\":{},\"size_bytes\":{},\"mount_point\":{},\"mapped_bytes\":{},\"formatted\":{}}}",
+                    s(&v.name),
+                    v.thin,
+                    v.size_bytes,
+                    v.mount_point.as_deref().map(s).unwrap_or_else(|| "null".into()),
+                    v.mapped_bytes.map(|m| m.to_string()).unwrap_or_else(|| "null".into()),
+                    v.formatted
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }
@@ -369,6 +418,25 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         .ok()
         .and_then(|line| line.params.split_whitespace().next()?.parse::<u64>().ok())
         .map(|sectors| sectors.saturating_mul(512));
+    let marker = std::fs::read_to_string(crate::volume::MARKER).ok();
+    let active = marker.and_then(|t| ActiveVolume::parse_marker(&t).ok()).unwrap_or_default();
+    let volumes = live
+        .header
+        .volumes
+        .iter()
+        .map(|v| VolumeStatus {
+            name: v.name.to_string(),
+            thin: v.thin,
+            size_bytes: v.sectors.bytes().0,
+            mount_point: active.iter().find(|a| a.name == v.name).map(|a| a.mount_point.clone()),
+            mapped_bytes: sys
+                .dm_line(&name.dm_name(Role::Volume(v.name)), true)
+                .ok()
+                .and_then(|line| line.params.split_whitespace().next()?.parse::<u64>().ok())
+                .map(|sectors| sectors.saturating_mul(512)),
+            formatted: v.formatted,
+        })
+        .collect();
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
     let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
     let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
@@ -398,6 +466,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         base_thin: live.header.base_thin,
         maintenance_requested: live.header.flags & FLAG_MAINTENANCE_NEXT_BOOT != 0,
         leftover_thin2: live.header.garbage_thin2,
+        volumes,
     })
 }
 
@@ -528,6 +597,26 @@ pub fn request_maintenance<S: System>(sys: &mut S, name: &DeviceName, cancel: bo
     })
 }
 
+/// Records in both header copies that a volume now holds a filesystem, so
+/// nothing formats it again. Already recorded: nothing is written.
+pub fn record_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<()> {
+    let _lock = lock_header(name)?;
+    let live = live(sys, name)?;
+    let Some(index) = live.header.volumes.iter().position(|v| v.name == volume) else {
+        return Err(Error::Inconsistent(format!("{}: the header records no volume {volume}", live.pool_device)));
+    };
+    if !live.header.volumes[index].formatted {
+        write_both(sys, &live, |h| h.volumes[index].formatted = true)?;
+    }
+    Ok(())
+}
+
+/// Whether the header records `volume` as formatted.
+pub fn volume_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<Option<bool>> {
+    let live = live(sys, name)?;
+    Ok(live.header.volumes.iter().find(|v| v.name == volume).map(|v| v.formatted))
+}
+
 pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) -> Result<String> {
     let _lock = lock_header(name)?;
     let live = live(sys, name)?;
@@ -581,6 +670,7 @@ mod tests {
             base_thin: 0,
             maintenance_requested: false,
             leftover_thin2: 0,
+            volumes: Vec::new(),
         }
     }
 
@@ -598,9 +688,38 @@ mod tests {
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
         assert!(
             json.ends_with(
-                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0}"
+                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[]}"
             ),
             "{json}"
+        );
+        let mut vols = sample();
+        vols.volumes = vec![
+            VolumeStatus {
+                name: "home".into(),
+                thin: 3,
+                size_bytes: 1 << 30,
+                mount_point: Some("/home".into()),
+                mapped_bytes: Some(2 << 20),
+                formatted: true,
+            },
+            VolumeStatus {
+                name: "old".into(),
+                thin: 4,
+                size_bytes: 16 << 20,
+                mount_point: None,
+                mapped_bytes: None,
+                formatted: false,
+            },
+        ];
+        assert_eq!(
+            vols.render_volumes_text(),
+            "volume:     home (1.0 GiB, 2.0 MiB written), at /home; thin 3\n\
+             volume:     old (16.0 MiB), not asked for at this boot (kept untouched); thin 4\n"
+        );
+        assert_eq!(
+            vols.render_volumes_json(),
+            "[{\"name\":\"home\",\"thin\":3,\"size_bytes\":1073741824,\"mount_point\":\"/home\",\"mapped_bytes\":2097152,\"formatted\":true},\
+             {\"name\":\"old\",\"thin\":4,\"size_bytes\":16777216,\"mount_point\":null,\"mapped_bytes\":null,\"formatted\":false}]"
         );
         assert!(text.contains("header:     both copies good"), "{text}");
         assert!(!text.contains("leftover:"), "{text}");
@@ -622,7 +741,7 @@ mod tests {
         let json = ram.render_json();
         assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
         assert!(
-            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0}"),
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[]}"),
             "{json}"
         );
         let mut d = sample();

@@ -1,0 +1,199 @@
+//! The booted system's side of persistent volumes. The boot brings their
+//! devices up and lists them in `volume::MARKER`; here they get a
+//! filesystem on first use (`cowroot volumes --prepare`, run by
+//! cowroot-volumes.service), are mounted by systemd through mount units
+//! that `cowroot-volume-generator` writes, or by `cowroot volumes --mount`
+//! on a system without systemd.
+//!
+//! Only a volume the pool header records as never formatted, and that
+//! holds no signature, is formatted: a fresh thin reads as zeros, so what
+//! such a volume holds can only be a first mkfs that did not finish.
+
+use crate::error::{Error, Result};
+use crate::exec::System;
+use crate::names::DeviceName;
+use crate::probe;
+use crate::signature;
+use crate::status;
+use crate::volume::{mount_unit, ActiveVolume, MARKER};
+use std::path::Path;
+use std::process::Command;
+
+/// This boot's volumes; none when the boot brought none up.
+pub fn active() -> Result<Vec<ActiveVolume>> {
+    match std::fs::read_to_string(MARKER) {
+        Ok(text) => ActiveVolume::parse_marker(&text).map_err(|why| {
+            Error::Inconsistent(format!("{MARKER}: {why}; the boot wrote it, so it was changed since: reboot"))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("read", MARKER, e)),
+    }
+}
+
+/// Makes a filesystem on each of this boot's volumes that has none yet,
+/// and records it in the pool header. Returns one line per volume.
+pub fn prepare<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String>> {
+    let mut report = Vec::new();
+    for volume in active()? {
+        let formatted = status::volume_formatted(sys, name, volume.name)?.ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "{MARKER} names volume {} but the pool header records none: reboot",
+                volume.name
+            ))
+        })?;
+        let start = probe::read_start(&volume.device, 1 << 20)?;
+        let found = signature::detect(&start);
+        match (formatted, found) {
+            (_, Some(what)) => {
+                status::record_formatted(sys, name, volume.name)?;
+                report.push(format!("{} ({}): holds {what}", volume.name, volume.device));
+            }
+            (true, None) => {
+                return Err(Error::Inconsistent(format!(
+                    "volume {} ({}) was formatted before but no filesystem is found on it now; it is left as \
+                     it is. Look at it with `blkid {}`; to make a new {} filesystem on it, losing what it \
+                     holds: mkfs.{} {}",
+                    volume.name,
+                    volume.device,
+                    volume.device,
+                    volume.fs.as_str(),
+                    volume.fs.as_str(),
+                    volume.device
+                )));
+            }
+            (false, None) => {
+                make_filesystem(&volume)?;
+                status::record_formatted(sys, name, volume.name)?;
+                report.push(format!("{} ({}): made {}", volume.name, volume.device, volume.fs.as_str()));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn make_filesystem(volume: &ActiveVolume) -> Result<()> {
+    let (program, args) = volume.fs.mkfs();
+    log::info!("making {} on volume {} ({})", volume.fs.as_str(), volume.name, volume.device);
+    let output = Command::new(program).args(args).arg(&volume.device).output().map_err(|e| {
+        Error::io(
+            "run",
+            program,
+            format!(
+                "{e}; install the package that has it (e2fsprogs, xfsprogs, btrfs-progs) to format volume {}",
+                volume.name
+            ),
+        )
+    })?;
+    if !output.status.success() {
+        return Err(Error::Inconsistent(format!(
+            "{program} {} failed ({}): {}",
+            volume.device,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `prepare`, then mounts each volume not yet mounted (parents first).
+pub fn mount_all<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String>> {
+    let mut report = prepare(sys, name)?;
+    let mut volumes = active()?;
+    volumes.sort_by_key(|v| v.mount_point.matches('/').count());
+    for volume in volumes {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+        if crate::shutdown::mount_points(&mounts).contains(&volume.mount_point) {
+            report.push(format!("{}: already mounted at {}", volume.name, volume.mount_point));
+            continue;
+        }
+        std::fs::create_dir_all(&volume.mount_point).map_err(|e| Error::io("mkdir", &volume.mount_point, e))?;
+        nix::mount::mount(
+            Some(volume.device.as_str()),
+            volume.mount_point.as_str(),
+            Some(volume.fs.as_str()),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| {
+            Error::io("mount", &volume.mount_point, format!("{} ({}): {e}", volume.device, volume.fs.as_str()))
+        })?;
+        report.push(format!("{}: mounted at {}", volume.name, volume.mount_point));
+    }
+    Ok(report)
+}
+
+/// The mount unit of one volume.
+pub fn unit_text(volume: &ActiveVolume) -> String {
+    format!(
+        "# Written by cowroot-volume-generator from {MARKER}.\n\
+         [Unit]\n\
+         Description=cowroot persistent volume {name}\n\
+         Documentation=file:/usr/share/doc/cowroot/README.md\n\
+         SourcePath={MARKER}\n\
+         Requires=cowroot-volumes.service\n\
+         After=cowroot-volumes.service\n\
+         Before=local-fs.target\n\
+         \n\
+         [Mount]\n\
+         What={device}\n\
+         Where={mount_point}\n\
+         Type={fs}\n",
+        name = volume.name,
+        device = volume.device,
+        mount_point = volume.mount_point,
+        fs = volume.fs.as_str()
+    )
+}
+
+/// The systemd generator: a mount unit per volume of this boot, required
+/// by local-fs.target as fstab's entries are. In the initrd, or when the
+/// boot brought up no volume, it writes nothing.
+pub fn generate(dir: &Path) -> Result<()> {
+    if Path::new("/etc/initrd-release").exists() {
+        return Ok(());
+    }
+    let volumes = active()?;
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let wants = dir.join("local-fs.target.requires");
+    std::fs::create_dir_all(&wants).map_err(|e| Error::io("mkdir", wants.display().to_string(), e))?;
+    for volume in &volumes {
+        let unit = mount_unit(&volume.mount_point);
+        let path = dir.join(&unit);
+        std::fs::write(&path, unit_text(volume)).map_err(|e| Error::io("write", path.display().to_string(), e))?;
+        let link = wants.join(&unit);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("../{unit}"), &link)
+            .map_err(|e| Error::io("symlink", link.display().to_string(), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{VolumeFs, VolumeName};
+
+    #[test]
+    fn mount_units_name_the_volume_device_and_the_format_service() {
+        let v = ActiveVolume {
+            name: VolumeName::parse("log").unwrap(),
+            device: "/dev/mapper/cowroot-vol-log".into(),
+            mount_point: "/var/log".into(),
+            fs: VolumeFs::Xfs,
+        };
+        let text = unit_text(&v);
+        for want in [
+            "Requires=cowroot-volumes.service\n",
+            "After=cowroot-volumes.service\n",
+            "Before=local-fs.target\n",
+            "What=/dev/mapper/cowroot-vol-log\n",
+            "Where=/var/log\n",
+            "Type=xfs\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+}
