@@ -189,3 +189,61 @@ scenario_frozen_mode_with_maintenance_boots() {
     expect 'COWTEST cleanup: deleted thin 1, the changes discarded at the last boot'
     origin_unchanged
 }
+
+# The busybox initramfs with mkfs.ext4 (mke2fs and what it links), for the
+# volume scenario: cowroot formats a new volume with the system's mkfs.
+volume_initrd() {
+    local dir
+    dir=$(mktemp -d "$WORK/initramfs-volume.XXXX")
+    copy_with_libs /sbin/mke2fs "$dir"
+    ln -s mke2fs "$dir/sbin/mkfs.ext4"
+    mkdir -p "$dir/etc"
+    cp /etc/mke2fs.conf "$dir/etc/mke2fs.conf" || die "no /etc/mke2fs.conf (install e2fsprogs)"
+    VOLUME_INITRD="$WORK/initramfs-volume.cpio.gz"
+    initrd_with_modules "$VOLUME_INITRD" "$dir"
+    rm -rf "$dir"
+}
+
+scenario_persistent_volume_outlives_resets_and_frozen_boots() {
+    fresh_disks volume
+    volume_initrd
+    local keys="$FILE_KEYS cowroot.mode=frozen cowroot.volume=home:32M:/home"
+    VM_INITRD=$VOLUME_INITRD run_vm volume-1 "$keys cowtest=boot,volmount,volwrite,write,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(formatted\), .*; volumes home \(32.0 MiB, /home\)'
+    expect 'COWTEST volumes rc=0'
+    expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): made ext4'
+    expect 'COWTEST volumes: home: mounted at /home'
+    expect 'COWTEST volumes-list: volume: +home \(32.0 MiB, [0-9.]+ [KM]iB written\), at /home; thin 1'
+    expect 'COWTEST home mounted: 1'
+    expect 'COWTEST wrote volume file'
+    expect '"volumes":\[\{"name":"home","thin":1,"size_bytes":33554432,"mount_point":"/home","mapped_bytes":[1-9][0-9]*,"formatted":true\}\]'
+    # Frozen: the root's change is gone, the volume's stays; not formatted again.
+    VM_INITRD=$VOLUME_INITRD run_vm volume-2 "$keys cowtest=boot,volmount,volcheck,check" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(frozen\)'
+    expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): holds an ext2/3/4 filesystem'
+    expect 'COWTEST volume file: kept-in-volume'
+    expect 'COWTEST marker absent'
+    # A reset starts a new base; the volume is untouched.
+    VM_INITRD=$VOLUME_INITRD run_vm volume-3 "$keys cowroot.reset=1 cowtest=boot,volmount,volcheck,cleanup" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(reset\)'
+    expect 'COWTEST volume file: kept-in-volume'
+    expect 'COWTEST cleanup: deleted thins? [0-9]'
+    # Without the key the volume is kept, inactive, and listed; a volatile
+    # root on the same pool leaves it alone.
+    VM_INITRD=$VOLUME_INITRD run_vm volume-4 "$FILE_KEYS cowroot.mode=volatile cowtest=boot,volmount,state" "$D/images.img" "$D/pool.img"
+    expect 'generation 3 \(reset\)'
+    expect 'COWTEST volumes-list: volume: +home \(32.0 MiB\), not asked for at this boot \(kept untouched\); thin 1'
+    reject 'cowroot-vol-home'
+    # A random-key pool would discard the volume: refused, nothing written.
+    local pool_sha
+    pool_sha=$(sha "$D/pool.img")
+    VM_INITRD=$VOLUME_INITRD run_vm volume-5 "$FILE_KEYS cowroot.crypt=random cowroot.reset=1 cowtest=boot,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST boot rc=1'
+    expect 'cowroot.crypt: /dev/vdb holds the persistent volumes home, and cowroot.crypt=random'
+    expect 'COWTEST dm: 0 devices'
+    same "$(sha "$D/pool.img")" "$pool_sha" "the pool was written by a refused boot"
+    # The volume is still there, with its file.
+    VM_INITRD=$VOLUME_INITRD run_vm volume-6 "$keys cowtest=boot,volmount,volcheck" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST volume file: kept-in-volume'
+    origin_unchanged
+}

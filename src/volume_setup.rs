@@ -71,10 +71,34 @@ pub fn prepare<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String>>
     Ok(report)
 }
 
+/// Where to look for mkfs when PATH is not set (an init script's
+/// environment may have none, and musl's default lacks the sbin dirs).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(DEFAULT_PATH.split(':'))
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
+}
+
 fn make_filesystem(volume: &ActiveVolume) -> Result<()> {
     let (program, args) = volume.fs.mkfs();
     log::info!("making {} on volume {} ({})", volume.fs.as_str(), volume.name, volume.device);
-    let output = Command::new(program).args(args).arg(&volume.device).output().map_err(|e| {
+    let found = find_program(program).ok_or_else(|| {
+        Error::io(
+            "find",
+            program,
+            format!(
+                "not in PATH nor in {DEFAULT_PATH}; install the package that has it (e2fsprogs, xfsprogs, \
+                 btrfs-progs) to format volume {}",
+                volume.name
+            ),
+        )
+    })?;
+    let output = Command::new(&found).args(args).arg(&volume.device).output().map_err(|e| {
         Error::io(
             "run",
             program,
