@@ -93,6 +93,15 @@ say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
 say "cleanup: \$(journalctl -b -u cowroot-cleanup.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
 say "grow: \$(journalctl -b -u cowroot-grow.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
 say "root size: \$(df -k / | awk 'NR == 2 { print \$2 }') KiB"
+# A persistent volume (cowroot.volume=home:...:/home), when one is mounted.
+say "volumes: \$(journalctl -b -u cowroot-volumes.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
+if mountpoint -q /home; then
+    say "home: \$(findmnt -no SOURCE,FSTYPE /home)"
+    if [ -f /home/kept ]; then say "home file present: \$(cat /home/kept)"; else say "home file absent"; fi
+    echo "home written at boot \$(cat /proc/sys/kernel/random/boot_id)" > /home/kept && sync && say "home file written"
+else
+    say "home: not mounted"
+fi
 check=\$(cowroot status --check 2>&1); rc=\$?
 say "check rc=\$rc \$check"
 say "check timer: \$(systemctl is-enabled cowroot-check.timer 2>&1) \$(systemctl is-active cowroot-check.timer 2>&1)"

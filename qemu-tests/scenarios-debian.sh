@@ -504,7 +504,8 @@ scenario_debian_dracut_systemd_root_stale_in_cmdline_d() {
 
 # The modes through a real Debian boot (initramfs-tools; the agent does the
 # same under every generator): an encrypted RAM pool with a root larger
-# than its image (grown by cowroot-grow.service), a volatile disk pool,
+# than its image (grown by cowroot-grow.service), a volatile disk pool, a
+# frozen root with a persistent /home (cowroot.volume),
 # and the RAM fallback over a pool device that holds a filesystem.
 scenario_debian_initramfs_tools_modes() {
     local pool="$WORK/itools-modes-pool.img" foreign="$WORK/itools-modes-foreign.img" sha
@@ -531,17 +532,28 @@ scenario_debian_initramfs_tools_modes() {
     expect_clean_poweroff itools-modes-volatile-2
     # Frozen: the second boot runs on a fresh snapshot of the base, and the
     # booted system deletes the first boot's snapshot.
+    # With a persistent /home: formatted by cowroot-volumes.service and
+    # mounted by the generator's unit at the first boot, kept by the second.
     blank_disk "$pool" 2G
-    run_debian itools-modes-frozen-1 "$DEB_KEYS cowroot.mode=frozen" "$DEB_IMAGES" "$pool"
-    expect 'generation 1 \(formatted\)'
+    local frozen="$DEB_KEYS cowroot.mode=frozen cowroot.volume=home:64M:/home"
+    run_debian itools-modes-frozen-1 "$frozen" "$DEB_IMAGES" "$pool"
+    expect 'generation 1 \(formatted\), .*; volumes home \(64.0 MiB, /home\)'
     expect 'COWTEST marker written'
+    expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): made ext4'
+    expect 'COWTEST home: /dev/mapper/cowroot-vol-home ext4'
+    expect 'COWTEST home file absent'
+    expect 'COWTEST home file written'
+    expect_cow_root
     expect_clean_poweroff itools-modes-frozen-1
-    run_debian itools-modes-frozen-2 "$DEB_KEYS cowroot.mode=frozen" "$DEB_IMAGES" "$pool"
+    run_debian itools-modes-frozen-2 "$frozen" "$DEB_IMAGES" "$pool"
     expect 'generation 1 \(frozen\)'
     expect_cow_root
     expect 'COWTEST marker absent'
-    expect 'COWTEST cleanup: deleted thin 2, the changes discarded at the last boot'
+    expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): holds an ext2/3/4 filesystem'
+    expect 'COWTEST home file present: home written at boot'
+    expect 'COWTEST cleanup: deleted thin 3, the changes discarded at the last boot'
     expect '"next_boot":"frozen"'
+    expect '"volumes":\[\{"name":"home","thin":1,"size_bytes":67108864,"mount_point":"/home"'
     expect_clean_poweroff itools-modes-frozen-2
     blank_disk "$foreign" 1G
     mkfs.ext4 -q -F "$foreign"

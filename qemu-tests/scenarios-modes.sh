@@ -142,6 +142,33 @@ scenario_size_gives_a_root_larger_than_its_image() {
     origin_unchanged
 }
 
+# cowroot.size over XFS and btrfs origins (device origins, read-only):
+# `cowroot grow` through their own ioctls, the device found by btrfs id.
+scenario_size_grows_xfs_and_btrfs_roots() {
+    fresh_disks growfs 512M
+    blank_disk "$D/xfs.img" 64M
+    # xfsprogs refuses filesystems under 300 MB unless run by fstests.
+    TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1 mkfs.xfs -q -f -L origin "$D/xfs.img" || die "mkfs.xfs failed"
+    blank_disk "$D/btrfs.img" 128M
+    mkfs.btrfs -q -f -L origin "$D/btrfs.img" > /dev/null || die "mkfs.btrfs failed"
+    local xfs_sha btrfs_sha
+    xfs_sha=$(sha "$D/xfs.img")
+    btrfs_sha=$(sha "$D/btrfs.img")
+    run_vm growfs-xfs "cowroot=/dev/vda cowpool=/dev/vdb cowroot.size=256M cowtest=boot,growfs" "$D/xfs.img" "$D/pool.img"
+    expect 'COWTEST fstype: xfs'
+    expect 'COWTEST grow: grew the filesystem on /mnt \(/dev/mapper/cowroot\) from [0-9.]+ MiB to 2[0-9][0-9]\.[0-9] MiB'
+    expect 'COWTEST grow again: the filesystem on /mnt already fills /dev/mapper/cowroot'
+    expect 'COWTEST wrote 96 MiB'
+    blank_disk "$D/pool.img" 512M
+    run_vm growfs-btrfs "cowroot=/dev/vda cowpool=/dev/vdb cowroot.size=384M cowtest=boot,growfs" "$D/btrfs.img" "$D/pool.img"
+    expect 'COWTEST fstype: btrfs'
+    expect 'COWTEST grow: grew the filesystem on /mnt \(/dev/mapper/cowroot\) from [0-9.]+ MiB to 3[0-9][0-9]\.[0-9] MiB'
+    expect 'COWTEST grow again: the filesystem on /mnt already fills /dev/mapper/cowroot'
+    expect 'COWTEST wrote 96 MiB'
+    same "$(sha "$D/xfs.img")" "$xfs_sha" "the XFS origin was written"
+    same "$(sha "$D/btrfs.img")" "$btrfs_sha" "the btrfs origin was written"
+}
+
 scenario_status_check_follows_the_warn_levels() {
     fresh_disks warn 64M
     run_vm warn "$FILE_KEYS cowroot.warn=20,90 cowtest=boot,check80" "$D/images.img" "$D/pool.img"

@@ -14,9 +14,78 @@ const XFS_MAGIC: i64 = 0x5846_5342;
 const BTRFS_MAGIC: i64 = 0x9123_683E;
 
 nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
-nix::ioctl_read!(xfs_fs_geometry_v1, b'X', 100, [u64; 14]);
+nix::ioctl_read!(xfs_fs_geometry_v1, b'X', 100, XfsGeometryV1);
 nix::ioctl_write_ptr!(xfs_growfs_data, b'X', 110, XfsGrowfsData);
 nix::ioctl_write_ptr!(btrfs_resize, 0x94, 3, BtrfsVolArgs);
+nix::ioctl_read!(btrfs_fs_info, 0x94, 31, BtrfsFsInfoArgs);
+nix::ioctl_readwrite!(btrfs_dev_info, 0x94, 30, BtrfsDevInfoArgs);
+
+/// `struct xfs_fsop_geom_v1` (xfs_fs.h).
+#[repr(C)]
+#[derive(Default)]
+pub struct XfsGeometryV1 {
+    blocksize: u32,
+    rtextsize: u32,
+    agblocks: u32,
+    agcount: u32,
+    logblocks: u32,
+    sectsize: u32,
+    inodesize: u32,
+    imaxpct: u32,
+    datablocks: u64,
+    rtblocks: u64,
+    rtextents: u64,
+    logstart: u64,
+    uuid: [u8; 16],
+    sunit: u32,
+    swidth: u32,
+    version: i32,
+    flags: u32,
+    logsectsize: u32,
+    rtsectsize: u32,
+    dirblocksize: u32,
+}
+
+/// `struct btrfs_ioctl_fs_info_args` (btrfs.h), 1 KiB.
+#[repr(C)]
+pub struct BtrfsFsInfoArgs {
+    max_id: u64,
+    num_devices: u64,
+    rest: [u8; 1008],
+}
+
+/// `struct btrfs_ioctl_dev_info_args` (btrfs.h), 4 KiB: the device id in,
+/// its path out (at 3 KiB).
+#[repr(C)]
+pub struct BtrfsDevInfoArgs {
+    devid: u64,
+    uuid: [u8; 16],
+    middle: [u8; 3048],
+    path: [u8; 1024],
+}
+
+/// The btrfs device id of `device` in the filesystem open as `fd`: the
+/// only device's, or the one whose path is `device`.
+fn btrfs_devid(fd: std::os::fd::RawFd, device: &str) -> nix::Result<u64> {
+    let mut info = BtrfsFsInfoArgs { max_id: 0, num_devices: 0, rest: [0; 1008] };
+    // SAFETY: fd is open; the kernel writes a struct of this size.
+    unsafe { btrfs_fs_info(fd, &mut info) }?;
+    for devid in 1..=info.max_id {
+        let mut dev = BtrfsDevInfoArgs { devid, uuid: [0; 16], middle: [0; 3048], path: [0; 1024] };
+        // SAFETY: fd is open; the kernel reads devid and writes the struct.
+        match unsafe { btrfs_dev_info(fd, &mut dev) } {
+            Ok(_) => {
+                let end = dev.path.iter().position(|&b| b == 0).unwrap_or(dev.path.len());
+                if info.num_devices == 1 || &dev.path[..end] == device.as_bytes() {
+                    return Ok(devid);
+                }
+            }
+            Err(nix::Error::ENODEV) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(nix::Error::ENODEV)
+}
 
 #[repr(C)]
 pub struct XfsGrowfsData {
@@ -66,21 +135,21 @@ pub fn grow(mount_point: &str) -> Result<String> {
             unsafe { ext4_resize_fs(fd, &new_blocks) }.map_err(failed)?;
         }
         XFS_MAGIC => {
-            let mut geometry = [0u64; 14];
+            let mut geometry = XfsGeometryV1::default();
             // SAFETY: fd is open; the kernel writes a struct of this size.
             unsafe { xfs_fs_geometry_v1(fd, &mut geometry) }.map_err(failed)?;
-            // imaxpct is the eighth u32, datablocks the u64 after it.
-            let imaxpct = (geometry[3] >> 32) as u32;
-            let data_blocks = geometry[4];
-            if new_blocks > data_blocks {
-                let args = XfsGrowfsData { newblocks: new_blocks, imaxpct };
+            let new_blocks = device_bytes / u64::from(geometry.blocksize.max(512));
+            if new_blocks > geometry.datablocks {
+                let args = XfsGrowfsData { newblocks: new_blocks, imaxpct: geometry.imaxpct };
                 // SAFETY: fd is open; the kernel reads the struct.
                 unsafe { xfs_growfs_data(fd, &args) }.map_err(failed)?;
             }
         }
         BTRFS_MAGIC => {
+            let devid = btrfs_devid(fd, &device).map_err(failed)?;
             let mut args = BtrfsVolArgs { fd: 0, name: [0; 4088] };
-            args.name[..5].copy_from_slice(b"1:max");
+            let spec = format!("{devid}:max");
+            args.name[..spec.len()].copy_from_slice(spec.as_bytes());
             // SAFETY: fd is open; the kernel reads the struct.
             unsafe { btrfs_resize(fd, &args) }.map_err(failed)?;
         }
@@ -103,4 +172,19 @@ pub fn grow(mount_point: &str) -> Result<String> {
     } else {
         format!("the filesystem on {mount_point} already fills {device} ({})", crate::units::Bytes(device_bytes))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_structs_have_the_kernels_sizes() {
+        assert_eq!(std::mem::size_of::<XfsGeometryV1>(), 112);
+        assert_eq!(std::mem::size_of::<BtrfsFsInfoArgs>(), 1024);
+        assert_eq!(std::mem::size_of::<BtrfsDevInfoArgs>(), 4096);
+        assert_eq!(std::mem::offset_of!(BtrfsDevInfoArgs, path), 3072);
+        assert_eq!(std::mem::offset_of!(XfsGeometryV1, datablocks), 32);
+        assert_eq!(std::mem::size_of::<BtrfsVolArgs>(), 4096);
+    }
 }
