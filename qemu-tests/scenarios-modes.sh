@@ -274,3 +274,24 @@ scenario_persistent_volume_outlives_resets_and_frozen_boots() {
     expect 'COWTEST volume file: kept-in-volume'
     origin_unchanged
 }
+
+# A maintenance boot that loses power keeps in the base what it had synced,
+# like any kept boot, and the next boot is frozen again.
+scenario_frozen_maintenance_boot_cut_keeps_what_it_synced() {
+    fresh_disks maintcut
+    local keys="$FILE_KEYS cowroot.mode=frozen"
+    run_vm maintcut-1 "$keys cowtest=boot,maintenance" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(formatted\)'
+    expect 'COWTEST maintenance: the next boot writes into the base'
+    run_vm_cut maintcut-2 "$keys cowtest=boot,write,churn" 'COWTEST churning' 2 "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(maintenance: writing the base\)'
+    expect 'COWTEST wrote marker'
+    run_vm maintcut-3 "$keys cowtest=boot,check,write2,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(frozen\)'
+    expect 'COWTEST marker present: kept-change'
+    expect '"next_boot":"frozen"'
+    run_vm maintcut-4 "$keys cowtest=boot,check2" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(frozen\)'
+    expect 'COWTEST marker2 absent'
+    origin_unchanged
+}
