@@ -25,8 +25,8 @@ test:
 # cowroot-cleanup.service (enabled: it finishes resets after boot),
 # cowroot-grow.service (cowroot.size) and cowroot-check.timer
 # (cowroot.warn), enabled the same way; for cowroot.volume, the generator
-# cowroot-volume-generator (a link to the binary: it writes the volumes'
-# mount units) and cowroot-volumes.service, which those units pull in.
+# cowroot-volume-generator (a link to the binary: it writes the volumes
+# mount units) and cowroot-volume@.service, which those units pull in.
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
@@ -41,7 +41,7 @@ install: $(BIN)
 	install -D -m 0644 systemd/cowroot-grow.service $(DESTDIR)/usr/lib/systemd/system/cowroot-grow.service
 	mkdir -p $(DESTDIR)/usr/lib/systemd/system/local-fs.target.wants
 	ln -sf ../cowroot-grow.service $(DESTDIR)/usr/lib/systemd/system/local-fs.target.wants/cowroot-grow.service
-	install -D -m 0644 systemd/cowroot-volumes.service $(DESTDIR)/usr/lib/systemd/system/cowroot-volumes.service
+	install -D -m 0644 systemd/cowroot-volume@.service $(DESTDIR)/usr/lib/systemd/system/cowroot-volume@.service
 	mkdir -p $(DESTDIR)/usr/lib/systemd/system-generators
 	ln -sf ../../../sbin/cowroot $(DESTDIR)/usr/lib/systemd/system-generators/cowroot-volume-generator
 	install -D -m 0644 systemd/cowroot-check.service $(DESTDIR)/usr/lib/systemd/system/cowroot-check.service

@@ -94,7 +94,7 @@ say "cleanup: \$(journalctl -b -u cowroot-cleanup.service -o cat | grep -v -e '^
 say "grow: \$(journalctl -b -u cowroot-grow.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
 say "root size: \$(df -k / | awk 'NR == 2 { print \$2 }') KiB"
 # A persistent volume (cowroot.volume=home:...:/home), when one is mounted.
-say "volumes: \$(journalctl -b -u cowroot-volumes.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
+say "volumes: \$(journalctl -b -u 'cowroot-volume@*' -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
 if mountpoint -q /home; then
     say "home: \$(findmnt -no SOURCE,FSTYPE /home)"
     if [ -f /home/kept ]; then say "home file present: \$(cat /home/kept)"; else say "home file absent"; fi

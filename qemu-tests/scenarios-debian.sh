@@ -532,7 +532,7 @@ scenario_debian_initramfs_tools_modes() {
     expect_clean_poweroff itools-modes-volatile-2
     # Frozen: the second boot runs on a fresh snapshot of the base, and the
     # booted system deletes the first boot's snapshot.
-    # With a persistent /home: formatted by cowroot-volumes.service and
+    # With a persistent /home: formatted by cowroot-volume@home.service and
     # mounted by the generator's unit at the first boot, kept by the second.
     blank_disk "$pool" 2G
     local frozen="$DEB_KEYS cowroot.mode=frozen cowroot.volume=home:64M:/home"

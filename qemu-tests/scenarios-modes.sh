@@ -235,15 +235,16 @@ scenario_persistent_volume_outlives_resets_and_frozen_boots() {
     fresh_disks volume
     volume_initrd
     local keys="$FILE_KEYS cowroot.mode=frozen cowroot.volume=home:32M:/home"
-    VM_INITRD=$VOLUME_INITRD run_vm volume-1 "$keys cowtest=boot,volmount,volwrite,write,status" "$D/images.img" "$D/pool.img"
+    VM_INITRD=$VOLUME_INITRD run_vm volume-1 "$keys cowtest=boot,status,volmount,volwrite,write,status" "$D/images.img" "$D/pool.img"
     expect 'generation 1 \(formatted\), .*; volumes home \(32.0 MiB, /home\)'
+    expect 'COWTEST status-text: volume: +home \(32.0 MiB\), for /home, no filesystem yet'
     expect 'COWTEST volumes rc=0'
     expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): made ext4'
     expect 'COWTEST volumes: home: mounted at /home'
     expect 'COWTEST volumes-list: volume: +home \(32.0 MiB, [0-9.]+ [KM]iB written\), at /home; thin 1'
     expect 'COWTEST home mounted: 1'
     expect 'COWTEST wrote volume file'
-    expect '"volumes":\[\{"name":"home","thin":1,"size_bytes":33554432,"mount_point":"/home","mapped_bytes":[1-9][0-9]*,"formatted":true\}\]'
+    expect '"volumes":\[\{"name":"home","thin":1,"size_bytes":33554432,"mount_point":"/home","mapped_bytes":[1-9][0-9]*,"formatted":true,"mounted":true\}\]'
     # Frozen: the root's change is gone, the volume's stays; not formatted again.
     VM_INITRD=$VOLUME_INITRD run_vm volume-2 "$keys cowtest=boot,volmount,volcheck,check" "$D/images.img" "$D/pool.img"
     expect 'generation 1 \(frozen\)'
@@ -269,8 +270,16 @@ scenario_persistent_volume_outlives_resets_and_frozen_boots() {
     expect 'cowroot.crypt: /dev/vdb holds the persistent volumes home, and cowroot.crypt=random'
     expect 'COWTEST dm: 0 devices'
     same "$(sha "$D/pool.img")" "$pool_sha" "the pool was written by a refused boot"
-    # The volume is still there, with its file.
-    VM_INITRD=$VOLUME_INITRD run_vm volume-6 "$keys cowtest=boot,volmount,volcheck" "$D/images.img" "$D/pool.img"
+    # Asked for as another filesystem: never formatted again, not mounted,
+    # and status says so.
+    VM_INITRD=$VOLUME_INITRD run_vm volume-6 "$FILE_KEYS cowroot.volume=home:320M:/home:xfs cowtest=boot,volmount,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST volumes rc=1'
+    expect 'COWTEST volumes: .*volume home: cowroot.volume: volume home holds ext4, but the key asks for xfs'
+    expect 'COWTEST home mounted: 0'
+    expect 'COWTEST status-text: volume: +home \(320.0 MiB, .*\), for /home, NOT MOUNTED'
+    # The volume is still there, with its file (and the size it grew to).
+    VM_INITRD=$VOLUME_INITRD run_vm volume-7 "$keys cowtest=boot,volmount,volcheck" "$D/images.img" "$D/pool.img"
+    expect 'volumes home \(320.0 MiB, /home\)'
     expect 'COWTEST volume file: kept-in-volume'
     origin_unchanged
 }

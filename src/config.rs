@@ -362,7 +362,8 @@ type Latest<'a> = [(&'a str, Option<&'a str>, Option<&'a Location>)];
 impl Config {
     /// `Ok(None)` when `cowroot=` is absent: cowroot has nothing to do.
     /// Repeated keys: the last one wins, as in the kernel, except for the
-    /// `REPEATABLE` ones, where each word adds one.
+    /// `REPEATABLE` ones, where each word of one source adds one and a
+    /// later source's words replace the earlier source's.
     pub fn from_params(params: &[Param]) -> Result<Option<Config>> {
         Config::from_located(params.iter().map(|p| (p, None)))
     }
@@ -390,7 +391,12 @@ impl Config {
                 );
                 return Err(located(err, at));
             }
-            if !REPEATABLE.contains(&key) {
+            if REPEATABLE.contains(&key) {
+                // The list a later source gives replaces an earlier
+                // source's, as a single value would.
+                let source = at.map(|l| l.file.as_str());
+                latest.retain(|(k, _, a)| *k != key || a.map(|l| l.file.as_str()) == source);
+            } else {
                 latest.retain(|(k, _, _)| *k != key);
             }
             latest.push((key, param.value.as_deref(), at));
@@ -538,7 +544,7 @@ impl Config {
         let volumes = latest
             .iter()
             .filter(|(k, _, _)| *k == "cowroot.volume")
-            .map(|(_, v, _)| VolumeSpec::parse(require("cowroot.volume", *v)?))
+            .map(|(_, v, at)| VolumeSpec::parse(require("cowroot.volume", *v)?).map_err(|e| located(e, *at)))
             .collect::<Result<Vec<_>>>()?;
         volume::check_all(&volumes)?;
 
@@ -724,7 +730,7 @@ mod tests {
 
     #[test]
     fn volumes_repeat_and_need_a_pool_that_survives_boots() {
-        let cfg = parse("cowroot=/dev/vda cowpool=/dev/vdb cowroot.volume=home:1G:/home cowroot.mode=volatile cowroot.volume=log:64M:/var/log:xfs")
+        let cfg = parse("cowroot=/dev/vda cowpool=/dev/vdb cowroot.volume=home:1G:/home cowroot.mode=volatile cowroot.volume=log:512M:/var/log:xfs")
             .unwrap()
             .unwrap();
         let names: Vec<&str> = cfg.volumes.iter().map(|v| v.name.as_str()).collect();

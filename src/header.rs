@@ -25,15 +25,37 @@ pub const RESERVED_BYTES: u64 = 1 << 20;
 pub const SLOT_BYTES: usize = 4096;
 /// Byte offsets of the two copies (different 64 KiB-aligned regions).
 pub const SLOT_OFFSETS: [u64; 2] = [0, 64 * 1024];
-/// Encoded length covered by the checksum (the CRC sits right after it),
-/// as the body-length field says. Versions 1 to 4 share the short one,
-/// each using more of it; version 5 has room for the volume table.
-const BODY_LEN_SHORT: usize = 252;
-const BODY_LEN: usize = 1020;
-/// The bytes that tell an empty slot: all zero there means never written.
-const EMPTY_PROBE_LEN: usize = BODY_LEN_SHORT + 4;
+/// Encoded length covered by the checksum (the CRC sits right after it).
+/// Every version has it, each using more of it, so an older cowroot still
+/// finds a newer copy's checksum right and refuses it by its version.
+const BODY_LEN: usize = 252;
+/// Bytes of a slot that versions 1 to 4 use.
+const BASE_LEN: usize = BODY_LEN + 4;
+/// Version 5's extension (the volume table), after the base, with a
+/// checksum of its own in its last 4 bytes.
+const EXT_END: usize = 1020;
 /// Bytes of a slot that a header uses; the rest of the slot is zero.
-pub const ENCODED_LEN: usize = BODY_LEN + 4;
+pub const ENCODED_LEN: usize = EXT_END + 4;
+
+/// The bytes of a slot that a copy of `version` uses.
+pub fn encoded_len(version: u32) -> usize {
+    if version >= 5 {
+        ENCODED_LEN
+    } else {
+        BASE_LEN
+    }
+}
+
+/// Sets the checksums of a slot after its bytes changed (tests and the
+/// fuzzer craft copies with it).
+pub fn seal(slot: &mut [u8; SLOT_BYTES]) {
+    let crc = crc32c(&slot[..BODY_LEN]);
+    slot[BODY_LEN..BASE_LEN].copy_from_slice(&crc.to_le_bytes());
+    if u32::from_le_bytes([slot[8], slot[9], slot[10], slot[11]]) >= 5 {
+        let crc = crc32c(&slot[BASE_LEN..EXT_END]);
+        slot[EXT_END..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+}
 /// dm-thin device ids are 24-bit numbers.
 pub const MAX_THIN_ID: u32 = (1 << 24) - 1;
 
@@ -229,6 +251,8 @@ impl PoolHeader {
         w.u64(self.root_sectors.0);
         w.u32(self.base_thin);
         w.u32(self.garbage_thin2);
+        debug_assert!(w.pos <= BODY_LEN);
+        w.pos = BASE_LEN;
         w.u32(self.volumes.len() as u32);
         w.u32(0);
         for volume in self.volumes.iter().take(MAX_VOLUMES) {
@@ -237,28 +261,24 @@ impl PoolHeader {
             w.u32(volume.formatted.into());
             w.u64(volume.sectors.0);
         }
-        debug_assert!(w.pos <= BODY_LEN);
-        let crc = crc32c(&buf[..BODY_LEN]);
-        buf[BODY_LEN..BODY_LEN + 4].copy_from_slice(&crc.to_le_bytes());
+        debug_assert!(w.pos <= EXT_END);
+        seal(&mut buf);
         buf
     }
 
     pub fn decode(slot: &[u8]) -> Result<PoolHeader, SlotFault> {
-        if slot.len() < SLOT_BYTES || slot[..EMPTY_PROBE_LEN].iter().all(|&b| b == 0) {
+        if slot.len() < SLOT_BYTES || slot[..BASE_LEN].iter().all(|&b| b == 0) {
             return Err(SlotFault::Empty);
         }
         if &slot[..8] != MAGIC {
             return Err(SlotFault::NoMagic);
         }
-        // The checksum covers as much as the body-length field says; a
-        // length no version uses cannot be checked, so it counts as torn.
-        let body_len = u32::from_le_bytes([slot[12], slot[13], slot[14], slot[15]]) as usize;
-        if !(BODY_LEN_SHORT..=SLOT_BYTES - 4).contains(&body_len) {
-            return Err(SlotFault::BadChecksum);
-        }
-        let mut crc = [0u8; 4];
-        crc.copy_from_slice(&slot[body_len..body_len + 4]);
-        if crc32c(&slot[..body_len]) != u32::from_le_bytes(crc) {
+        let crc_at = |from: usize, to: usize| {
+            let mut crc = [0u8; 4];
+            crc.copy_from_slice(&slot[to..to + 4]);
+            crc32c(&slot[from..to]) == u32::from_le_bytes(crc)
+        };
+        if !crc_at(0, BODY_LEN) {
             return Err(SlotFault::BadChecksum);
         }
         let mut r = Reader { buf: slot, pos: 8 };
@@ -269,9 +289,11 @@ impl PoolHeader {
         if version < OLDEST_VERSION {
             return Err(SlotFault::Invalid("version"));
         }
-        let expected_len = if version >= 5 { BODY_LEN } else { BODY_LEN_SHORT };
-        if r.u32() as usize != expected_len {
+        if r.u32() as usize != BODY_LEN {
             return Err(SlotFault::Invalid("body length"));
+        }
+        if version >= 5 && !crc_at(BASE_LEN, EXT_END) {
+            return Err(SlotFault::BadChecksum);
         }
         let seq = r.u64();
         let pool_uuid = r.take::<16>();
@@ -293,9 +315,13 @@ impl PoolHeader {
         let origin_file = if version >= 3 { Some(r.take::<16>()).filter(|f| f != &[0; 16]) } else { None };
         let root_sectors = Sectors(if version >= 4 { r.u64() } else { 0 });
         let (base_thin, garbage_thin2) = if version >= 4 { (r.u32(), r.u32()) } else { (0, 0) };
+        if slot[r.pos..BODY_LEN].iter().any(|&b| b != 0) {
+            return Err(SlotFault::Invalid("reserved bytes"));
+        }
         let mut volumes = Vec::new();
         let mut pad3 = 0;
         if version >= 5 {
+            r.pos = BASE_LEN;
             let count = r.u32() as usize;
             pad3 = r.u32();
             if count > MAX_VOLUMES {
@@ -313,7 +339,8 @@ impl PoolHeader {
                 volumes.push(VolumeRecord { name, thin, sectors: Sectors(r.u64()), formatted });
             }
         }
-        if pad1 != 0 || pad2 != 0 || pad3 != 0 || slot[r.pos..expected_len].iter().any(|&b| b != 0) {
+        let ext_rest = if version >= 5 { &slot[r.pos..EXT_END] } else { &[][..] };
+        if pad1 != 0 || pad2 != 0 || pad3 != 0 || ext_rest.iter().any(|&b| b != 0) {
             return Err(SlotFault::Invalid("reserved bytes"));
         }
         let origin = match has_origin {
@@ -547,19 +574,17 @@ mod tests {
         assert_eq!(PoolHeader::decode(&bare.encode()), Ok(bare));
     }
 
-    /// Re-seals a copy in the short body of versions 1 to 4.
+    /// Re-seals a copy as versions 1 to 4 wrote it: nothing past the base.
     fn seal_short(buf: &mut [u8; SLOT_BYTES]) {
-        buf[12..16].copy_from_slice(&(BODY_LEN_SHORT as u32).to_le_bytes());
-        buf[BODY_LEN_SHORT..ENCODED_LEN].fill(0);
-        let crc = crc32c(&buf[..BODY_LEN_SHORT]);
-        buf[BODY_LEN_SHORT..EMPTY_PROBE_LEN].copy_from_slice(&crc.to_le_bytes());
+        buf[BASE_LEN..ENCODED_LEN].fill(0);
+        seal(buf);
     }
 
     /// A copy in an older version's layout (fields past it zeroed).
     fn as_version(header: &PoolHeader, version: u32, used: usize) -> [u8; SLOT_BYTES] {
         let mut buf = header.encode();
         buf[8..12].copy_from_slice(&version.to_le_bytes());
-        buf[used..BODY_LEN_SHORT].fill(0);
+        buf[used..BODY_LEN].fill(0);
         seal_short(&mut buf);
         buf
     }
@@ -586,12 +611,20 @@ mod tests {
             },
         ];
         assert_eq!(PoolHeader::decode(&h.encode()), Ok(h.clone()));
-        // A version-4 copy's short body cannot hold volumes: bytes there
-        // are not ones cowroot wrote.
-        let mut odd = h.encode();
-        odd[8..12].copy_from_slice(&4u32.to_le_bytes());
-        seal_short(&mut odd);
-        assert_eq!(PoolHeader::decode(&odd), Err(SlotFault::Invalid("reserved bytes")));
+        // A version-4 copy has no volume table: what follows its base is
+        // not read.
+        let mut old = h.encode();
+        old[8..12].copy_from_slice(&4u32.to_le_bytes());
+        seal(&mut old);
+        assert_eq!(PoolHeader::decode(&old).map(|h| h.volumes.len()), Ok(0));
+        // A torn extension is a torn copy.
+        let mut torn = h.encode();
+        torn[300] ^= 1;
+        assert_eq!(PoolHeader::decode(&torn), Err(SlotFault::BadChecksum));
+        // An older cowroot checks only the base: a version-5 copy's base
+        // checksum is right, so it refuses the copy by its version.
+        let enc = h.encode();
+        assert_eq!(crc32c(&enc[..252]).to_le_bytes(), enc[252..256]);
         // Volume thins that clash with each other, the active thin or the
         // unreserved ids are refused, as are repeated names.
         for (thin, other_name) in [(7, "x"), (1, "x"), (9, "x"), (0, "x"), (6, "home")] {
@@ -600,9 +633,8 @@ mod tests {
             assert_eq!(PoolHeader::decode(&bad.encode()), Err(SlotFault::Invalid("volume record")), "{thin}");
         }
         let mut flags = h.encode();
-        flags[208 + VOLUME_NAME_MAX + 4] = 2;
-        let crc = crc32c(&flags[..BODY_LEN]);
-        flags[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        flags[BASE_LEN + 8 + VOLUME_NAME_MAX + 4] = 2;
+        seal(&mut flags);
         assert_eq!(PoolHeader::decode(&flags), Err(SlotFault::Invalid("volume flags")));
     }
 
@@ -637,8 +669,11 @@ mod tests {
     fn newer_versions_are_recognised_not_misread() {
         let mut buf = sample().encode();
         buf[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        // Only the base checksum: a newer version's extension is not ours
+        // to check.
         let crc = crc32c(&buf[..BODY_LEN]);
-        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        buf[BODY_LEN..BASE_LEN].copy_from_slice(&crc.to_le_bytes());
+        buf[BASE_LEN] ^= 0x55;
         assert_eq!(PoolHeader::decode(&buf), Err(SlotFault::NewerVersion(VERSION + 1)));
         let copies = Copies::read([&buf, &sample().encode()]);
         assert_eq!(copies.newer_version(), Some(VERSION + 1));
@@ -648,8 +683,7 @@ mod tests {
     fn crafted(edit: impl FnOnce(&mut [u8; SLOT_BYTES])) -> Result<PoolHeader, SlotFault> {
         let mut buf = sample().encode();
         edit(&mut buf);
-        let crc = crc32c(&buf[..BODY_LEN]);
-        buf[BODY_LEN..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        seal(&mut buf);
         PoolHeader::decode(&buf)
     }
 
@@ -677,8 +711,8 @@ mod tests {
         assert_eq!(crafted(set32(100, 1)), Err(SlotFault::Invalid("reserved bytes")));
         assert_eq!(crafted(|b| b[204] = 1), Err(SlotFault::Invalid("reserved bytes")));
         assert_eq!(crafted(|b| b[600] = 1), Err(SlotFault::Invalid("reserved bytes")));
-        assert_eq!(crafted(set32(200, 1)), Err(SlotFault::Invalid("volume name")));
-        assert_eq!(crafted(set32(200, 9)), Err(SlotFault::Invalid("volume count")));
+        assert_eq!(crafted(set32(BASE_LEN, 1)), Err(SlotFault::Invalid("volume name")));
+        assert_eq!(crafted(set32(BASE_LEN, 9)), Err(SlotFault::Invalid("volume count")));
         // A header at its last usable seq can be read but not advanced.
         let mut last = sample();
         last.seq = u64::MAX - 1;
@@ -690,7 +724,7 @@ mod tests {
     fn corrupted_copies_are_rejected() {
         let good = sample().encode();
         assert_eq!(PoolHeader::decode(&[0u8; SLOT_BYTES]), Err(SlotFault::Empty));
-        for flip in [8, 16, 100, 200, BODY_LEN] {
+        for flip in [8, 16, 100, 200, BODY_LEN, 300, EXT_END] {
             let mut bad = good;
             bad[flip] ^= 0x40;
             assert_eq!(PoolHeader::decode(&bad), Err(SlotFault::BadChecksum), "byte {flip}");

@@ -66,6 +66,20 @@ pub fn inspect(device: &str) -> Result<String> {
                         .map(|o| format!("{} bytes, {}", o.size_bytes, crate::fingerprint::short_digest(&o)))
                         .unwrap_or_else(|| "none".into())
                 );
+                if h.base_thin != 0 || h.garbage_thin2 != 0 {
+                    let _ =
+                        writeln!(out, "  frozen base thin {}, second leftover thin {}", h.base_thin, h.garbage_thin2);
+                }
+                for v in &h.volumes {
+                    let _ = writeln!(
+                        out,
+                        "  volume {}: thin {}, {}, {}",
+                        v.name,
+                        v.thin,
+                        v.sectors.bytes(),
+                        if v.formatted { "formatted" } else { "not formatted yet" }
+                    );
+                }
             }
             Err(fault) => {
                 let _ = writeln!(out, "copy {i} (byte {}): unreadable: {fault}", SLOT_OFFSETS[i]);

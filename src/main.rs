@@ -44,8 +44,8 @@ usage:
                                              in cowroot.mode=frozen, make the next boot write
                                              into the base (the boot after it is frozen again)
   cowroot volumes [--json] [--name NAME]     list the pool's persistent volumes (cowroot.volume)
-  cowroot volumes --prepare                  make a filesystem on this boot's new volumes
-                                             (cowroot-volumes.service runs it)
+  cowroot volumes --prepare [NAME]           make a filesystem on this boot's new volumes
+                                             (cowroot-volume@NAME.service runs it)
   cowroot volumes --mount                    --prepare, then mount them (systems without systemd;
                                              with systemd, cowroot-volume-generator's units do)
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
@@ -404,13 +404,21 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             let mount = args.flag("--mount");
             let json = args.flag("--json");
             let name = device_name(&mut args, &read_settings(config, None))?;
-            args.done()?;
+            let rest = args.done()?;
+            let only = match rest.as_slice() {
+                [] => None,
+                [volume] if prepare => Some(
+                    cowroot::volume::VolumeName::parse(volume)
+                        .map_err(|why| Error::Usage(format!("cowroot volumes --prepare [NAME]: {why}")))?,
+                ),
+                _ => return Err(Error::Usage("usage: cowroot volumes [--json | --prepare [NAME] | --mount]".into())),
+            };
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
             if prepare || mount {
                 let report = if mount {
                     volume_setup::mount_all(&mut sys, &name)?
                 } else {
-                    volume_setup::prepare(&mut sys, &name)?
+                    volume_setup::prepare(&mut sys, &name, only)?
                 };
                 for line in report {
                     println!("{line}");

@@ -3,7 +3,7 @@
 //! Pure: bytes in, verdict out.
 
 use crate::error::Error;
-use crate::header::{Copies, OtherCopy, PoolHeader, SlotFault, ENCODED_LEN, SLOT_BYTES, SLOT_OFFSETS};
+use crate::header::{self, Copies, OtherCopy, PoolHeader, SlotFault, ENCODED_LEN, SLOT_BYTES, SLOT_OFFSETS};
 use crate::signature;
 use crate::units::Bytes;
 
@@ -78,13 +78,19 @@ fn slot(start: &[u8], index: usize) -> &[u8] {
     start.get(offset..offset + SLOT_BYTES).unwrap_or(&[])
 }
 
+/// The bytes each slot's copy uses: its version's, or all a header may
+/// use for a copy that does not decode (a damaged one of any version).
+fn used_bytes(copies: &Copies) -> [usize; 2] {
+    [0, 1].map(|i| copies.0[i].as_ref().map(|h| header::encoded_len(h.version)).unwrap_or(ENCODED_LEN))
+}
+
 /// `bytes` with the part of each slot that a header uses set to zero.
-fn without_header_bytes(bytes: &[u8], keep: [bool; 2]) -> Vec<u8> {
+fn without_header_bytes(bytes: &[u8], keep: [bool; 2], used: [usize; 2]) -> Vec<u8> {
     let mut rest = bytes.to_vec();
     for (i, &offset) in SLOT_OFFSETS.iter().enumerate() {
         let offset = offset as usize;
         if !keep[i] && offset < rest.len() {
-            let end = (offset + ENCODED_LEN).min(rest.len());
+            let end = (offset + used[i]).min(rest.len());
             rest[offset..end].fill(0);
         }
     }
@@ -93,14 +99,14 @@ fn without_header_bytes(bytes: &[u8], keep: [bool; 2]) -> Vec<u8> {
 
 /// Whether every byte of `bytes` is zero but the bytes the two header
 /// copies use.
-fn zero_outside_headers(bytes: &[u8]) -> bool {
+fn zero_outside_headers(bytes: &[u8], used: [usize; 2]) -> bool {
     let mut from = 0;
-    for &offset in &SLOT_OFFSETS {
+    for (i, &offset) in SLOT_OFFSETS.iter().enumerate() {
         let offset = (offset as usize).min(bytes.len());
         if !signature::all_zero(&bytes[from.min(offset)..offset]) {
             return false;
         }
-        from = offset + ENCODED_LEN;
+        from = offset + used[i];
     }
     signature::all_zero(bytes.get(from..).unwrap_or(&[]))
 }
@@ -112,7 +118,7 @@ fn zero_outside_headers(bytes: &[u8]) -> bool {
 /// A valid header counts only if nothing foreign is next to it: cowroot
 /// zeroes the whole first MiB when it formats, so other data there means the
 /// device was reused (repartitioned, mkfs'd) and the header is a leftover.
-/// A copy that does not decode but keeps within the 256 bytes a header uses
+/// A copy that does not decode but keeps within the bytes a header uses
 /// and carries no foreign signature is ours, damaged (flipped bits, a torn
 /// write): with the other copy valid the pool is used and the copy
 /// rewritten, never refused.
@@ -121,20 +127,22 @@ pub fn classify_pool(start: &[u8], end: &[u8], size: u64) -> PoolState {
     if let Some(version) = copies.newer_version() {
         return PoolState::NewerVersion(version);
     }
+    let used = used_bytes(&copies);
     // The usual case, decided without copying a MiB: both copies valid,
     // nothing else in the first MiB, nothing past the data region.
     if let (Ok(_), Ok(_), Some((slot, header))) = (&copies.0[0], &copies.0[1], copies.newest()) {
         let data_end = header.data.start.0.saturating_add(header.data.len.0).saturating_mul(512);
         let tail_from = end.len().saturating_sub(size.saturating_sub(data_end) as usize);
-        if zero_outside_headers(start) && signature::detect_end(&end[tail_from.min(end.len())..], size).is_none() {
+        if zero_outside_headers(start, used) && signature::detect_end(&end[tail_from.min(end.len())..], size).is_none()
+        {
             return PoolState::Ours { slot, header: header.clone(), other: copies.other().unwrap_or(OtherCopy::Stale) };
         }
     }
     // Foreign signatures, with only valid copies out of the way: a
     // signature inside a broken copy's bytes counts.
     let valid = [copies.0[0].is_ok(), copies.0[1].is_ok()];
-    let found = signature::detect_foreign(&without_header_bytes(start, [!valid[0], !valid[1]]));
-    let only_headers = signature::all_zero(&without_header_bytes(start, [false, false]));
+    let found = signature::detect_foreign(&without_header_bytes(start, [!valid[0], !valid[1]], used));
+    let only_headers = signature::all_zero(&without_header_bytes(start, [false, false], used));
     match copies.newest() {
         Some((slot, header)) => {
             // The data region runs to the device end: only the few bytes
@@ -336,8 +344,8 @@ mod tests {
     fn a_newer_header_is_refused_with_its_version() {
         let (mut start, _) = pool(1);
         start[8..12].copy_from_slice(&9u32.to_le_bytes());
-        let crc = header::crc32c(&start[..header::ENCODED_LEN - 4]);
-        start[header::ENCODED_LEN - 4..header::ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        let crc = header::crc32c(&start[..252]);
+        start[252..256].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(classify(&start), PoolState::NewerVersion(9));
     }
 }

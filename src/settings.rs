@@ -242,6 +242,24 @@ cowroot.onfail=halt   # a kiosk powers off rather than open a shell
     }
 
     #[test]
+    fn a_later_source_replaces_the_volume_list_and_errors_name_their_line() {
+        let conf = format!("{KIOSK}\ncowroot.volume=home:1G:/home\ncowroot.volume=log:64M:/var/log\n");
+        let names = |s: &Settings| -> Vec<String> {
+            s.config().unwrap().unwrap().volumes.iter().map(|v| v.name.to_string()).collect()
+        };
+        assert_eq!(names(&merge(&conf, &[], "ro")), ["home", "log"]);
+        // The command line's list replaces the file's, even the same word.
+        assert_eq!(names(&merge(&conf, &[], "ro cowroot.volume=home:2G:/home")), ["home"]);
+        let s = merge(&conf, &[], "ro cowroot.volume=home:2G:/home");
+        assert_eq!(s.config().unwrap().unwrap().volumes[0].size, crate::units::Bytes(2 << 30));
+        // A bad word is named by its own line.
+        let bad = format!("{KIOSK}\ncowroot.volume=home:1G:/home\ncowroot.volume=log:1M:/var/log\n");
+        let err = merge(&bad, &[], "ro").config().unwrap_err().to_string();
+        let line = bad.lines().position(|l| l.contains("log:1M")).unwrap() + 1;
+        assert!(err.contains(&format!("{CONFIG_FILE}:{line}")), "{err}");
+    }
+
+    #[test]
     fn resume_keys_of_cmdline_d_are_kept_and_the_command_line_wins() {
         use crate::resume::{request, Request, ResumeDevice};
         let d = [("/etc/cmdline.d/95resume.conf", " resume=UUID=5wap rd.lvm=0 ")];

@@ -10,7 +10,7 @@ use crate::pool::PoolState;
 use crate::probe;
 use crate::table::{percent, Crypt, Linear, ParseError, Thin, ThinPool};
 use crate::units::Bytes;
-use crate::volume::{ActiveVolume, VolumeName};
+use crate::volume::{ActiveVolume, VolumeName, VolumeRecord};
 
 /// A persistent volume as status shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +23,8 @@ pub struct VolumeStatus {
     /// Bytes written to it (its mapped blocks), when it is active.
     pub mapped_bytes: Option<u64>,
     pub formatted: bool,
+    /// Mounted at `mount_point` now.
+    pub mounted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,10 +206,15 @@ impl StatusInfo {
         }
         for v in &self.volumes {
             let written = v.mapped_bytes.map(|m| format!(", {} written", Bytes(m))).unwrap_or_default();
-            let state = match (&v.mount_point, v.formatted) {
-                (Some(at), true) => format!("at {at}"),
-                (Some(at), false) => format!("for {at}, no filesystem yet (`cowroot volumes --prepare` makes one)"),
-                (None, _) => "not asked for at this boot (kept untouched)".into(),
+            let state = match (&v.mount_point, v.formatted, v.mounted) {
+                (Some(at), _, true) => format!("at {at}"),
+                (Some(at), true, false) => {
+                    format!("for {at}, NOT MOUNTED: what is written there goes to the root (`cowroot volumes --mount`)")
+                }
+                (Some(at), false, false) => {
+                    format!("for {at}, no filesystem yet (`cowroot volumes --mount` makes one and mounts it)")
+                }
+                (None, _, _) => "not asked for at this boot (kept untouched)".into(),
             };
             line("volume:", format!("{} ({}{written}), {state}; thin {}", v.name, Bytes(v.size_bytes), v.thin));
         }
@@ -264,13 +271,14 @@ impl StatusInfo {
             self.volumes
                 .iter()
                 .map(|v| format!(
-                    "{{\"name\":{},\"thin\":{},\"size_bytes\":{},\"mount_point\":{},\"mapped_bytes\":{},\"formatted\":{}}}",
+                    "{{\"name\":{},\"thin\":{},\"size_bytes\":{},\"mount_point\":{},\"mapped_bytes\":{},\"formatted\":{},\"mounted\":{}}}",
                     s(&v.name),
                     v.thin,
                     v.size_bytes,
                     v.mount_point.as_deref().map(s).unwrap_or_else(|| "null".into()),
                     v.mapped_bytes.map(|m| m.to_string()).unwrap_or_else(|| "null".into()),
-                    v.formatted
+                    v.formatted,
+                    v.mounted
                 ))
                 .collect::<Vec<_>>()
                 .join(","),
@@ -420,6 +428,8 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         .map(|sectors| sectors.saturating_mul(512));
     let marker = std::fs::read_to_string(crate::volume::MARKER).ok();
     let active = marker.and_then(|t| ActiveVolume::parse_marker(&t).ok()).unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mount_points = crate::shutdown::mount_points(&mounts);
     let volumes = live
         .header
         .volumes
@@ -435,6 +445,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
                 .and_then(|line| line.params.split_whitespace().next()?.parse::<u64>().ok())
                 .map(|sectors| sectors.saturating_mul(512)),
             formatted: v.formatted,
+            mounted: active.iter().any(|a| a.name == v.name && mount_points.contains(&a.mount_point)),
         })
         .collect();
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
@@ -611,10 +622,10 @@ pub fn record_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: Volum
     Ok(())
 }
 
-/// Whether the header records `volume` as formatted.
-pub fn volume_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<Option<bool>> {
+/// What the header records of `volume`, if anything.
+pub fn volume_record<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<Option<VolumeRecord>> {
     let live = live(sys, name)?;
-    Ok(live.header.volumes.iter().find(|v| v.name == volume).map(|v| v.formatted))
+    Ok(live.header.volumes.iter().find(|v| v.name == volume).copied())
 }
 
 pub fn request_reset<S: System>(sys: &mut S, name: &DeviceName, cancel: bool) -> Result<String> {
@@ -701,6 +712,7 @@ mod tests {
                 mount_point: Some("/home".into()),
                 mapped_bytes: Some(2 << 20),
                 formatted: true,
+                mounted: true,
             },
             VolumeStatus {
                 name: "old".into(),
@@ -709,6 +721,7 @@ mod tests {
                 mount_point: None,
                 mapped_bytes: None,
                 formatted: false,
+                mounted: false,
             },
         ];
         assert_eq!(
@@ -718,8 +731,8 @@ mod tests {
         );
         assert_eq!(
             vols.render_volumes_json(),
-            "[{\"name\":\"home\",\"thin\":3,\"size_bytes\":1073741824,\"mount_point\":\"/home\",\"mapped_bytes\":2097152,\"formatted\":true},\
-             {\"name\":\"old\",\"thin\":4,\"size_bytes\":16777216,\"mount_point\":null,\"mapped_bytes\":null,\"formatted\":false}]"
+            "[{\"name\":\"home\",\"thin\":3,\"size_bytes\":1073741824,\"mount_point\":\"/home\",\"mapped_bytes\":2097152,\"formatted\":true,\"mounted\":true},\
+             {\"name\":\"old\",\"thin\":4,\"size_bytes\":16777216,\"mount_point\":null,\"mapped_bytes\":null,\"formatted\":false,\"mounted\":false}]"
         );
         assert!(text.contains("header:     both copies good"), "{text}");
         assert!(!text.contains("leftover:"), "{text}");

@@ -14,8 +14,12 @@ const KEY: &str = "cowroot.volume";
 pub const MAX_VOLUMES: usize = 8;
 /// The longest volume name (it becomes part of a dm name and uuid).
 pub const VOLUME_NAME_MAX: usize = 24;
-/// The smallest volume: below this no filesystem cowroot makes fits.
-const MIN_VOLUME_BYTES: u64 = 16 << 20;
+/// The largest volume (1 PiB): past it a typo, not a wish.
+const MAX_VOLUME_BYTES: u64 = 1 << 50;
+/// Mount points that hold the system itself: an empty filesystem mounted
+/// over one of them breaks the booted system.
+const SYSTEM_DIRS: &[&str] =
+    &["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr"];
 /// Where the boot lists this boot's volumes for the booted system.
 pub const MARKER: &str = "/run/cowroot/volumes";
 
@@ -93,6 +97,16 @@ impl VolumeFs {
         [VolumeFs::Ext4, VolumeFs::Xfs, VolumeFs::Btrfs].into_iter().find(|fs| fs.as_str() == text)
     }
 
+    /// The smallest filesystem its mkfs makes (xfsprogs refuses under 300
+    /// MB, mkfs.btrfs under 109 MiB).
+    pub fn min_bytes(self) -> u64 {
+        match self {
+            VolumeFs::Ext4 => 16 << 20,
+            VolumeFs::Xfs => 300_000_000,
+            VolumeFs::Btrfs => 114_294_784,
+        }
+    }
+
     /// The program that makes it, and its arguments before the device.
     pub fn mkfs(self) -> (&'static str, &'static [&'static str]) {
         match self {
@@ -124,9 +138,6 @@ impl VolumeSpec {
             _ => return Err(bad(format!("{value:?} has {} fields", fields.len()))),
         };
         let name = VolumeName::parse(name).map_err(bad)?;
-        let size = parse_size(size)
-            .filter(|b| b.0 >= MIN_VOLUME_BYTES)
-            .ok_or_else(|| bad(format!("size {size:?} is not a size of at least 16M")))?;
         check_mount_point(mount_point).map_err(bad)?;
         let fs = match fs {
             None => VolumeFs::default(),
@@ -134,6 +145,10 @@ impl VolumeSpec {
                 VolumeFs::parse(fs).ok_or_else(|| bad(format!("filesystem {fs:?} is not ext4, xfs or btrfs")))?
             }
         };
+        let min = fs.min_bytes();
+        let size = parse_size(size).filter(|b| (min..=MAX_VOLUME_BYTES).contains(&b.0)).ok_or_else(|| {
+            bad(format!("size {size:?} is not a size from {} to 1P (the least {} makes)", Bytes(min), fs.as_str()))
+        })?;
         Ok(VolumeSpec { name, size, mount_point: mount_point.to_string(), fs })
     }
 }
@@ -146,9 +161,14 @@ fn check_mount_point(path: &str) -> std::result::Result<(), String> {
         && path.len() > 1
         && !path.ends_with('/')
         && path[1..].split('/').all(|part| !part.is_empty() && part != "." && part != "..");
-    if !plain || !normal || path.len() > 255 {
+    if !plain || !normal || path.len() > 255 || mount_unit(path).len() > 255 {
         return Err(format!(
             "mount point {path:?} must be an absolute path other than / without . or .. parts, in letters, digits and / . _ - + @"
+        ));
+    }
+    if let Some(dir) = SYSTEM_DIRS.iter().find(|d| path == **d) {
+        return Err(format!(
+            "mount point {dir} holds the system itself; a volume over it would hide it (use /home, /var/log, /srv, ...)"
         ));
     }
     Ok(())
@@ -257,7 +277,7 @@ mod tests {
             (v.name.as_str(), v.size, v.mount_point.as_str(), v.fs),
             ("home", Bytes(8 << 30), "/home", VolumeFs::Ext4)
         );
-        let v = VolumeSpec::parse("log_1:64M:/var/log:xfs").unwrap();
+        let v = VolumeSpec::parse("log_1:300M:/var/log:xfs").unwrap();
         assert_eq!((v.name.as_str(), v.fs), ("log_1", VolumeFs::Xfs));
         for bad in [
             "",
@@ -268,6 +288,11 @@ mod tests {
             "a/b:8G:/home",
             &format!("{}:8G:/home", "n".repeat(VOLUME_NAME_MAX + 1)),
             "home:1M:/home",
+            "home:64M:/home:xfs",
+            "home:100M:/home:btrfs",
+            "home:2P:/home",
+            "home:8G:/etc",
+            "home:8G:/usr",
             "home:lots:/home",
             "home:8G:/",
             "home:8G:home",

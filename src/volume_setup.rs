@@ -1,7 +1,7 @@
 //! The booted system's side of persistent volumes. The boot brings their
 //! devices up and lists them in `volume::MARKER`; here they get a
 //! filesystem on first use (`cowroot volumes --prepare`, run by
-//! cowroot-volumes.service), are mounted by systemd through mount units
+//! cowroot-volume@NAME.service), are mounted by systemd through mount units
 //! that `cowroot-volume-generator` writes, or by `cowroot volumes --mount`
 //! on a system without systemd.
 //!
@@ -9,13 +9,15 @@
 //! holds no signature, is formatted: a fresh thin reads as zeros, so what
 //! such a volume holds can only be a first mkfs that did not finish.
 
+use crate::blkid;
 use crate::error::{Error, Result};
 use crate::exec::System;
-use crate::names::DeviceName;
+use crate::names::{DeviceName, Role};
 use crate::probe;
 use crate::signature;
 use crate::status;
-use crate::volume::{mount_unit, ActiveVolume, MARKER};
+use crate::table::Thin;
+use crate::volume::{mount_unit, ActiveVolume, VolumeFs, VolumeName, MARKER};
 use std::path::Path;
 use std::process::Command;
 
@@ -30,45 +32,86 @@ pub fn active() -> Result<Vec<ActiveVolume>> {
     }
 }
 
-/// Makes a filesystem on each of this boot's volumes that has none yet,
-/// and records it in the pool header. Returns one line per volume.
-pub fn prepare<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String>> {
+/// Makes a filesystem on each of this boot's volumes (or only on `only`)
+/// that has none yet, and records it in the pool header. One volume's
+/// trouble does not stop the others: each gets its line, and the errors
+/// are returned together at the end.
+pub fn prepare<S: System>(sys: &mut S, name: &DeviceName, only: Option<VolumeName>) -> Result<Vec<String>> {
+    let volumes: Vec<ActiveVolume> = active()?.into_iter().filter(|v| only.is_none_or(|o| o == v.name)).collect();
+    if let (Some(only), true) = (only, volumes.is_empty()) {
+        return Err(Error::Usage(format!("this boot brought up no volume {only} (see `cowroot volumes`)")));
+    }
     let mut report = Vec::new();
-    for volume in active()? {
-        let formatted = status::volume_formatted(sys, name, volume.name)?.ok_or_else(|| {
-            Error::Inconsistent(format!(
-                "{MARKER} names volume {} but the pool header records none: reboot",
-                volume.name
-            ))
-        })?;
-        let start = probe::read_start(&volume.device, 1 << 20)?;
-        let found = signature::detect(&start);
-        match (formatted, found) {
-            (_, Some(what)) => {
-                status::record_formatted(sys, name, volume.name)?;
-                report.push(format!("{} ({}): holds {what}", volume.name, volume.device));
-            }
-            (true, None) => {
-                return Err(Error::Inconsistent(format!(
-                    "volume {} ({}) was formatted before but no filesystem is found on it now; it is left as \
-                     it is. Look at it with `blkid {}`; to make a new {} filesystem on it, losing what it \
-                     holds: mkfs.{} {}",
-                    volume.name,
-                    volume.device,
-                    volume.device,
-                    volume.fs.as_str(),
-                    volume.fs.as_str(),
-                    volume.device
-                )));
-            }
-            (false, None) => {
-                make_filesystem(&volume)?;
-                status::record_formatted(sys, name, volume.name)?;
-                report.push(format!("{} ({}): made {}", volume.name, volume.device, volume.fs.as_str()));
-            }
+    let mut failed = Vec::new();
+    for volume in &volumes {
+        match prepare_one(sys, name, volume) {
+            Ok(line) => report.push(line),
+            Err(e) => failed.push(format!("volume {}: {e}", volume.name)),
         }
     }
-    Ok(report)
+    if failed.is_empty() {
+        Ok(report)
+    } else {
+        report.extend(failed);
+        Err(Error::Inconsistent(report.join("\n")))
+    }
+}
+
+fn prepare_one<S: System>(sys: &mut S, name: &DeviceName, volume: &ActiveVolume) -> Result<String> {
+    // The device must be this pool's thin for the volume the header
+    // records, whatever the marker says, before anything is written to it.
+    let expected = name.mapper_path(Role::Volume(volume.name));
+    let record = status::volume_record(sys, name, volume.name)?.ok_or_else(|| {
+        Error::Inconsistent(format!("{MARKER} names it, but the pool header records no such volume: reboot"))
+    })?;
+    let line = sys.dm_line(&name.dm_name(Role::Volume(volume.name)), false)?;
+    let thin: Option<Thin> = line.params.parse().ok();
+    if volume.device != expected || line.target != "thin" || thin.is_none_or(|t| t.id != record.thin) {
+        return Err(Error::Inconsistent(format!(
+            "{} is not thin {} of this pool as recorded (table: {} {}); nothing was written: reboot",
+            volume.device, record.thin, line.target, line.params
+        )));
+    }
+    let start = probe::read_start(&volume.device, 1 << 20)?;
+    let fs = blkid::probe_fs(&start).map(|f| f.fstype);
+    match (record.formatted, fs, signature::detect(&start)) {
+        (_, Some(found), _) if !fits(found, volume.fs) => Err(Error::config(
+            "cowroot.volume",
+            format!(
+                "volume {} holds {found}, but the key asks for {}; a volume is never formatted again: write :{found} \
+                 in cowroot.volume (or give this one up and use a new name)",
+                volume.name,
+                volume.fs.as_str()
+            ),
+        )),
+        (_, _, Some(what)) => {
+            status::record_formatted(sys, name, volume.name)?;
+            Ok(format!("{} ({}): holds {what}", volume.name, volume.device))
+        }
+        (true, _, None) => Err(Error::Inconsistent(format!(
+            "{} was formatted before, but no filesystem is found on it now; it is left as it is. Look at it with \
+             `blkid {}`; to make a new {} filesystem on it, losing what it holds: mkfs.{} {}",
+            volume.device,
+            volume.device,
+            volume.fs.as_str(),
+            volume.fs.as_str(),
+            volume.device
+        ))),
+        (false, _, None) => {
+            make_filesystem(volume)?;
+            status::record_formatted(sys, name, volume.name)?;
+            Ok(format!("{} ({}): made {}", volume.name, volume.device, volume.fs.as_str()))
+        }
+    }
+}
+
+/// Whether a filesystem found on a volume is the one asked for (mount -t
+/// ext4 mounts ext2 and ext3 too).
+fn fits(found: &str, asked: VolumeFs) -> bool {
+    match asked {
+        VolumeFs::Ext4 => matches!(found, "ext2" | "ext3" | "ext4"),
+        other => found == other.as_str(),
+    }
 }
 
 /// Where to look for mkfs when PATH is not set (an init script's
@@ -119,10 +162,16 @@ fn make_filesystem(volume: &ActiveVolume) -> Result<()> {
     Ok(())
 }
 
-/// `prepare`, then mounts each volume not yet mounted (parents first).
+/// `prepare`, then mounts each volume not yet mounted (parents first);
+/// a volume that could not be prepared is not mounted, the others are.
 pub fn mount_all<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String>> {
-    let mut report = prepare(sys, name)?;
+    let (mut report, failed) = match prepare(sys, name, None) {
+        Ok(report) => (report, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let failed_text = failed.as_ref().map(|e| e.to_string()).unwrap_or_default();
     let mut volumes = active()?;
+    volumes.retain(|v| !failed_text.contains(&format!("volume {}:", v.name)));
     volumes.sort_by_key(|v| v.mount_point.matches('/').count());
     for volume in volumes {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
@@ -144,7 +193,11 @@ pub fn mount_all<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String
         })?;
         report.push(format!("{}: mounted at {}", volume.name, volume.mount_point));
     }
-    Ok(report)
+    match failed {
+        None => Ok(report),
+        Some(e) if report.is_empty() => Err(e),
+        Some(e) => Err(Error::Inconsistent(format!("{}\n{e}", report.join("\n")))),
+    }
 }
 
 /// The mount unit of one volume.
@@ -155,8 +208,8 @@ pub fn unit_text(volume: &ActiveVolume) -> String {
          Description=cowroot persistent volume {name}\n\
          Documentation=file:/usr/share/doc/cowroot/README.md\n\
          SourcePath={MARKER}\n\
-         Requires=cowroot-volumes.service\n\
-         After=cowroot-volumes.service\n\
+         Requires=cowroot-volume@{name}.service\n\
+         After=cowroot-volume@{name}.service\n\
          Before=local-fs.target\n\
          \n\
          [Mount]\n\
@@ -210,8 +263,8 @@ mod tests {
         };
         let text = unit_text(&v);
         for want in [
-            "Requires=cowroot-volumes.service\n",
-            "After=cowroot-volumes.service\n",
+            "Requires=cowroot-volume@log.service\n",
+            "After=cowroot-volume@log.service\n",
             "Before=local-fs.target\n",
             "What=/dev/mapper/cowroot-vol-log\n",
             "Where=/var/log\n",
