@@ -177,6 +177,12 @@ build_debian_images() {
     chroot_run "$root" dpkg -i /tmp/cowroot.deb > "$WORK/debian-$kind-install.log" 2>&1 \
         || { cat "$WORK/debian-$kind-install.log" >&2; die "installing the package failed"; }
     grep -q "update-initramfs" "$WORK/debian-$kind-install.log" || die "installing did not regenerate the initramfs"
+    local installed
+    for installed in usr/share/man/man8/cowroot.8 usr/share/man/man7/cowroot.cmdline.7 \
+        usr/share/bash-completion/completions/cowroot usr/share/zsh/vendor-completions/_cowroot \
+        usr/lib/systemd/system/cowroot-volume@.service usr/lib/systemd/system-generators/cowroot-volume-generator; do
+        [ -e "$root/$installed" ] || die "the package did not install /$installed"
+    done
     # cryptsetup-initramfs orders its local-top script after all others: a
     # script of ours naming it as a prereq made a loop.
     if grep -A3 'input contains a loop' "$WORK/debian-$kind-install.log" >&2; then

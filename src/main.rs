@@ -78,6 +78,36 @@ cowroot.size= cowroot.onchange= cowroot.warn= cowroot.maintenance= cowroot.volum
 /etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
 
+/// `cowroot COMMAND --help`: the usage lines of HELP for that command (an
+/// entry runs on while its lines are indented past the command column),
+/// and the options every command takes.
+fn command_help(command: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in HELP.lines() {
+        if let Some(rest) = line.strip_prefix("  cowroot ") {
+            inside = rest.split_whitespace().next() == Some(command);
+        } else if !line.starts_with("    ") {
+            inside = false;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let options = HELP.lines().skip_while(|l| !l.trim_start().starts_with("-v, --verbose")).take_while(|l| !l.is_empty());
+    out.push('\n');
+    for line in options {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("\nSee `cowroot --help`, cowroot(8) and cowroot.cmdline(7).\n");
+    Some(format!("usage:\n{out}"))
+}
+
 /// The arguments, as bytes: `--cmdline` takes any bytes the kernel could
 /// pass; everything else is text (converted lossily, then validated).
 struct Args {
@@ -481,7 +511,10 @@ fn main() -> ExitCode {
     // args_os: std::env::args() panics on an argument that is not UTF-8.
     let mut args = Args::new(std::env::args_os().skip(1).collect());
     if args.words.is_empty() || args.words.iter().any(|w| w == "--help" || w == "-h") {
-        print!("{HELP}");
+        match args.words.first().and_then(|command| command_help(command)) {
+            Some(help) => print!("{help}"),
+            None => print!("{HELP}"),
+        }
         return if args.words.is_empty() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
     }
     if args.words.iter().any(|w| w == "--version") {
