@@ -98,7 +98,8 @@ fn command_help(command: &str) -> Option<String> {
     if out.is_empty() {
         return None;
     }
-    let options = HELP.lines().skip_while(|l| !l.trim_start().starts_with("-v, --verbose")).take_while(|l| !l.is_empty());
+    let options =
+        HELP.lines().skip_while(|l| !l.trim_start().starts_with("-v, --verbose")).take_while(|l| !l.is_empty());
     out.push('\n');
     for line in options {
         out.push_str(line);
