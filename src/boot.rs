@@ -409,8 +409,8 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
         .map(|u| {
             let block = thins.header.header.block_sectors as u64 * 512;
             (
-                format!("data {:.1}% of {}", u.data_percent(), Bytes(u.data_total.saturating_mul(block))),
-                format!("metadata {:.1}%", u.meta_percent()),
+                format!("data {}% of {}", u.data_percent(), Bytes(u.data_total.saturating_mul(block))),
+                format!("metadata {}%", u.meta_percent()),
             )
         })
         .unwrap_or_else(|| ("data use unknown".into(), "metadata use unknown".into()));

@@ -8,7 +8,7 @@ use crate::header::{PoolHeader, SlotFault, FLAG_MAINTENANCE_NEXT_BOOT, FLAG_RESE
 use crate::names::{DeviceName, Role};
 use crate::pool::PoolState;
 use crate::probe;
-use crate::table::{percent, Crypt, Linear, ParseError, Thin, ThinPool};
+use crate::table::{at_least_percent, percent, Crypt, Linear, ParseError, Thin, ThinPool};
 use crate::units::Bytes;
 use crate::volume::{ActiveVolume, VolumeName, VolumeRecord};
 
@@ -151,7 +151,7 @@ impl StatusInfo {
         line(
             "data:",
             format!(
-                "{} of {} used ({:.1}%)",
+                "{} of {} used ({}%)",
                 Bytes(self.data_used_bytes),
                 Bytes(self.data_total_bytes),
                 pct(self.data_used_bytes, self.data_total_bytes)
@@ -160,7 +160,7 @@ impl StatusInfo {
         line(
             "metadata:",
             format!(
-                "{} of {} used ({:.1}%)",
+                "{} of {} used ({}%)",
                 Bytes(self.meta_used_bytes),
                 Bytes(self.meta_total_bytes),
                 pct(self.meta_used_bytes, self.meta_total_bytes)
@@ -293,16 +293,19 @@ impl StatusInfo {
     pub fn check(&self, levels: UseLevels) -> (u8, String) {
         let data = percent(self.data_used_bytes, self.data_total_bytes);
         let meta = percent(self.meta_used_bytes, self.meta_total_bytes);
-        let worst = data.max(meta);
-        let (code, word) = if self.health() != "ok" || worst >= levels.crit as f64 {
+        let above = |level: u8| {
+            at_least_percent(self.data_used_bytes, self.data_total_bytes, level)
+                || at_least_percent(self.meta_used_bytes, self.meta_total_bytes, level)
+        };
+        let (code, word) = if self.health() != "ok" || above(levels.crit) {
             (2, "CRITICAL")
-        } else if worst >= levels.warn as f64 {
+        } else if above(levels.warn) {
             (1, "WARNING")
         } else {
             (0, "OK")
         };
         let mut line = format!(
-            "cowroot {word}: data {data:.1}%, metadata {meta:.1}% of pool {} used (warn {}%, crit {}%)",
+            "cowroot {word}: data {data}%, metadata {meta}% of pool {} used (warn {}%, crit {}%)",
             self.pool_device, levels.warn, levels.crit
         );
         if self.health() != "ok" {

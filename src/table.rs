@@ -6,7 +6,7 @@
 //! both print the very same table. (devicemapper-rs has similar parameter
 //! types, but they hold device numbers only, which a dry run does not have.)
 
-use crate::units::Sectors;
+use crate::units::{Sectors, Tenths};
 use std::fmt;
 use std::str::FromStr;
 
@@ -247,11 +247,11 @@ pub struct PoolStatus {
 
 impl PoolStatus {
     /// Percent of the data blocks in use.
-    pub fn data_percent(&self) -> f64 {
+    pub fn data_percent(&self) -> Tenths {
         percent(self.data_used, self.data_total)
     }
 
-    pub fn meta_percent(&self) -> f64 {
+    pub fn meta_percent(&self) -> Tenths {
         percent(self.meta_used, self.meta_total)
     }
 
@@ -262,12 +262,14 @@ impl PoolStatus {
     }
 }
 
-pub fn percent(used: u64, total: u64) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        used as f64 * 100.0 / total as f64
-    }
+/// `used` in percent of `total`, to a tenth (0 for an empty total).
+pub fn percent(used: u64, total: u64) -> Tenths {
+    Tenths::ratio(used.saturating_mul(100), total)
+}
+
+/// Whether `used` is at least `level` percent of `total`, exactly.
+pub fn at_least_percent(used: u64, total: u64, level: u8) -> bool {
+    total > 0 && u128::from(used) * 100 >= u128::from(total) * u128::from(level)
 }
 
 impl FromStr for PoolStatus {
@@ -368,9 +370,10 @@ mod tests {
         assert_eq!("Error".parse::<PoolStatus>().unwrap().mode, "Error");
         assert!("0 x/1 1/1 - rw".parse::<PoolStatus>().is_err());
         let s: PoolStatus = "7 30/512 1000/4000 - rw x".parse().unwrap();
-        assert_eq!((s.transaction_id, s.data_percent(), s.metadata_full()), (7, 25.0, false));
+        assert_eq!((s.transaction_id, s.data_percent(), s.metadata_full()), (7, Tenths(250), false));
         let full: PoolStatus = "7 510/512 1000/4000 - ro x".parse().unwrap();
         assert!(full.metadata_full());
-        assert_eq!(percent(1, 0), 0.0);
+        assert_eq!(percent(1, 0), Tenths(0));
+        assert!(at_least_percent(95, 100, 95) && !at_least_percent(9499, 10000, 95) && !at_least_percent(1, 0, 0));
     }
 }
