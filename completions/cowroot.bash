@@ -44,7 +44,7 @@ _cowroot() {
         [[ $cur == -* ]] || { mapfile -t COMPREPLY < <(compgen -f -- "${cur:-/dev/}"); return; }
         ;;
     status) options="--json --check --log --name" ;;
-    volumes) options="--json --prepare --mount --name" ;;
+    volumes) options="--json --prepare --mount --delete --name" ;;
     reset | maintenance) options="--cancel --name" ;;
     cleanup) options="--name" ;;
     root) options="--unit --root-arg-unit --root-arg-hook" ;;

@@ -237,7 +237,7 @@ scenario_persistent_volume_outlives_resets_and_frozen_boots() {
     local keys="$FILE_KEYS cowroot.mode=frozen cowroot.volume=home:32M:/home"
     VM_INITRD=$VOLUME_INITRD run_vm volume-1 "$keys cowtest=boot,status,volmount,volwrite,write,status" "$D/images.img" "$D/pool.img"
     expect 'generation 1 \(formatted\), .*; volumes home \(32.0 MiB, /home\)'
-    expect 'COWTEST status-text: volume: +home \(32.0 MiB\), for /home, no filesystem yet'
+    expect 'COWTEST status-text: volume: +home \(32.0 MiB, 0 B written\), for /home, no filesystem yet'
     expect 'COWTEST volumes rc=0'
     expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): made ext4'
     expect 'COWTEST volumes: home: mounted at /home'
@@ -278,9 +278,14 @@ scenario_persistent_volume_outlives_resets_and_frozen_boots() {
     expect 'COWTEST home mounted: 0'
     expect 'COWTEST status-text: volume: +home \(320.0 MiB, .*\), for /home, NOT MOUNTED'
     # The volume is still there, with its file (and the size it grew to).
-    VM_INITRD=$VOLUME_INITRD run_vm volume-7 "$keys cowtest=boot,volmount,volcheck" "$D/images.img" "$D/pool.img"
+    VM_INITRD=$VOLUME_INITRD run_vm volume-7 "$keys cowtest=boot,volmount,volcheck,voldelete" "$D/images.img" "$D/pool.img"
     expect 'volumes home \(320.0 MiB, /home\)'
     expect 'COWTEST volume file: kept-in-volume'
+    expect 'COWTEST volumes --delete: cowroot: volume home is in use at this boot \(/dev/mapper/cowroot-vol-home\)'
+    # Given up: deleted at a boot without its key, its space freed.
+    VM_INITRD=$VOLUME_INITRD run_vm volume-8 "$FILE_KEYS cowroot.mode=frozen cowtest=boot,voldelete,status" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST volumes --delete: deleted volume home and what it held: [1-9][0-9.]* MiB freed on /dev/vdb'
+    expect '"volumes":\[\]'
     origin_unchanged
 }
 

@@ -48,6 +48,7 @@ usage:
                                              (cowroot-volume@NAME.service runs it)
   cowroot volumes --mount                    --prepare, then mount them (systems without systemd;
                                              with systemd, cowroot-volume-generator's units do)
+  cowroot volumes --delete NAME              delete a volume this boot does not use, and all it holds
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
@@ -433,18 +434,28 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             klog::init(false, level);
             let prepare = args.flag("--prepare");
             let mount = args.flag("--mount");
+            let delete = args.flag("--delete");
             let json = args.flag("--json");
             let name = device_name(&mut args, &read_settings(config, None))?;
             let rest = args.done()?;
             let only = match rest.as_slice() {
                 [] => None,
-                [volume] if prepare => Some(
+                [volume] if prepare || delete => Some(
                     cowroot::volume::VolumeName::parse(volume)
-                        .map_err(|why| Error::Usage(format!("cowroot volumes --prepare [NAME]: {why}")))?,
+                        .map_err(|why| Error::Usage(format!("cowroot volumes: {why}")))?,
                 ),
-                _ => return Err(Error::Usage("usage: cowroot volumes [--json | --prepare [NAME] | --mount]".into())),
+                _ => {
+                    return Err(Error::Usage(
+                        "usage: cowroot volumes [--json | --prepare [NAME] | --mount | --delete NAME]".into(),
+                    ))
+                }
             };
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
+            if delete {
+                let volume = only.ok_or_else(|| Error::Usage("usage: cowroot volumes --delete NAME".into()))?;
+                println!("{}", status::delete_volume(&mut sys, &name, volume)?);
+                return Ok(());
+            }
             if prepare || mount {
                 let report = if mount {
                     volume_setup::mount_all(&mut sys, &name)?

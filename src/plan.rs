@@ -21,7 +21,7 @@ use crate::names::Role;
 use crate::pool::{PoolFacts, PoolState};
 use crate::table::{Crypt, KeyText, Linear, Target, Thin, ThinPool};
 use crate::units::{Bytes, Sectors};
-use crate::volume::{VolumeRecord, VolumeSpec, MAX_VOLUMES};
+use crate::volume::{VolumeName, VolumeRecord, VolumeSpec, MAX_VOLUMES};
 
 /// Where the image host filesystem is mounted (under /run, so it survives
 /// switch-root and stays visible to the booted system).
@@ -412,7 +412,7 @@ pub fn plan_activation_for(
                     format!(
                         "{device} holds the persistent volumes {}, and cowroot.crypt=random starts a new encrypted \
                          pool every boot, which would discard them (no reset does). Drop cowroot.crypt=random; to \
-                         give the volumes up, start over with `cowroot format --force {device}`",
+                         give the volumes up, boot without them and run `cowroot volumes --delete NAME` for each",
                         names.join(", ")
                     ),
                 ));
@@ -749,7 +749,8 @@ fn plan_volumes(
                     return Err(Error::config(
                         "cowroot.volume",
                         format!(
-                            "{} already records {MAX_VOLUMES} volumes, the most a pool holds; reuse one of their names",
+                            "{} already records {MAX_VOLUMES} volumes, the most a pool holds; reuse one of their names, \
+                             or delete one with `cowroot volumes --delete NAME` (boot without its key first)",
                             state.device
                         ),
                     ));
@@ -812,6 +813,41 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
         h.garbage_thin = 0;
         h.garbage_thin2 = 0;
     })?;
+    state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
+    Ok(steps)
+}
+
+/// `cowroot volumes --delete` on the running system: forgets a volume and
+/// deletes its thin. The record goes first, its id into the leftover slot,
+/// so a power cut anywhere leaves an id that the next cleanup or boot
+/// deletes (missing_ok), never a record of a deleted thin.
+pub fn plan_volume_delete(header: &HeaderState, metadata_transaction: u64, volume: VolumeName) -> Result<Vec<Step>> {
+    let h = &header.header;
+    let Some(index) = h.volumes.iter().position(|v| v.name == volume) else {
+        return Err(Error::Usage(format!("{} holds no volume {volume} (see `cowroot volumes`)", header.device)));
+    };
+    if h.garbage_thin != 0 || h.garbage_thin2 != 0 {
+        return Err(Error::Inconsistent(format!(
+            "{} still has a leftover thin to delete; run `cowroot cleanup` first, then delete the volume",
+            header.device
+        )));
+    }
+    if metadata_transaction != h.transaction {
+        return Err(Error::HeaderMismatch {
+            device: header.device.clone(),
+            header: h.transaction,
+            metadata: metadata_transaction,
+        });
+    }
+    let thin = h.volumes[index].thin;
+    let mut state = header.clone();
+    let mut steps = Vec::new();
+    state.write(&mut steps, false, "forget a volume", |h| {
+        h.volumes.remove(index);
+        h.garbage_thin = thin;
+    })?;
+    steps.push(Step::DeleteThinId { id: thin, missing_ok: true });
+    state.write(&mut steps, false, "forget leftover thin", |h| h.garbage_thin = 0)?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
     Ok(steps)
 }
@@ -1571,6 +1607,48 @@ mod tests {
         }
         let PoolState::Ours { header, .. } = start.state(None) else { panic!() };
         assert_eq!(header.volumes.len(), 2);
+    }
+
+    #[test]
+    fn deleting_a_volume_survives_power_cuts_and_frees_only_its_thin() {
+        let mut start = Disk::after_first_boot();
+        let keys = format!("{HOME} cowroot.volume=log:32M:/var/log");
+        let first = start.boot_with(&keys, None).unwrap();
+        start.apply(&first, usize::MAX);
+        let home = VolumeName::parse("home").unwrap();
+        let PoolState::Ours { slot, header, .. } = start.state(None) else { panic!() };
+        let state = HeaderState { device: "/dev/vdc".into(), slot: Some(slot), header: header.clone() };
+        let steps = plan_volume_delete(&state, start.txn, home).unwrap();
+        let home_thin = header.volumes[0].thin;
+        for cut in 0..=steps.len() {
+            let mut disk = start.clone();
+            disk.apply(&steps, cut);
+            // The next boot (without the key) finishes the job.
+            let next =
+                disk.boot_with("cowroot.volume=log:32M:/var/log", None).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            disk.apply(&next, usize::MAX);
+            let PoolState::Ours { header: after, other, .. } = disk.state(None) else { panic!() };
+            assert_eq!(other, OtherCopy::InSync, "cut {cut}");
+            let names: Vec<String> = after.volumes.iter().map(|v| v.name.to_string()).collect();
+            if cut == 0 {
+                assert_eq!(names, ["home", "log"], "cut {cut}");
+                continue;
+            }
+            assert_eq!(names, ["log"], "cut {cut}");
+            assert!(!disk.thins.contains(&home_thin), "cut {cut}: thin {home_thin} still there");
+            let mut want = vec![after.active_thin, after.volumes[0].thin];
+            want.sort();
+            let mut have = disk.thins.clone();
+            have.sort();
+            assert_eq!(have, want, "cut {cut}");
+        }
+        // Unknown names and pending leftovers are refused, nothing planned.
+        let err = plan_volume_delete(&state, start.txn, VolumeName::parse("srv").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("holds no volume srv"), "{err}");
+        let mut pending = state.clone();
+        pending.header.garbage_thin = 99;
+        let err = plan_volume_delete(&pending, start.txn, home).unwrap_err();
+        assert!(err.to_string().contains("cowroot cleanup"), "{err}");
     }
 
     #[test]

@@ -625,6 +625,37 @@ pub fn record_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: Volum
     Ok(())
 }
 
+/// `cowroot volumes --delete NAME`: forgets a volume this boot does not
+/// use and deletes its thin, with everything written on it.
+pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<String> {
+    let device = name.dm_name(Role::Volume(volume));
+    if sys.dm_info(&device)?.is_some() {
+        return Err(Error::Inconsistent(format!(
+            "volume {volume} is in use at this boot ({}); boot once without its cowroot.volume key, then delete it",
+            name.mapper_path(Role::Volume(volume))
+        )));
+    }
+    let _lock = lock_header(name)?;
+    let live = live(sys, name)?;
+    let pool = name.dm_name(Role::Pool);
+    let before = sys.pool_status(&pool)?;
+    let header = crate::plan::HeaderState {
+        device: live.pool_device.clone(),
+        slot: Some(live.slot),
+        header: live.header.clone(),
+    };
+    let steps = crate::plan::plan_volume_delete(&header, before.transaction_id, volume)?;
+    let mut exec = crate::exec::Executor::new(sys, name);
+    exec.run(&steps)?;
+    exec.commit();
+    let freed = sys.pool_status(&pool).map(|after| before.data_used.saturating_sub(after.data_used)).unwrap_or(0);
+    Ok(format!(
+        "deleted volume {volume} and what it held: {} freed on {}",
+        Bytes(freed.saturating_mul(live.block_bytes)),
+        live.pool_device
+    ))
+}
+
 /// What the header records of `volume`, if anything.
 pub fn volume_record<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<Option<VolumeRecord>> {
     let live = live(sys, name)?;
