@@ -37,6 +37,9 @@ pub enum Error {
     OriginChanged { origin: String, detail: String },
     /// The pool header and what the kernel reports disagree.
     Inconsistent(String),
+    /// A request that cannot be carried out in the present state; the
+    /// message says what to do first.
+    Refused(String),
     /// A system call or ioctl failed.
     Io { op: String, target: String, errno: String },
     /// Setting up failed and so did undoing part of it.
@@ -151,6 +154,7 @@ impl fmt::Display for Error {
                  discard the image (the hibernated session is lost), or boot the kernel that wrote it"
             ),
             Error::Inconsistent(m) => write!(f, "pool is inconsistent: {m}"),
+            Error::Refused(m) => write!(f, "{m}"),
             Error::Io { op, target, errno } => write!(f, "{op} {target}: {errno}"),
             Error::Rollback { cause, failures } => {
                 write!(f, "{cause}; cleaning up also failed: {}", failures.join("; "))

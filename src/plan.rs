@@ -827,7 +827,7 @@ pub fn plan_volume_delete(header: &HeaderState, metadata_transaction: u64, volum
         return Err(Error::Usage(format!("{} holds no volume {volume} (see `cowroot volumes`)", header.device)));
     };
     if h.garbage_thin != 0 || h.garbage_thin2 != 0 {
-        return Err(Error::Inconsistent(format!(
+        return Err(Error::Refused(format!(
             "{} still has a leftover thin to delete; run `cowroot cleanup` first, then delete the volume",
             header.device
         )));

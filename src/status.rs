@@ -630,7 +630,7 @@ pub fn record_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: Volum
 pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<String> {
     let device = name.dm_name(Role::Volume(volume));
     if sys.dm_info(&device)?.is_some() {
-        return Err(Error::Inconsistent(format!(
+        return Err(Error::Refused(format!(
             "volume {volume} is in use at this boot ({}); boot once without its cowroot.volume key, then delete it",
             name.mapper_path(Role::Volume(volume))
         )));

@@ -53,7 +53,7 @@ pub fn prepare<S: System>(sys: &mut S, name: &DeviceName, only: Option<VolumeNam
         Ok(report)
     } else {
         report.extend(failed);
-        Err(Error::Inconsistent(report.join("\n")))
+        Err(Error::Refused(report.join("\n")))
     }
 }
 
@@ -88,7 +88,7 @@ fn prepare_one<S: System>(sys: &mut S, name: &DeviceName, volume: &ActiveVolume)
             status::record_formatted(sys, name, volume.name)?;
             Ok(format!("{} ({}): holds {what}", volume.name, volume.device))
         }
-        (true, _, None) => Err(Error::Inconsistent(format!(
+        (true, _, None) => Err(Error::Refused(format!(
             "{} was formatted before, but no filesystem is found on it now; it is left as it is. Look at it with \
              `blkid {}`; to make a new {} filesystem on it, losing what it holds: mkfs.{} {}",
             volume.device,
@@ -196,7 +196,7 @@ pub fn mount_all<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String
     match failed {
         None => Ok(report),
         Some(e) if report.is_empty() => Err(e),
-        Some(e) => Err(Error::Inconsistent(format!("{}\n{e}", report.join("\n")))),
+        Some(e) => Err(Error::Refused(format!("{}\n{e}", report.join("\n")))),
     }
 }
 
