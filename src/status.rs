@@ -635,6 +635,10 @@ pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeNa
             name.mapper_path(Role::Volume(volume))
         )));
     }
+    // A leftover of the last reset or frozen boot takes the id slot the
+    // deletion uses: delete it first, as cowroot-cleanup.service would.
+    let cleaned = cleanup(sys, name)?;
+    let cleaned = if cleaned.starts_with("deleted") { format!("{cleaned}\n") } else { String::new() };
     let _lock = lock_header(name)?;
     let live = live(sys, name)?;
     let pool = name.dm_name(Role::Pool);
@@ -650,7 +654,7 @@ pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeNa
     exec.commit();
     let freed = sys.pool_status(&pool).map(|after| before.data_used.saturating_sub(after.data_used)).unwrap_or(0);
     Ok(format!(
-        "deleted volume {volume} and what it held: {} freed on {}",
+        "{cleaned}deleted volume {volume} and what it held: {} freed on {}",
         Bytes(freed.saturating_mul(live.block_bytes)),
         live.pool_device
     ))
