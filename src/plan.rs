@@ -799,14 +799,7 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
             header.device
         )));
     }
-    // On a running system the boot wrote the switch: nothing is in flight.
-    if metadata_transaction != h.transaction {
-        return Err(Error::HeaderMismatch {
-            device: header.device.clone(),
-            header: h.transaction,
-            metadata: metadata_transaction,
-        });
-    }
+    require_bound(header, metadata_transaction)?;
     let mut state = header.clone();
     let mut steps: Vec<Step> = leftovers.iter().map(|&id| Step::DeleteThinId { id, missing_ok: true }).collect();
     state.write(&mut steps, false, "forget leftover thin", |h| {
@@ -832,13 +825,7 @@ pub fn plan_volume_delete(header: &HeaderState, metadata_transaction: u64, volum
             header.device
         )));
     }
-    if metadata_transaction != h.transaction {
-        return Err(Error::HeaderMismatch {
-            device: header.device.clone(),
-            header: h.transaction,
-            metadata: metadata_transaction,
-        });
-    }
+    require_bound(header, metadata_transaction)?;
     let thin = h.volumes[index].thin;
     let mut state = header.clone();
     let mut steps = Vec::new();
@@ -850,6 +837,19 @@ pub fn plan_volume_delete(header: &HeaderState, metadata_transaction: u64, volum
     state.write(&mut steps, false, "forget leftover thin", |h| h.garbage_thin = 0)?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
     Ok(steps)
+}
+
+/// On a running system the boot wrote its last switch: the metadata is at
+/// the header's transaction, nothing is in flight.
+fn require_bound(header: &HeaderState, metadata_transaction: u64) -> Result<()> {
+    if metadata_transaction != header.header.transaction {
+        return Err(Error::HeaderMismatch {
+            device: header.device.clone(),
+            header: header.header.transaction,
+            metadata: metadata_transaction,
+        });
+    }
+    Ok(())
 }
 
 fn state_exhausted(device: &str) -> Error {

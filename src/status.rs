@@ -412,6 +412,14 @@ pub struct Booted {
     pub fresh_key: Option<String>,
 }
 
+/// The bytes a thin device has mapped (its status's first field), when it
+/// is active.
+fn thin_mapped_bytes<S: System>(sys: &mut S, dm_name: &str) -> Option<u64> {
+    let line = sys.dm_line(dm_name, true).ok()?;
+    let sectors: u64 = line.params.split_whitespace().next()?.parse().ok()?;
+    Some(sectors.saturating_mul(512))
+}
+
 pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Result<StatusInfo> {
     let live = live(sys, name)?;
     let on_ram = std::fs::read_to_string(crate::boot::RAM_POOL_MARKER).is_ok_and(|t| t.trim() == live.pool_device);
@@ -424,11 +432,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
     };
     let ram_fallback = std::fs::read_to_string(crate::boot::RAM_FALLBACK_MARKER).ok().map(|t| t.trim().to_string());
     let usage = sys.pool_status(&name.dm_name(Role::Pool))?;
-    let mapped_bytes = sys
-        .dm_line(&name.dm_name(Role::Thin), true)
-        .ok()
-        .and_then(|line| line.params.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|sectors| sectors.saturating_mul(512));
+    let mapped_bytes = thin_mapped_bytes(sys, &name.dm_name(Role::Thin));
     let marker = std::fs::read_to_string(crate::volume::MARKER).ok();
     let active = marker.and_then(|t| ActiveVolume::parse_marker(&t).ok()).unwrap_or_default();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -442,11 +446,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
             thin: v.thin,
             size_bytes: v.sectors.bytes().0,
             mount_point: active.iter().find(|a| a.name == v.name).map(|a| a.mount_point.clone()),
-            mapped_bytes: sys
-                .dm_line(&name.dm_name(Role::Volume(v.name)), true)
-                .ok()
-                .and_then(|line| line.params.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|sectors| sectors.saturating_mul(512)),
+            mapped_bytes: thin_mapped_bytes(sys, &name.dm_name(Role::Volume(v.name))),
             formatted: v.formatted,
             mounted: active.iter().any(|a| a.name == v.name && mount_points.contains(&a.mount_point)),
         })
