@@ -541,9 +541,11 @@ impl Config {
             None => UseLevels::default(),
             Some(v) => parse_levels(require("cowroot.warn", v)?)?,
         };
+        // `cowroot.volume=` (or `=none`) gives no volumes: a later source
+        // drops what an earlier one set.
         let volumes = latest
             .iter()
-            .filter(|(k, _, _)| *k == "cowroot.volume")
+            .filter(|(k, v, _)| *k == "cowroot.volume" && !matches!(v, Some("" | "none")))
             .map(|(_, v, at)| VolumeSpec::parse(require("cowroot.volume", *v)?).map_err(|e| located(e, *at)))
             .collect::<Result<Vec<_>>>()?;
         volume::check_all(&volumes)?;

@@ -104,16 +104,18 @@ pub struct BtrfsVolArgs {
 fn mounted_device(mount_point: &str) -> Result<String> {
     const MOUNTINFO: &str = "/proc/self/mountinfo";
     let text = std::fs::read_to_string(MOUNTINFO).map_err(|e| Error::io("read", MOUNTINFO, e))?;
-    let line = text
-        .lines()
-        .rev()
-        .find(|line| line.split(' ').nth(4) == Some(mount_point))
-        .ok_or_else(|| Error::io("find the device of", mount_point, "not a mount point"))?;
-    let source = line.split_once(" - ").and_then(|(_, rest)| rest.split(' ').nth(1));
-    match source {
+    match mount_source(&text, mount_point) {
         Some(dev) if dev.starts_with('/') => Ok(dev.to_string()),
-        _ => Err(Error::io("find the device of", mount_point, "its mount source is not a device")),
+        Some(_) => Err(Error::io("find the device of", mount_point, "its mount source is not a device")),
+        None => Err(Error::io("find the device of", mount_point, "not a mount point")),
     }
+}
+
+/// The source of the topmost mount at `mount_point` in a mountinfo text
+/// (the field after " - " and the type).
+pub fn mount_source<'a>(mountinfo: &'a str, mount_point: &str) -> Option<&'a str> {
+    let line = mountinfo.lines().rev().find(|line| line.split(' ').nth(4) == Some(mount_point))?;
+    line.split_once(" - ").and_then(|(_, rest)| rest.split(' ').nth(1))
 }
 
 /// Grows the filesystem mounted on `mount_point` to the size of its

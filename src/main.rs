@@ -435,6 +435,9 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             let prepare = args.flag("--prepare");
             let mount = args.flag("--mount");
             let delete = args.flag("--delete");
+            if [prepare, mount, delete].iter().filter(|&&f| f).count() > 1 {
+                return Err(Error::Usage("cowroot volumes: give one of --prepare, --mount, --delete".into()));
+            }
             let json = args.flag("--json");
             let name = device_name(&mut args, &read_settings(config, None))?;
             let rest = args.done()?;
@@ -523,7 +526,8 @@ fn main() -> ExitCode {
     // args_os: std::env::args() panics on an argument that is not UTF-8.
     let mut args = Args::new(std::env::args_os().skip(1).collect());
     if args.words.is_empty() || args.words.iter().any(|w| w == "--help" || w == "-h") {
-        match args.words.first().and_then(|command| command_help(command)) {
+        // The command is the first word that is not an option.
+        match args.words.iter().find(|w| !w.starts_with('-')).and_then(|command| command_help(command)) {
             Some(help) => print!("{help}"),
             None => print!("{HELP}"),
         }

@@ -814,11 +814,23 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
 /// deletes its thin. The record goes first, its id into the leftover slot,
 /// so a power cut anywhere leaves an id that the next cleanup or boot
 /// deletes (missing_ok), never a record of a deleted thin.
-pub fn plan_volume_delete(header: &HeaderState, metadata_transaction: u64, volume: VolumeName) -> Result<Vec<Step>> {
+pub fn plan_volume_delete(
+    header: &HeaderState,
+    metadata_transaction: u64,
+    volume: VolumeName,
+    in_use: u32,
+) -> Result<Vec<Step>> {
     let h = &header.header;
     let Some(index) = h.volumes.iter().position(|v| v.name == volume) else {
         return Err(Error::Usage(format!("{} holds no volume {volume} (see `cowroot volumes`)", header.device)));
     };
+    let thin = h.volumes[index].thin;
+    if [in_use, h.active_thin, h.base_thin].contains(&thin) {
+        return Err(Error::Inconsistent(format!(
+            "{}: volume {volume}'s thin {thin} is also the root's; nothing was deleted",
+            header.device
+        )));
+    }
     if h.garbage_thin != 0 || h.garbage_thin2 != 0 {
         return Err(Error::Refused(format!(
             "{} still has a leftover thin to delete; run `cowroot cleanup` first, then delete the volume",
@@ -826,7 +838,6 @@ pub fn plan_volume_delete(header: &HeaderState, metadata_transaction: u64, volum
         )));
     }
     require_bound(header, metadata_transaction)?;
-    let thin = h.volumes[index].thin;
     let mut state = header.clone();
     let mut steps = Vec::new();
     state.write(&mut steps, false, "forget a volume", |h| {
@@ -1618,7 +1629,7 @@ mod tests {
         let home = VolumeName::parse("home").unwrap();
         let PoolState::Ours { slot, header, .. } = start.state(None) else { panic!() };
         let state = HeaderState { device: "/dev/vdc".into(), slot: Some(slot), header: header.clone() };
-        let steps = plan_volume_delete(&state, start.txn, home).unwrap();
+        let steps = plan_volume_delete(&state, start.txn, home, header.active_thin).unwrap();
         let home_thin = header.volumes[0].thin;
         for cut in 0..=steps.len() {
             let mut disk = start.clone();
@@ -1643,11 +1654,13 @@ mod tests {
             assert_eq!(have, want, "cut {cut}");
         }
         // Unknown names and pending leftovers are refused, nothing planned.
-        let err = plan_volume_delete(&state, start.txn, VolumeName::parse("srv").unwrap()).unwrap_err();
+        let err = plan_volume_delete(&state, start.txn, VolumeName::parse("srv").unwrap(), 1).unwrap_err();
         assert!(err.to_string().contains("holds no volume srv"), "{err}");
+        let err = plan_volume_delete(&state, start.txn, home, home_thin).unwrap_err();
+        assert!(err.to_string().contains("also the root"), "{err}");
         let mut pending = state.clone();
         pending.header.garbage_thin = 99;
-        let err = plan_volume_delete(&pending, start.txn, home).unwrap_err();
+        let err = plan_volume_delete(&pending, start.txn, home, 1).unwrap_err();
         assert!(err.to_string().contains("cowroot cleanup"), "{err}");
     }
 

@@ -252,6 +252,9 @@ cowroot.onfail=halt   # a kiosk powers off rather than open a shell
         assert_eq!(names(&merge(&conf, &[], "ro cowroot.volume=home:2G:/home")), ["home"]);
         let s = merge(&conf, &[], "ro cowroot.volume=home:2G:/home");
         assert_eq!(s.config().unwrap().unwrap().volumes[0].size, crate::units::Bytes(2 << 30));
+        // An empty value (or none) drops the file's volumes for this boot.
+        assert!(names(&merge(&conf, &[], "ro cowroot.volume=")).is_empty());
+        assert!(names(&merge(&conf, &[], "ro cowroot.volume=none")).is_empty());
         // A bad word is named by its own line.
         let bad = format!("{KIOSK}\ncowroot.volume=home:1G:/home\ncowroot.volume=log:1M:/var/log\n");
         let err = merge(&bad, &[], "ro").config().unwrap_err().to_string();

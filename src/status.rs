@@ -436,7 +436,6 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
     let marker = std::fs::read_to_string(crate::volume::MARKER).ok();
     let active = marker.and_then(|t| ActiveVolume::parse_marker(&t).ok()).unwrap_or_default();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mount_points = crate::shutdown::mount_points(&mounts);
     let volumes = live
         .header
         .volumes
@@ -448,7 +447,9 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
             mount_point: active.iter().find(|a| a.name == v.name).map(|a| a.mount_point.clone()),
             mapped_bytes: thin_mapped_bytes(sys, &name.dm_name(Role::Volume(v.name))),
             formatted: v.formatted,
-            mounted: active.iter().any(|a| a.name == v.name && mount_points.contains(&a.mount_point)),
+            mounted: active.iter().any(|a| {
+                a.name == v.name && crate::grow::mount_source(&mounts, &a.mount_point) == Some(a.device.as_str())
+            }),
         })
         .collect();
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
@@ -628,27 +629,35 @@ pub fn record_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: Volum
 /// `cowroot volumes --delete NAME`: forgets a volume this boot does not
 /// use and deletes its thin, with everything written on it.
 pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<String> {
-    let device = name.dm_name(Role::Volume(volume));
-    if sys.dm_info(&device)?.is_some() {
-        return Err(Error::Refused(format!(
-            "volume {volume} is in use at this boot ({}); boot once without its cowroot.volume key, then delete it",
-            name.mapper_path(Role::Volume(volume))
-        )));
-    }
     // A leftover of the last reset or frozen boot takes the id slot the
     // deletion uses: delete it first, as cowroot-cleanup.service would.
     let cleaned = cleanup(sys, name)?;
     let cleaned = if cleaned.starts_with("deleted") { format!("{cleaned}\n") } else { String::new() };
     let _lock = lock_header(name)?;
+    if sys.dm_info(&name.dm_name(Role::Volume(volume)))?.is_some() {
+        return Err(Error::Refused(format!(
+            "volume {volume} is in use at this boot ({}); boot once without it (cowroot.volume=none, or without \
+             its word), then delete it",
+            name.mapper_path(Role::Volume(volume))
+        )));
+    }
     let live = live(sys, name)?;
     let pool = name.dm_name(Role::Pool);
     let before = sys.pool_status(&pool)?;
+    // The header is written before the kernel deletes the thin: only on a
+    // pool that takes messages (a full data area does: deleting frees it).
+    if !matches!(before.mode.as_str(), "rw" | "out_of_data_space") || before.needs_check {
+        return Err(Error::PoolDegraded {
+            device: live.pool_device.clone(),
+            state: if before.needs_check { "flagged needs_check".into() } else { format!("in {} mode", before.mode) },
+        });
+    }
     let header = crate::plan::HeaderState {
         device: live.pool_device.clone(),
         slot: Some(live.slot),
         header: live.header.clone(),
     };
-    let steps = crate::plan::plan_volume_delete(&header, before.transaction_id, volume)?;
+    let steps = crate::plan::plan_volume_delete(&header, before.transaction_id, volume, live.thin.id)?;
     let mut exec = crate::exec::Executor::new(sys, name);
     exec.run(&steps)?;
     exec.commit();

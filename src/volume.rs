@@ -17,9 +17,28 @@ pub const VOLUME_NAME_MAX: usize = 24;
 /// The largest volume (1 PiB): past it a typo, not a wish.
 const MAX_VOLUME_BYTES: u64 = 1 << 50;
 /// Mount points that hold the system itself: an empty filesystem mounted
-/// over one of them breaks the booted system.
-const SYSTEM_DIRS: &[&str] =
-    &["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr"];
+/// at or under one of them breaks the booted system (or, under /run,
+/// hides cowroot's own markers).
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run",
+    "/var/lock",
+];
+/// Holding the package database and more: refused as they are, allowed
+/// below (`/var/log`, `/var/lib/docker`).
+const SYSTEM_PARENTS: &[&str] = &["/var", "/var/lib"];
 /// Where the boot lists this boot's volumes for the booted system.
 pub const MARKER: &str = "/run/cowroot/volumes";
 
@@ -98,11 +117,11 @@ impl VolumeFs {
     }
 
     /// The smallest filesystem its mkfs makes (xfsprogs refuses under 300
-    /// MB, mkfs.btrfs under 109 MiB).
+    /// MiB, mkfs.btrfs under 109 MiB).
     pub fn min_bytes(self) -> u64 {
         match self {
             VolumeFs::Ext4 => 16 << 20,
-            VolumeFs::Xfs => 300_000_000,
+            VolumeFs::Xfs => 300 << 20,
             VolumeFs::Btrfs => 114_294_784,
         }
     }
@@ -147,7 +166,7 @@ impl VolumeSpec {
         };
         let min = fs.min_bytes();
         let size = parse_size(size).filter(|b| (min..=MAX_VOLUME_BYTES).contains(&b.0)).ok_or_else(|| {
-            bad(format!("size {size:?} is not a size from {} to 1P (the least {} makes)", Bytes(min), fs.as_str()))
+            bad(format!("size {size:?} is not a size from {} to 1024T (the least {} makes)", Bytes(min), fs.as_str()))
         })?;
         Ok(VolumeSpec { name, size, mount_point: mount_point.to_string(), fs })
     }
@@ -166,7 +185,8 @@ fn check_mount_point(path: &str) -> std::result::Result<(), String> {
             "mount point {path:?} must be an absolute path other than / without . or .. parts, in letters, digits and / . _ - + @"
         ));
     }
-    if let Some(dir) = SYSTEM_DIRS.iter().find(|d| path == **d) {
+    let under = |dir: &str| path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    if let Some(dir) = SYSTEM_DIRS.iter().find(|d| under(d)).or(SYSTEM_PARENTS.iter().find(|d| path == **d)) {
         return Err(format!(
             "mount point {dir} holds the system itself; a volume over it would hide it (use /home, /var/log, /srv, ...)"
         ));
@@ -293,6 +313,12 @@ mod tests {
             "home:2P:/home",
             "home:8G:/etc",
             "home:8G:/usr",
+            "home:8G:/usr/lib",
+            "home:8G:/run/cowroot",
+            "home:8G:/var/run",
+            "home:8G:/var",
+            "home:8G:/var/lib",
+            "home:299M:/home:xfs",
             "home:lots:/home",
             "home:8G:/",
             "home:8G:home",

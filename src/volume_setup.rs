@@ -176,9 +176,23 @@ pub fn mount_all<S: System>(sys: &mut S, name: &DeviceName) -> Result<Vec<String
     for volume in volumes {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
-        if crate::shutdown::mount_points(&mounts).contains(&volume.mount_point) {
-            report.push(format!("{}: already mounted at {}", volume.name, volume.mount_point));
-            continue;
+        match crate::grow::mount_source(&mounts, &volume.mount_point) {
+            Some(source) if source == volume.device => {
+                report.push(format!("{}: already mounted at {}", volume.name, volume.mount_point));
+                continue;
+            }
+            // Something else there (an fstab line, a tmpfs): mounting over
+            // it would hide it; say so instead.
+            Some(source) => {
+                return Err(Error::Refused(format!(
+                    "{}{}{source} is mounted at {}, where volume {} belongs; unmount it (or take it out of fstab)",
+                    report.join("\n"),
+                    if report.is_empty() { "" } else { "\n" },
+                    volume.mount_point,
+                    volume.name
+                )))
+            }
+            None => {}
         }
         std::fs::create_dir_all(&volume.mount_point).map_err(|e| Error::io("mkdir", &volume.mount_point, e))?;
         nix::mount::mount(
