@@ -324,7 +324,7 @@ debian_images_key() {
     ensure_debian_base
     (
         cd "$REPO" || exit 1
-        find src dracut initramfs-tools packaging udev systemd -type f -print0 | sort -z | xargs -0 sha256sum
+        find src dracut initramfs-tools packaging udev systemd man completions -type f -print0 | sort -z | xargs -0 sha256sum
         sha256sum Cargo.toml Cargo.lock .cargo/config.toml Makefile qemu-tests/debian.sh
         rustc -V
         echo "$DEBIAN_BASE"
