@@ -312,6 +312,7 @@ pub fn boot<S: System>(sys: &mut S, settings: &Settings, mode: BootMode) -> Resu
                 maintenance: false,
                 // A RAM pool keeps nothing: the volumes wait for the disk.
                 volumes: Vec::new(),
+                keep: 0,
                 ..cfg.clone()
             };
             boot_with(sys, settings, &ram, mode)

@@ -124,9 +124,15 @@ pub struct Config {
     pub maintenance: bool,
     /// `cowroot.volume` (repeatable): persistent volumes to bring up.
     pub volumes: Vec<VolumeSpec>,
+    /// `cowroot.keep`: how many of the states that resets replaced stay
+    /// as checkpoints.
+    pub keep: u32,
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// The most reset states `cowroot.keep` keeps: the rest of the pool's
+/// checkpoint table stays free for named checkpoints.
+pub const MAX_KEEP: usize = 16;
 /// A day: anything longer is a typo, not a wish.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
@@ -147,6 +153,7 @@ pub(crate) const KEYS: &[&str] = &[
     "cowroot.warn",
     "cowroot.maintenance",
     "cowroot.volume",
+    "cowroot.keep",
 ];
 
 /// Keys that may be given more than once, each time adding one more.
@@ -549,6 +556,21 @@ impl Config {
             .map(|(_, v, at)| VolumeSpec::parse(require("cowroot.volume", *v)?).map_err(|e| located(e, *at)))
             .collect::<Result<Vec<_>>>()?;
         volume::check_all(&volumes)?;
+        let keep = match get("cowroot.keep") {
+            None => 0,
+            Some(v) => {
+                let v = require("cowroot.keep", v)?;
+                match v.parse::<u32>() {
+                    Ok(n) if n as usize <= MAX_KEEP => n,
+                    _ => {
+                        return Err(Error::config(
+                            "cowroot.keep",
+                            format!("expected how many reset states to keep, 0 to {MAX_KEEP}, got {v:?}"),
+                        ))
+                    }
+                }
+            }
+        };
 
         let cfg = Config {
             source,
@@ -567,6 +589,7 @@ impl Config {
             levels,
             maintenance,
             volumes,
+            keep,
         };
         cfg.check_combinations()?;
         Ok(Some(cfg))
@@ -591,6 +614,14 @@ impl Config {
             return Err(Error::config(
                 "cowroot.volume",
                 format!("a persistent volume needs a pool that survives boots, but {why}; drop one of cowroot.volume and {key}"),
+            ));
+        }
+        if let (Some((key, why)), true) = (throwaway, self.keep > 0) {
+            return Err(Error::config(
+                "cowroot.keep",
+                format!(
+                    "kept reset states need a pool that survives boots, but {why}; drop one of cowroot.keep and {key}"
+                ),
             ));
         }
         if let (Some((key, why)), RootMode::Frozen) = (throwaway, self.mode) {

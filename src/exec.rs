@@ -99,6 +99,10 @@ pub trait System {
     fn dm_line(&mut self, name: &str, status: bool) -> Result<DmLine>;
     /// Sends a message to a thin-pool; `missing_ok` tolerates "no such thin".
     fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()>;
+    /// Sends `message` to `pool` while the active device `device` is
+    /// suspended (its filesystem frozen), as a snapshot of an active thin
+    /// needs; resumes it whatever happened.
+    fn message_suspended(&mut self, device: &str, pool: &str, message: &str) -> Result<()>;
     /// Makes `/dev/mapper/NAME` exist (or waits for udev to make it);
     /// returns whether cowroot created the node itself.
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool>;
@@ -228,6 +232,10 @@ impl<'a, S: System> Executor<'a, S> {
             return self.sys.dm_message(&self.name.dm_name(Role::Pool), &message, missing_ok);
         }
         match step {
+            Step::SnapshotLive { id, of } => {
+                let (root, pool) = (self.name.dm_name(Role::Thin), self.name.dm_name(Role::Pool));
+                self.sys.message_suspended(&root, &pool, &format!("create_snap {id} {of}"))?;
+            }
             Step::MountHost { device, fstype } => {
                 self.sys.mount_ro(device, HOST_MOUNT, fstype.as_deref())?;
                 self.undo.push(Undo::Unmount(HOST_MOUNT.to_string()));
@@ -417,6 +425,12 @@ pub mod fake {
         }
         fn dm_message(&mut self, name: &str, message: &str, missing_ok: bool) -> Result<()> {
             self.record(format!("message {name} {message} missing_ok={missing_ok}"))
+        }
+        fn message_suspended(&mut self, device: &str, pool: &str, message: &str) -> Result<()> {
+            self.record(format!("suspend {device}"))?;
+            let sent = self.record(format!("message {pool} {message} missing_ok=false"));
+            self.calls.push(format!("resume {device}"));
+            sent
         }
         fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
             self.record(format!("mknod {name} {dev}"))?;

@@ -5,6 +5,7 @@
 //! only damage the copy that was not the newest, and the newest valid copy
 //! wins on read (invariant 3).
 
+use crate::checkpoint::{self, CheckpointKind, CheckpointRecord, MAX_CHECKPOINTS};
 use crate::units::Sectors;
 use crate::volume::{VolumeName, VolumeRecord, MAX_VOLUMES, VOLUME_NAME_MAX};
 use std::fmt;
@@ -16,8 +17,9 @@ pub const MAGIC: &[u8; 8] = b"COWROOT1";
 /// Version 2 added it; version 3 the image file's identity (read as none
 /// from older copies); version 4 the random-key flag (an older cowroot
 /// must not take such a pool for a plaintext one) and the root's size;
-/// version 5 the persistent volumes, in a longer body.
-pub const VERSION: u32 = 5;
+/// version 5 the persistent volumes, in a longer body; version 6 the
+/// checkpoints, in a second extension.
+pub const VERSION: u32 = 6;
 const OLDEST_VERSION: u32 = 1;
 /// The whole reserved region at the start of the pool device.
 pub const RESERVED_BYTES: u64 = 1 << 20;
@@ -34,15 +36,19 @@ const BASE_LEN: usize = BODY_LEN + 4;
 /// Version 5's extension (the volume table), after the base, with a
 /// checksum of its own in its last 4 bytes.
 const EXT_END: usize = 1020;
+/// Bytes of a slot that a version 5 copy uses.
+const V5_LEN: usize = EXT_END + 4;
+/// Version 6's extension (the checkpoint table), with its own checksum.
+const CKPT_END: usize = V5_LEN + 8 + MAX_CHECKPOINTS * checkpoint::RECORD_BYTES;
 /// Bytes of a slot that a header uses; the rest of the slot is zero.
-pub const ENCODED_LEN: usize = EXT_END + 4;
+pub const ENCODED_LEN: usize = CKPT_END + 4;
 
 /// The bytes of a slot that a copy of `version` uses.
 pub fn encoded_len(version: u32) -> usize {
-    if version >= 5 {
-        ENCODED_LEN
-    } else {
-        BASE_LEN
+    match version {
+        6.. => ENCODED_LEN,
+        5 => V5_LEN,
+        _ => BASE_LEN,
     }
 }
 
@@ -51,9 +57,14 @@ pub fn encoded_len(version: u32) -> usize {
 pub fn seal(slot: &mut [u8; SLOT_BYTES]) {
     let crc = crc32c(&slot[..BODY_LEN]);
     slot[BODY_LEN..BASE_LEN].copy_from_slice(&crc.to_le_bytes());
-    if u32::from_le_bytes([slot[8], slot[9], slot[10], slot[11]]) >= 5 {
+    let version = u32::from_le_bytes([slot[8], slot[9], slot[10], slot[11]]);
+    if version >= 5 {
         let crc = crc32c(&slot[BASE_LEN..EXT_END]);
-        slot[EXT_END..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        slot[EXT_END..V5_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+    if version >= 6 {
+        let crc = crc32c(&slot[V5_LEN..CKPT_END]);
+        slot[CKPT_END..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
     }
 }
 /// dm-thin device ids are 24-bit numbers.
@@ -131,6 +142,8 @@ pub struct PoolHeader {
     pub garbage_thin2: u32,
     /// The persistent volumes (`cowroot.volume`), in the order first made.
     pub volumes: Vec<VolumeRecord>,
+    /// The checkpoints, oldest first.
+    pub checkpoints: Vec<CheckpointRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +275,20 @@ impl PoolHeader {
             w.u64(volume.sectors.0);
         }
         debug_assert!(w.pos <= EXT_END);
+        w.pos = V5_LEN;
+        w.u32(self.checkpoints.len() as u32);
+        w.u32(0);
+        for c in self.checkpoints.iter().take(MAX_CHECKPOINTS) {
+            w.put(&c.name.field());
+            w.u32(c.thin);
+            w.put(&[c.kind.code(), c.deleting.into(), 0, 0]);
+            w.u64(c.created);
+            w.u64(c.generation);
+            w.u64(c.root_sectors.0);
+            w.u64(c.origin.size_bytes);
+            w.put(&c.origin.digest);
+        }
+        debug_assert!(w.pos <= CKPT_END);
         seal(&mut buf);
         buf
     }
@@ -293,6 +320,9 @@ impl PoolHeader {
             return Err(SlotFault::Invalid("body length"));
         }
         if version >= 5 && !crc_at(BASE_LEN, EXT_END) {
+            return Err(SlotFault::BadChecksum);
+        }
+        if version >= 6 && !crc_at(V5_LEN, CKPT_END) {
             return Err(SlotFault::BadChecksum);
         }
         let seq = r.u64();
@@ -343,6 +373,7 @@ impl PoolHeader {
         if pad1 != 0 || pad2 != 0 || pad3 != 0 || ext_rest.iter().any(|&b| b != 0) {
             return Err(SlotFault::Invalid("reserved bytes"));
         }
+        let checkpoints = if version >= 6 { decode_checkpoints(&slot[V5_LEN..CKPT_END])? } else { Vec::new() };
         let origin = match has_origin {
             0 if size_bytes == 0 && digest == [0; 32] => None,
             1 => Some(OriginId { size_bytes, digest }),
@@ -368,6 +399,7 @@ impl PoolHeader {
             base_thin,
             garbage_thin2,
             volumes,
+            checkpoints,
         };
         header.validate().map_err(SlotFault::Invalid)?;
         Ok(header)
@@ -432,6 +464,21 @@ impl PoolHeader {
         if self.volumes.len() > MAX_VOLUMES {
             return Err("volume count");
         }
+        // A checkpoint's thin is never the root's, a volume's or a
+        // leftover's, so no reset or cleanup deletes it by another name.
+        for (i, c) in self.checkpoints.iter().enumerate() {
+            let clash = c.thin == 0
+                || c.thin >= self.next_thin
+                || others.contains(&c.thin)
+                || self.volumes.iter().any(|v| v.thin == c.thin)
+                || self.checkpoints[..i].iter().any(|o| o.thin == c.thin || o.name == c.name);
+            if clash || c.root_sectors.0 > u64::MAX / 1024 || c.origin.size_bytes == 0 {
+                return Err("checkpoint record");
+            }
+        }
+        if self.checkpoints.len() > MAX_CHECKPOINTS {
+            return Err("checkpoint count");
+        }
         if self.root_sectors.0 > self.device_sectors.0.max(1 << 40) * 1024 || self.root_sectors.0 > u64::MAX / 1024 {
             return Err("root size");
         }
@@ -467,6 +514,43 @@ impl PoolHeader {
         next.version = VERSION;
         Ok(next)
     }
+}
+
+/// The checkpoint table of a version 6 copy.
+fn decode_checkpoints(table: &[u8]) -> Result<Vec<CheckpointRecord>, SlotFault> {
+    let mut r = Reader { buf: table, pos: 0 };
+    let count = r.u32() as usize;
+    if count > MAX_CHECKPOINTS {
+        return Err(SlotFault::Invalid("checkpoint count"));
+    }
+    if r.u32() != 0 {
+        return Err(SlotFault::Invalid("reserved bytes"));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = VolumeName::from_field(&r.take::<VOLUME_NAME_MAX>()).ok_or(SlotFault::Invalid("checkpoint name"))?;
+        let name = checkpoint::parse_name(name.as_str()).map_err(|_| SlotFault::Invalid("checkpoint name"))?;
+        let thin = r.u32();
+        let [kind, deleting, pad_a, pad_b] = r.take::<4>();
+        let kind = CheckpointKind::from_code(kind).ok_or(SlotFault::Invalid("checkpoint kind"))?;
+        let deleting = match deleting {
+            0 => false,
+            1 => true,
+            _ => return Err(SlotFault::Invalid("checkpoint flags")),
+        };
+        if pad_a != 0 || pad_b != 0 {
+            return Err(SlotFault::Invalid("reserved bytes"));
+        }
+        let created = r.u64();
+        let generation = r.u64();
+        let root_sectors = Sectors(r.u64());
+        let origin = OriginId { size_bytes: r.u64(), digest: r.take::<32>() };
+        out.push(CheckpointRecord { name, thin, kind, deleting, created, generation, root_sectors, origin });
+    }
+    if table[r.pos..].iter().any(|&b| b != 0) {
+        return Err(SlotFault::Invalid("reserved bytes"));
+    }
+    Ok(out)
 }
 
 /// The copy that is not the newest. At rest both copies say the same, so
@@ -551,6 +635,7 @@ pub(crate) fn sample() -> PoolHeader {
         base_thin: 0,
         garbage_thin2: 0,
         volumes: Vec::new(),
+        checkpoints: Vec::new(),
     }
 }
 
@@ -636,6 +721,60 @@ mod tests {
         flags[BASE_LEN + 8 + VOLUME_NAME_MAX + 4] = 2;
         seal(&mut flags);
         assert_eq!(PoolHeader::decode(&flags), Err(SlotFault::Invalid("volume flags")));
+    }
+
+    #[test]
+    fn version_5_copies_read_without_checkpoints_and_version_6_keeps_them() {
+        let mut h = sample();
+        h.next_thin = 12;
+        h.volumes = vec![VolumeRecord {
+            name: VolumeName::parse("home").unwrap(),
+            thin: 7,
+            sectors: Sectors(1 << 21),
+            formatted: true,
+        }];
+        let record = |name: &str, thin: u32, kind: CheckpointKind| CheckpointRecord {
+            name: checkpoint::parse_name(name).unwrap(),
+            thin,
+            kind,
+            deleting: false,
+            created: 1_700_000_000,
+            generation: 3,
+            root_sectors: Sectors(0),
+            origin: OriginId { size_bytes: 4096, digest: [3; 32] },
+        };
+        h.checkpoints = vec![
+            record("before-update", 9, CheckpointKind::Manual),
+            record("reset-g2", 10, CheckpointKind::Reset),
+            CheckpointRecord { deleting: true, ..record("rollback-g3", 11, CheckpointKind::Rollback) },
+        ];
+        assert_eq!(PoolHeader::decode(&h.encode()), Ok(h.clone()));
+        // A version-5 copy has no checkpoint table: what follows is not read.
+        let mut old = h.encode();
+        old[8..12].copy_from_slice(&5u32.to_le_bytes());
+        seal(&mut old);
+        let read = PoolHeader::decode(&old).unwrap();
+        assert_eq!((read.volumes.len(), read.checkpoints.len()), (1, 0));
+        // A torn checkpoint table is a torn copy; the older parts' checksums
+        // stay right, so an older cowroot refuses it by its version.
+        let mut torn = h.encode();
+        torn[V5_LEN + 20] ^= 1;
+        assert_eq!(PoolHeader::decode(&torn), Err(SlotFault::BadChecksum));
+        let enc = h.encode();
+        assert_eq!(crc32c(&enc[..BODY_LEN]).to_le_bytes(), enc[BODY_LEN..BASE_LEN]);
+        assert_eq!(crc32c(&enc[BASE_LEN..EXT_END]).to_le_bytes(), enc[EXT_END..V5_LEN]);
+        // A checkpoint's thin may not be the root's, a volume's, another
+        // checkpoint's or unreserved; names are unique.
+        for (thin, name) in [(1, "x"), (7, "x"), (9, "x"), (12, "x"), (0, "x"), (8, "before-update")] {
+            let mut bad = h.clone();
+            bad.checkpoints[1] = record(name, thin, CheckpointKind::Reset);
+            assert_eq!(PoolHeader::decode(&bad.encode()), Err(SlotFault::Invalid("checkpoint record")), "{thin}");
+        }
+        let mut kind = h.encode();
+        kind[V5_LEN + 8 + VOLUME_NAME_MAX + 4] = 3;
+        seal(&mut kind);
+        assert_eq!(PoolHeader::decode(&kind), Err(SlotFault::Invalid("checkpoint kind")));
+        assert!(ENCODED_LEN <= SLOT_BYTES);
     }
 
     #[test]

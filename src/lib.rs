@@ -7,6 +7,8 @@
 
 pub mod blkid;
 pub mod boot;
+pub mod checkpoint;
+pub mod checkpoint_plan;
 pub mod cmdline;
 pub mod config;
 pub mod crypt;

@@ -49,6 +49,14 @@ usage:
   cowroot volumes --mount                    --prepare, then mount them (systems without systemd;
                                              with systemd, cowroot-volume-generator's units do)
   cowroot volumes --delete NAME              delete a volume this boot does not use, and all it holds
+  cowroot checkpoint create NAME [--name NAME]
+                                             take a checkpoint of the running root (a thin
+                                             snapshot; the root is suspended for an instant)
+  cowroot checkpoint list [--json]           list the checkpoints with their age
+  cowroot checkpoint delete NAME             delete a checkpoint and what only it holds
+  cowroot rollback NAME [--discard]          make the next boot continue from checkpoint NAME;
+                                             the state it replaces is kept as a checkpoint
+                                             (rollback-gN) unless --discard
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
@@ -74,7 +82,7 @@ usage:
 Keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset= cowroot.name=
 cowroot.timeout= cowroot.onfail= cowroot.debug= cowroot.mode= cowroot.crypt=
 cowroot.size= cowroot.onchange= cowroot.warn= cowroot.maintenance= cowroot.volume=
-(see the README). They are read from
+cowroot.keep= (see the README). They are read from
 /etc/cowroot.conf (key=value words, # comments, only cowroot's keys), then dracut's
 /etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
@@ -478,6 +486,57 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             } else {
                 print!("{}", info.render_volumes_text());
             }
+            Ok(())
+        }
+        "checkpoint" => {
+            klog::init(false, level);
+            let json = args.flag("--json");
+            let name = device_name(&mut args, &read_settings(config, None))?;
+            let rest = args.done()?;
+            let usage = || {
+                Error::Usage("usage: cowroot checkpoint create|delete NAME, or cowroot checkpoint list [--json]".into())
+            };
+            let parse = |text: &str| {
+                cowroot::checkpoint::parse_name(text).map_err(|why| Error::Usage(format!("cowroot checkpoint: {why}")))
+            };
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
+            match rest.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["create", checkpoint] => {
+                    println!("{}", status::create_checkpoint(&mut sys, &name, parse(checkpoint)?)?)
+                }
+                ["delete", checkpoint] => {
+                    println!("{}", status::delete_checkpoint(&mut sys, &name, parse(checkpoint)?)?)
+                }
+                ["list"] => {
+                    let info = status::gather(&mut sys, &name, status::Booted::default())?;
+                    if json {
+                        println!("{}", info.render_checkpoints_json());
+                    } else if info.checkpoints.is_empty() {
+                        println!(
+                            "{} holds no checkpoints (`cowroot checkpoint create NAME` takes one; cowroot.keep=N keeps \
+                             what resets replace)",
+                            info.pool_device
+                        );
+                    } else {
+                        print!("{}", info.render_checkpoints_text());
+                    }
+                }
+                _ => return Err(usage()),
+            }
+            Ok(())
+        }
+        "rollback" => {
+            klog::init(false, level);
+            let discard = args.flag("--discard");
+            let name = device_name(&mut args, &read_settings(config, None))?;
+            let rest = args.done()?;
+            let [checkpoint] = rest.as_slice() else {
+                return Err(Error::Usage("usage: cowroot rollback NAME [--discard]".into()));
+            };
+            let checkpoint = cowroot::checkpoint::parse_name(checkpoint)
+                .map_err(|why| Error::Usage(format!("cowroot rollback: {why}")))?;
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
+            println!("{}", status::rollback(&mut sys, &name, checkpoint, !discard)?);
             Ok(())
         }
         "cleanup" => {

@@ -8,6 +8,8 @@
 //! `plan_thins`, given the metadata's transaction id as the kernel reports
 //! it, handles the thin devices.
 
+use crate::checkpoint::{self, CheckpointKind, CheckpointRecord, MAX_CHECKPOINTS};
+use crate::checkpoint_plan;
 use crate::config::{Config, DevSpec, OnChange, RootMode, Source};
 use crate::crypt::{Key, SessionKeys};
 use crate::error::{Error, Result};
@@ -106,6 +108,12 @@ pub enum Step {
     },
     /// A snapshot of thin `of` (which must not be active).
     CreateSnapId {
+        id: u32,
+        of: u32,
+    },
+    /// A snapshot of thin `of` while it runs the root: the root device is
+    /// suspended (its filesystem frozen) around the message.
+    SnapshotLive {
         id: u32,
         of: u32,
     },
@@ -301,6 +309,7 @@ pub fn new_header(size: Bytes, layout: &Layout, pool_uuid: [u8; 16]) -> PoolHead
         base_thin: 0,
         garbage_thin2: 0,
         volumes: Vec::new(),
+        checkpoints: Vec::new(),
     }
 }
 
@@ -315,7 +324,7 @@ pub struct HeaderState {
 }
 
 impl HeaderState {
-    fn write(
+    pub(crate) fn write(
         &mut self,
         steps: &mut Vec<Step>,
         zero_meta: bool,
@@ -340,7 +349,7 @@ impl HeaderState {
         Ok(())
     }
 
-    fn exhausted(&self, what: &str) -> Error {
+    pub(crate) fn exhausted(&self, what: &str) -> Error {
         Error::Inconsistent(format!(
             "{}: {what}; save what you need and start over with `cowroot format --force {}`",
             self.device, self.device
@@ -517,6 +526,19 @@ pub fn plan_thins(
     pool_block: u32,
     origin: &OriginFacts,
 ) -> Result<ThinPlan> {
+    plan_thins_at(cfg, activation, metadata_transaction, pool_block, origin, 0)
+}
+
+/// `plan_thins` at `now` (seconds since the epoch), the time a checkpoint
+/// that `cowroot.keep` makes records.
+pub fn plan_thins_at(
+    cfg: &Config,
+    activation: &Activation,
+    metadata_transaction: u64,
+    pool_block: u32,
+    origin: &OriginFacts,
+    now: u64,
+) -> Result<ThinPlan> {
     let mut steps = Vec::new();
     let mut state = activation.header.clone();
     let mut txn = bind_transaction(&state, metadata_transaction)?;
@@ -524,13 +546,16 @@ pub fn plan_thins(
     // What the last reset left (when nothing deleted it after boot), or
     // what an interrupted one reserved.
     let garbage = [state.header.garbage_thin, state.header.garbage_thin2];
-    if garbage != [0, 0] {
+    let doomed = checkpoint_plan::deletions(&state.header);
+    if garbage != [0, 0] || !doomed.is_empty() {
         for id in garbage.into_iter().filter(|&id| id != 0) {
             steps.push(Step::DeleteThinId { id, missing_ok: true });
         }
+        steps.extend(doomed);
         state.write(&mut steps, false, "forget leftover thin", |h| {
             h.garbage_thin = 0;
             h.garbage_thin2 = 0;
+            h.checkpoints.retain(|c| !c.deleting);
             h.flags &= !FLAG_RESERVED;
             h.transaction = txn;
         })?;
@@ -626,10 +651,60 @@ pub fn plan_thins(
         (Mode::Kept, true, false) => Mode::Frozen,
         (mode, _, _) => mode,
     };
+    // cowroot.keep: the state a reset replaces (the kept root, or the
+    // frozen base) becomes a checkpoint; the oldest such beyond N go.
+    let mut replaced = (mode == Mode::Reset && cfg.keep > 0 && kept_base != 0).then_some(kept_base);
+    // A full table makes room by dropping the oldest kept reset state now;
+    // with none to drop, this reset keeps nothing (and says so).
+    let mut evicted = None;
+    if replaced.is_some() && state.header.checkpoints.len() >= MAX_CHECKPOINTS {
+        evicted =
+            state.header.checkpoints.iter().find(|c| c.kind == CheckpointKind::Reset && !c.deleting).map(|c| c.thin);
+        if evicted.is_none() {
+            log::warn!(
+                "{} already records {MAX_CHECKPOINTS} checkpoints, none kept by cowroot.keep: this reset does not \
+                 keep what it replaces; delete some with `cowroot checkpoint delete NAME`",
+                state.device
+            );
+            replaced = None;
+        }
+    }
+    let kept = replaced.map(|thin| CheckpointRecord {
+        name: checkpoint::auto_name("reset", state.header.generation, thin, &state.header.checkpoints),
+        thin,
+        kind: CheckpointKind::Reset,
+        deleting: false,
+        created: now,
+        generation: state.header.generation,
+        root_sectors: state.header.root_sectors,
+        origin: state.header.origin.unwrap_or(OriginId { size_bytes: 0, digest: [0; 32] }),
+    });
+    let trimmed: Vec<u32> = if mode == Mode::Reset {
+        let history: Vec<u32> = state
+            .header
+            .checkpoints
+            .iter()
+            .filter(|c| c.kind == CheckpointKind::Reset && !c.deleting && Some(c.thin) != evicted)
+            .map(|c| c.thin)
+            .chain(replaced)
+            .collect();
+        history[..history.len().saturating_sub(cfg.keep as usize)].to_vec()
+    } else {
+        Vec::new()
+    };
     // What is left to delete: the last boot's thins that are neither
-    // active nor the base now (deleted after boot, see below).
-    let left1 = [old, base].into_iter().find(|&t| t != 0 && t != active && t != new_base).unwrap_or(0);
-    let left2 = [old, base].into_iter().find(|&t| t != 0 && t != active && t != new_base && t != left1).unwrap_or(0);
+    // active nor the base now, nor kept (deleted after boot, see below).
+    let gone = |t: u32| t != 0 && t != active && t != new_base && Some(t) != replaced;
+    let mut left1 = [old, base].into_iter().find(|&t| gone(t)).unwrap_or(0);
+    let mut left2 = [old, base].into_iter().find(|&t| gone(t) && t != left1).unwrap_or(0);
+    // Keeping one of the two leaves a slot free for the evicted one.
+    if let Some(thin) = evicted {
+        if left1 == 0 {
+            left1 = thin;
+        } else {
+            left2 = thin;
+        }
+    }
     let clear_flags =
         if fresh { FLAG_RESET_NEXT_BOOT | FLAG_MAINTENANCE_NEXT_BOOT } else { FLAG_MAINTENANCE_NEXT_BOOT };
 
@@ -663,6 +738,11 @@ pub fn plan_thins(
             h.generation = generation;
             h.flags &= !(clear_flags | FLAG_RESERVED);
             h.transaction = next_txn;
+            h.checkpoints.retain(|c| Some(c.thin) != evicted);
+            h.checkpoints.extend(kept);
+            for c in h.checkpoints.iter_mut().filter(|c| trimmed.contains(&c.thin)) {
+                c.deleting = true;
+            }
             if fresh {
                 h.root_sectors = grown(Sectors(0));
                 if origin.id.is_some() {
@@ -789,11 +869,15 @@ fn plan_volumes(
 /// the id in the header: the next cleanup or boot deletes it (missing_ok).
 pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32) -> Result<Vec<Step>> {
     let h = &header.header;
-    let leftovers: Vec<u32> = [h.garbage_thin, h.garbage_thin2].into_iter().filter(|&id| id != 0).collect();
-    if leftovers.is_empty() {
+    // A leftover the root still runs on (a rollback dropped it) waits for
+    // the next boot.
+    let leftovers: Vec<u32> =
+        [h.garbage_thin, h.garbage_thin2].into_iter().filter(|&id| id != 0 && id != in_use).collect();
+    let doomed = checkpoint_plan::deletions(h);
+    if leftovers.is_empty() && doomed.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(id) = leftovers.iter().find(|&&id| id == in_use || id == h.active_thin || id == h.base_thin) {
+    if let Some(id) = leftovers.iter().find(|&&id| id == h.active_thin || id == h.base_thin) {
         return Err(Error::Inconsistent(format!(
             "{}: the header names thin {id} as both in use and left over; nothing was deleted",
             header.device
@@ -802,9 +886,11 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
     require_bound(header, metadata_transaction)?;
     let mut state = header.clone();
     let mut steps: Vec<Step> = leftovers.iter().map(|&id| Step::DeleteThinId { id, missing_ok: true }).collect();
+    steps.extend(doomed);
     state.write(&mut steps, false, "forget leftover thin", |h| {
-        h.garbage_thin = 0;
-        h.garbage_thin2 = 0;
+        h.garbage_thin = if h.garbage_thin == in_use { in_use } else { 0 };
+        h.garbage_thin2 = if h.garbage_thin2 == in_use { in_use } else { 0 };
+        h.checkpoints.retain(|c| !c.deleting);
     })?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
     Ok(steps)
@@ -852,7 +938,7 @@ pub fn plan_volume_delete(
 
 /// On a running system the boot wrote its last switch: the metadata is at
 /// the header's transaction, nothing is in flight.
-fn require_bound(header: &HeaderState, metadata_transaction: u64) -> Result<()> {
+pub(crate) fn require_bound(header: &HeaderState, metadata_transaction: u64) -> Result<()> {
     if metadata_transaction != header.header.transaction {
         return Err(Error::HeaderMismatch {
             device: header.device.clone(),
@@ -863,7 +949,7 @@ fn require_bound(header: &HeaderState, metadata_transaction: u64) -> Result<()> 
     Ok(())
 }
 
-fn state_exhausted(device: &str) -> Error {
+pub(crate) fn state_exhausted(device: &str) -> Error {
     Error::Inconsistent(format!(
         "{device}: a counter of the pool header is exhausted; save what you need and start over with \
          `cowroot format --force {device}`"
@@ -1070,7 +1156,8 @@ mod tests {
             ["delete 1", "header1:forget leftover thin:seq8:txnS+1", "header0:mirror to the other copy:seq9:txnS+1"]
         );
         assert!(matches!(plan_cleanup(&third.1.header, h.transaction + 1, 2), Err(Error::HeaderMismatch { .. })));
-        assert!(plan_cleanup(&third.1.header, h.transaction, 1).is_err(), "the thin in use is never deleted");
+        // The thin in use is never deleted: it waits for the next boot.
+        assert_eq!(plan_cleanup(&third.1.header, h.transaction, 1).unwrap(), []);
         assert_eq!(plan_cleanup(&second.1.header, second.1.header.header.transaction, 1).unwrap(), []);
     }
 
@@ -1377,12 +1464,17 @@ mod tests {
         slots: [Option<PoolHeader>; 2],
         txn: u64,
         thins: Vec<u32>,
+        /// What each thin holds: a write gives it a new value, a snapshot
+        /// its origin's.
+        content: std::collections::BTreeMap<u32, u64>,
+        writes: u64,
     }
 
     impl Disk {
         fn after_first_boot() -> Disk {
             let first = plan(&cfg(""), PoolState::Blank, &origin(1), None).unwrap();
-            let mut disk = Disk { slots: [None, None], txn: 0, thins: Vec::new() };
+            let mut disk =
+                Disk { slots: [None, None], txn: 0, thins: Vec::new(), content: Default::default(), writes: 0 };
             disk.apply(&steps(&first), usize::MAX);
             disk
         }
@@ -1399,16 +1491,52 @@ mod tests {
                     Step::CreateThinId { id } => {
                         assert!(!self.thins.contains(id), "create_thin {id}: exists");
                         self.thins.push(*id);
+                        self.content.insert(*id, 0);
                     }
-                    Step::CreateSnapId { id, of } => {
+                    Step::CreateSnapId { id, of } | Step::SnapshotLive { id, of } => {
                         assert!(!self.thins.contains(id), "create_snap {id}: exists");
                         assert!(self.thins.contains(of), "create_snap {id} {of}: no thin {of}");
                         self.thins.push(*id);
+                        self.content.insert(*id, self.content[of]);
                     }
-                    Step::DeleteThinId { id, .. } => self.thins.retain(|t| t != id),
+                    Step::DeleteThinId { id, .. } => {
+                        self.thins.retain(|t| t != id);
+                        self.content.remove(id);
+                    }
                     _ => {}
                 }
             }
+        }
+
+        /// The running root writes something new; returns what it holds.
+        fn write(&mut self, thin: u32) -> u64 {
+            self.writes += 1;
+            self.content.insert(thin, self.writes);
+            self.writes
+        }
+
+        /// The newest header and its state for the running system's plans.
+        fn live(&self) -> (HeaderState, PoolHeader) {
+            let PoolState::Ours { slot, header, .. } = self.state(None) else { panic!() };
+            (HeaderState { device: "/dev/vdc".into(), slot: Some(slot), header: header.clone() }, header)
+        }
+
+        /// At rest: copies agree, nothing left over, metadata bound, and the
+        /// thins are exactly those the header names.
+        fn assert_at_rest(&self, what: &str) {
+            let PoolState::Ours { header, other, .. } = self.state(None) else { panic!() };
+            assert_eq!(other, OtherCopy::InSync, "{what}");
+            assert_eq!((header.garbage_thin, header.garbage_thin2), (0, 0), "{what}");
+            assert_eq!(header.transaction, self.txn, "{what}");
+            assert!(header.checkpoints.iter().all(|c| !c.deleting), "{what}");
+            let mut want: Vec<u32> = header.volumes.iter().map(|v| v.thin).collect();
+            want.extend(header.checkpoints.iter().map(|c| c.thin));
+            want.extend([header.active_thin, header.base_thin].into_iter().filter(|&t| t != 0));
+            want.sort();
+            want.dedup();
+            let mut have = self.thins.clone();
+            have.sort();
+            assert_eq!(have, want, "{what}");
         }
 
         /// What the next boot reads, with one slot's copy `lost` (damaged).
@@ -1714,7 +1842,7 @@ mod tests {
             .iter()
             .position(|s| matches!(s, Step::WriteHeader { why, .. } if *why == "mirror to the other copy"))
             .unwrap();
-        let mut disk = Disk { slots: [None, None], txn: 0, thins: Vec::new() };
+        let mut disk = Disk { slots: [None, None], txn: 0, thins: Vec::new(), content: Default::default(), writes: 0 };
         disk.apply(&all, mirror);
         assert!(matches!(disk.state(None), PoolState::Ours { other: OtherCopy::Stale, .. }));
         let next = disk.boot(false, None).unwrap();
@@ -1779,5 +1907,247 @@ mod tests {
         let p = plan(&cfg(""), PoolState::Ours { slot, header, other: OtherCopy::InSync }, &origin(1), None).unwrap();
         assert_eq!(p.1.mode, Mode::Reset);
         assert_eq!(p.1.header.header.flags & FLAG_RESET_NEXT_BOOT, 0);
+    }
+    fn ckpt(name: &str) -> crate::checkpoint::CheckpointName {
+        crate::checkpoint::parse_name(name).unwrap()
+    }
+
+    /// Boots with `keys`, runs the cleanup the booted system runs.
+    fn boot_and_clean(disk: &mut Disk, keys: &str) {
+        let s = disk.boot_with(keys, None).unwrap_or_else(|e| panic!("{keys}: {e}"));
+        disk.apply(&s, usize::MAX);
+        disk.cleanup(usize::MAX);
+    }
+
+    #[test]
+    fn a_checkpoint_survives_power_cuts_and_a_rollback_brings_back_its_content() {
+        use crate::checkpoint_plan::{plan_checkpoint_create, plan_rollback};
+        let mut start = Disk::after_first_boot();
+        let (_, h) = start.live();
+        let root = h.active_thin;
+        let taken = start.write(root);
+        let (state, _) = start.live();
+        let create = plan_checkpoint_create(&state, start.txn, root, ckpt("a"), 100).unwrap();
+        assert!(create.iter().any(|s| matches!(s, Step::SnapshotLive { of, .. } if *of == root)), "{create:?}");
+        for cut in 0..=create.len() {
+            let mut disk = start.clone();
+            disk.apply(&create, cut);
+            boot_and_clean(&mut disk, "");
+            disk.assert_at_rest(&format!("create cut {cut}"));
+            let (_, h) = disk.live();
+            assert_eq!(disk.content[&h.active_thin], taken, "create cut {cut}: the root lost its content");
+            if let Some(c) = h.checkpoints.first() {
+                assert_eq!((c.name, disk.content[&c.thin], c.created), (ckpt("a"), taken, 100), "create cut {cut}");
+            }
+        }
+        start.apply(&create, usize::MAX);
+        let later = start.write(root);
+        let (state, _) = start.live();
+        let rollback = plan_rollback(&state, start.txn, root, ckpt("a"), true, 200).unwrap();
+        assert_eq!(rollback.kept_as, Some(ckpt("rollback-g1")));
+        for cut in 0..=rollback.steps.len() {
+            let mut disk = start.clone();
+            disk.apply(&rollback.steps, cut);
+            // The running root goes on writing into what it runs on.
+            let last = disk.write(root);
+            boot_and_clean(&mut disk, "");
+            disk.assert_at_rest(&format!("rollback cut {cut}"));
+            let (_, h) = disk.live();
+            let names: Vec<&str> = h.checkpoints.iter().map(|c| c.name.as_str()).collect();
+            if names == ["a", "rollback-g1"] {
+                assert_eq!(disk.content[&h.active_thin], taken, "rollback cut {cut}: not the checkpoint's content");
+                assert_eq!(disk.content[&h.checkpoints[1].thin], last, "rollback cut {cut}: the kept state lost");
+                assert_eq!(h.generation, 2, "rollback cut {cut}");
+            } else {
+                assert_eq!(names, ["a"], "rollback cut {cut}");
+                assert_eq!(disk.content[&h.active_thin], last, "rollback cut {cut}: the root lost its content");
+            }
+            assert_eq!(disk.content[&h.checkpoints[0].thin], taken, "rollback cut {cut}: checkpoint a changed");
+        }
+        assert_ne!(later, taken);
+    }
+
+    #[test]
+    fn a_rollback_that_discards_leaves_the_running_root_to_the_next_boot() {
+        use crate::checkpoint_plan::{plan_checkpoint_create, plan_rollback};
+        let mut disk = Disk::after_first_boot();
+        let (state, h) = disk.live();
+        let root = h.active_thin;
+        let taken = disk.write(root);
+        disk.apply(&plan_checkpoint_create(&state, disk.txn, root, ckpt("a"), 1).unwrap(), usize::MAX);
+        disk.write(root);
+        let (state, _) = disk.live();
+        let rollback = plan_rollback(&state, disk.txn, root, ckpt("a"), false, 2).unwrap();
+        assert_eq!(rollback.kept_as, None);
+        disk.apply(&rollback.steps, usize::MAX);
+        // The cleanup of this boot must not delete the root it runs on.
+        let (state, h) = disk.live();
+        assert_eq!(h.garbage_thin, root);
+        assert!(plan_cleanup(&state, disk.txn, root).unwrap().is_empty());
+        boot_and_clean(&mut disk, "");
+        disk.assert_at_rest("after the boot");
+        let (_, h) = disk.live();
+        assert!(!disk.thins.contains(&root));
+        assert_eq!(disk.content[&h.active_thin], taken);
+        // A second rollback in one boot drops the first one's snapshot.
+        let (state, h) = disk.live();
+        let now_root = h.active_thin;
+        disk.write(now_root);
+        disk.apply(&plan_rollback(&state, disk.txn, now_root, ckpt("a"), true, 3).unwrap().steps, usize::MAX);
+        let (state, h) = disk.live();
+        let again = plan_rollback(&state, disk.txn, now_root, ckpt("rollback-g2"), true, 4).unwrap();
+        assert_eq!(again.kept_as, None, "an untouched snapshot is not kept");
+        disk.apply(&again.steps, usize::MAX);
+        boot_and_clean(&mut disk, "");
+        disk.assert_at_rest("after two rollbacks");
+        let (_, after) = disk.live();
+        assert_eq!(disk.content[&after.active_thin], disk.content[&h.checkpoints[1].thin]);
+    }
+
+    #[test]
+    fn checkpoint_commands_refuse_what_they_cannot_do_and_plan_nothing() {
+        use crate::checkpoint_plan::{plan_checkpoint_create, plan_checkpoint_delete, plan_rollback};
+        let mut disk = Disk::after_first_boot();
+        let (state, h) = disk.live();
+        let root = h.active_thin;
+        disk.apply(&plan_checkpoint_create(&state, disk.txn, root, ckpt("a"), 1).unwrap(), usize::MAX);
+        let (state, _) = disk.live();
+        let err = plan_checkpoint_create(&state, disk.txn, root, ckpt("a"), 2).unwrap_err().to_string();
+        assert!(err.contains("already has a checkpoint a"), "{err}");
+        let err = plan_rollback(&state, disk.txn, root, ckpt("b"), true, 2).unwrap_err().to_string();
+        assert!(err.contains("no checkpoint b") && err.contains("checkpoint list"), "{err}");
+        let err = plan_checkpoint_delete(&state, disk.txn, root, ckpt("b")).unwrap_err().to_string();
+        assert!(err.contains("no checkpoint b"), "{err}");
+        // Another image since: no rollback onto it.
+        let mut other = state.clone();
+        other.header.origin = origin(2).id;
+        let err = plan_rollback(&other, disk.txn, root, ckpt("a"), true, 2).unwrap_err().to_string();
+        assert!(err.contains("another image"), "{err}");
+        // A leftover waits: cleanup first.
+        let mut pending = state.clone();
+        pending.header.garbage_thin = 99;
+        let err = plan_rollback(&pending, disk.txn, root, ckpt("a"), true, 2).unwrap_err().to_string();
+        assert!(err.contains("cowroot cleanup"), "{err}");
+        // Unbound metadata: nothing done.
+        let err = plan_checkpoint_create(&state, disk.txn + 5, root, ckpt("c"), 2).unwrap_err();
+        assert!(matches!(err, Error::HeaderMismatch { .. }), "{err}");
+        // A full table.
+        let mut full = state.clone();
+        for i in 1..MAX_CHECKPOINTS {
+            let mut c = full.header.checkpoints[0];
+            c.name = ckpt(&format!("c{i}"));
+            c.thin = 100 + i as u32;
+            full.header.checkpoints.push(c);
+        }
+        full.header.next_thin = 200;
+        let err = plan_checkpoint_create(&full, disk.txn, root, ckpt("z"), 2).unwrap_err().to_string();
+        assert!(err.contains("24 checkpoints"), "{err}");
+    }
+
+    #[test]
+    fn deleting_a_checkpoint_survives_power_cuts() {
+        use crate::checkpoint_plan::{plan_checkpoint_create, plan_checkpoint_delete};
+        let mut start = Disk::after_first_boot();
+        let (state, h) = start.live();
+        let root = h.active_thin;
+        start.apply(&plan_checkpoint_create(&state, start.txn, root, ckpt("a"), 1).unwrap(), usize::MAX);
+        let (state, _) = start.live();
+        start.apply(&plan_checkpoint_create(&state, start.txn, root, ckpt("b"), 2).unwrap(), usize::MAX);
+        let (state, h) = start.live();
+        let a = h.checkpoints[0].thin;
+        let delete = plan_checkpoint_delete(&state, start.txn, root, ckpt("a")).unwrap();
+        for cut in 0..=delete.len() {
+            let mut disk = start.clone();
+            disk.apply(&delete, cut);
+            boot_and_clean(&mut disk, "");
+            disk.assert_at_rest(&format!("delete cut {cut}"));
+            let (_, h) = disk.live();
+            let names: Vec<&str> = h.checkpoints.iter().map(|c| c.name.as_str()).collect();
+            // Once marked it is gone for good; before, it is all there.
+            if cut >= 1 {
+                assert_eq!(names, ["b"], "delete cut {cut}");
+                assert!(!disk.thins.contains(&a), "delete cut {cut}");
+            } else {
+                assert_eq!(names, ["a", "b"], "delete cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn keep_n_keeps_what_resets_replace_and_drops_the_oldest() {
+        for frozen in ["", "cowroot.mode=frozen"] {
+            let keys = format!("cowroot.reset=1 cowroot.keep=2 {frozen}");
+            let mut disk = Disk::after_first_boot();
+            boot_and_clean(&mut disk, frozen);
+            let mut states = Vec::new();
+            for _ in 0..4 {
+                let (_, h) = disk.live();
+                // What the reset replaces: the root, or the frozen base.
+                let kept = if h.base_thin != 0 { h.base_thin } else { h.active_thin };
+                states.push(disk.write(kept));
+                boot_and_clean(&mut disk, &keys);
+                disk.assert_at_rest(&keys);
+            }
+            let (_, h) = disk.live();
+            let kept: Vec<(&str, CheckpointKind, u64)> =
+                h.checkpoints.iter().map(|c| (c.name.as_str(), c.kind, disk.content[&c.thin])).collect();
+            let g = h.generation;
+            assert_eq!(
+                kept,
+                [
+                    (format!("reset-g{}", g - 2).as_str(), CheckpointKind::Reset, states[2]),
+                    (format!("reset-g{}", g - 1).as_str(), CheckpointKind::Reset, states[3])
+                ],
+                "{keys}"
+            );
+            // A reset without the key drops them all.
+            boot_and_clean(&mut disk, &format!("cowroot.reset=1 {frozen}"));
+            disk.assert_at_rest(frozen);
+            assert!(disk.live().1.checkpoints.is_empty(), "{frozen}");
+        }
+    }
+
+    #[test]
+    fn power_cuts_anywhere_in_a_reset_that_keeps_lose_nothing() {
+        for keys in ["cowroot.reset=1 cowroot.keep=1", "cowroot.mode=frozen cowroot.reset=1 cowroot.keep=1"] {
+            let mut start = Disk::after_first_boot();
+            for _ in 0..2 {
+                let s = start.boot_with(keys, None).unwrap();
+                start.apply(&s, usize::MAX);
+            }
+            let first = start.boot_with(keys, None).unwrap();
+            for cut in 0..=first.len() {
+                let mut disk = start.clone();
+                disk.apply(&first, cut);
+                let recovery = disk.boot_with("", None).unwrap_or_else(|e| panic!("{keys}: cut {cut}: {e}"));
+                disk.apply(&recovery, usize::MAX);
+                disk.cleanup(usize::MAX);
+                disk.assert_at_rest(&format!("{keys}: cut {cut}"));
+                assert!(disk.live().1.checkpoints.len() <= 1, "{keys}: cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_checkpoint_table_evicts_the_oldest_reset_state() {
+        use crate::checkpoint_plan::plan_checkpoint_create;
+        let mut disk = Disk::after_first_boot();
+        boot_and_clean(&mut disk, "cowroot.reset=1 cowroot.keep=2");
+        boot_and_clean(&mut disk, "cowroot.reset=1 cowroot.keep=2");
+        let oldest = disk.live().1.checkpoints[0].thin;
+        for i in 0..MAX_CHECKPOINTS - 1 {
+            let (state, h) = disk.live();
+            let steps = plan_checkpoint_create(&state, disk.txn, h.active_thin, ckpt(&format!("m{i}")), 1);
+            match steps {
+                Ok(steps) => disk.apply(&steps, usize::MAX),
+                Err(e) => assert!(e.to_string().contains("24 checkpoints"), "{e}"),
+            }
+        }
+        assert_eq!(disk.live().1.checkpoints.len(), MAX_CHECKPOINTS);
+        boot_and_clean(&mut disk, "cowroot.reset=1 cowroot.keep=2");
+        disk.assert_at_rest("evicted");
+        let (_, h) = disk.live();
+        assert_eq!(h.checkpoints.len(), MAX_CHECKPOINTS);
+        assert!(!h.checkpoints.iter().any(|c| c.thin == oldest), "the oldest reset state stays");
     }
 }

@@ -291,9 +291,9 @@ mod tests {
     #[test]
     fn foreign_bytes_in_a_slot_are_not_a_damaged_copy() {
         let (start, _) = pool(2);
-        // Past the 1024 bytes a header uses, inside slot 1.
+        // Past the bytes a header uses, inside slot 1.
         let mut s = start.clone();
-        s[65536 + 2000] = 1;
+        s[65536 + header::ENCODED_LEN + 10] = 1;
         assert_eq!(classify(&s), PoolState::Foreign("data next to a stale cowroot header"));
         // A foreign signature where the older copy was.
         let mut s = start.clone();

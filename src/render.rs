@@ -79,6 +79,10 @@ pub fn render_step(name: &DeviceName, step: &Step) -> String {
         return format!("dmsetup message {pool} 0 '{message}'{}", if tolerate { " || true" } else { "" });
     }
     match step {
+        Step::SnapshotLive { id, of } => format!(
+            "sync && dmsetup suspend {root} && dmsetup message {pool} 0 'create_snap {id} {of}'; dmsetup resume {root}",
+            root = name.dm_name(Role::Thin)
+        ),
         Step::SetReadOnly { device } => format!("blockdev --setro {}", sh_quote(device)),
         Step::MountHost { device, fstype } => format!(
             "mkdir -p {HOST_MOUNT} && mount -o ro{}{} {} {HOST_MOUNT}",

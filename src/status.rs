@@ -12,6 +12,20 @@ use crate::table::{at_least_percent, percent, Crypt, Linear, ParseError, Thin, T
 use crate::units::Bytes;
 use crate::volume::{ActiveVolume, VolumeName, VolumeRecord};
 
+/// A checkpoint as status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointStatus {
+    pub name: String,
+    /// manual, reset or rollback: what made it.
+    pub kind: &'static str,
+    pub thin: u32,
+    /// Seconds since the epoch when it was taken.
+    pub created: u64,
+    pub generation: u64,
+    /// Taken on the image this boot runs on (a rollback to it works).
+    pub same_origin: bool,
+}
+
 /// A persistent volume as status shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VolumeStatus {
@@ -68,6 +82,14 @@ pub struct StatusInfo {
     pub leftover_thin2: u32,
     /// The persistent volumes the pool holds.
     pub volumes: Vec<VolumeStatus>,
+    pub checkpoints: Vec<CheckpointStatus>,
+    /// Pool data that only checkpoints, a frozen base or leftovers hold:
+    /// what is used beyond the blocks the active devices map.
+    pub history_bytes: Option<u64>,
+    /// A rollback made this boot: the next boot runs on this new thin.
+    pub rollback_thin: u32,
+    /// Now, in seconds since the epoch (for the checkpoints' ages).
+    pub now: u64,
 }
 
 impl StatusInfo {
@@ -95,6 +117,12 @@ impl StatusInfo {
             }
         } else if self.reset_requested {
             "reset: discard all changes (requested with `cowroot reset`)".into()
+        } else if self.rollback_thin != 0 {
+            format!(
+                "continue from the checkpoint `cowroot rollback` chose (on thin {}); what this boot writes stays \
+                 in the checkpoint the rollback kept, if it kept one",
+                self.rollback_thin
+            )
         } else if let Some(from) = &self.booted_with_reset {
             format!("keep generation {} unless {from} still sets cowroot.reset=1 (this boot had it)", self.generation)
         } else {
@@ -108,6 +136,8 @@ impl StatusInfo {
         }
         if self.reset_requested || self.fresh_every_boot.is_some() {
             "reset"
+        } else if self.rollback_thin != 0 {
+            "rollback"
         } else {
             "keep"
         }
@@ -218,8 +248,58 @@ impl StatusInfo {
             };
             line("volume:", format!("{} ({}{written}), {state}; thin {}", v.name, Bytes(v.size_bytes), v.thin));
         }
+        for c in &self.checkpoints {
+            let other = if c.same_origin { "" } else { ", ON ANOTHER IMAGE (no rollback to it)" };
+            line(
+                "checkpoint:",
+                format!(
+                    "{} ({}, {} old, generation {}{other}); thin {}",
+                    c.name,
+                    c.kind,
+                    crate::checkpoint::age(c.created, self.now),
+                    c.generation,
+                    c.thin
+                ),
+            );
+        }
+        if let (Some(bytes), false) = (self.history_bytes, self.checkpoints.is_empty()) {
+            line("history:", format!("{} held only by checkpoints, a frozen base or leftovers", Bytes(bytes)));
+        }
         line("next boot:", self.next_boot());
         out
+    }
+
+    /// The checkpoint lines of `render_text` alone (`cowroot checkpoint list`).
+    pub fn render_checkpoints_text(&self) -> String {
+        self.render_text()
+            .lines()
+            .filter(|l| l.starts_with("checkpoint:") || l.starts_with("history:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// `cowroot checkpoint list --json`: the `checkpoints` array of `render_json`.
+    pub fn render_checkpoints_json(&self) -> String {
+        format!("[{}]", self.checkpoints_json())
+    }
+
+    fn checkpoints_json(&self) -> String {
+        self.checkpoints
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"name\":{},\"kind\":{},\"thin\":{},\"created\":{},\"age_seconds\":{},\"generation\":{},\"same_origin\":{}}}",
+                    json_string(&c.name),
+                    json_string(c.kind),
+                    c.thin,
+                    c.created,
+                    self.now.saturating_sub(c.created),
+                    c.generation,
+                    c.same_origin
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The volume lines of `render_text` alone (`cowroot volumes`).
@@ -229,8 +309,25 @@ impl StatusInfo {
 
     /// `cowroot volumes --json`: the `volumes` array of `render_json`.
     pub fn render_volumes_json(&self) -> String {
-        let all = self.render_json();
-        all.split_once("\"volumes\":").map(|(_, v)| v.trim_end_matches('}').to_string()).unwrap_or_else(|| "[]".into())
+        format!("[{}]", self.volumes_json())
+    }
+
+    fn volumes_json(&self) -> String {
+        let s = |v: &str| json_string(v);
+        self.volumes
+            .iter()
+            .map(|v| format!(
+                "{{\"name\":{},\"thin\":{},\"size_bytes\":{},\"mount_point\":{},\"mapped_bytes\":{},\"formatted\":{},\"mounted\":{}}}",
+                s(&v.name),
+                v.thin,
+                v.size_bytes,
+                v.mount_point.as_deref().map(s).unwrap_or_else(|| "null".into()),
+                v.mapped_bytes.map(|m| m.to_string()).unwrap_or_else(|| "null".into()),
+                v.formatted,
+                v.mounted
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn render_json(&self) -> String {
@@ -244,7 +341,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{},\"volumes\":[{}]}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{},\"volumes\":[{}],\"checkpoints\":[{}],\"history_bytes\":{}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -268,20 +365,9 @@ impl StatusInfo {
             self.base_thin,
             self.maintenance_requested,
             self.leftover_thin2,
-            self.volumes
-                .iter()
-                .map(|v| format!(
-                    "{{\"name\":{},\"thin\":{},\"size_bytes\":{},\"mount_point\":{},\"mapped_bytes\":{},\"formatted\":{},\"mounted\":{}}}",
-                    s(&v.name),
-                    v.thin,
-                    v.size_bytes,
-                    v.mount_point.as_deref().map(s).unwrap_or_else(|| "null".into()),
-                    v.mapped_bytes.map(|m| m.to_string()).unwrap_or_else(|| "null".into()),
-                    v.formatted,
-                    v.mounted
-                ))
-                .collect::<Vec<_>>()
-                .join(","),
+            self.volumes_json(),
+            self.checkpoints_json(),
+            self.history_bytes.map(|b| b.to_string()).unwrap_or_else(|| "null".into()),
         )
     }
 }
@@ -436,7 +522,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
     let marker = std::fs::read_to_string(crate::volume::MARKER).ok();
     let active = marker.and_then(|t| ActiveVolume::parse_marker(&t).ok()).unwrap_or_default();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let volumes = live
+    let volumes: Vec<VolumeStatus> = live
         .header
         .volumes
         .iter()
@@ -452,6 +538,29 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
             }),
         })
         .collect();
+    let checkpoints = live
+        .header
+        .checkpoints
+        .iter()
+        .filter(|c| !c.deleting)
+        .map(|c| CheckpointStatus {
+            name: c.name.to_string(),
+            kind: c.kind.as_str(),
+            thin: c.thin,
+            created: c.created,
+            generation: c.generation,
+            same_origin: live.header.origin == Some(c.origin),
+        })
+        .collect();
+    let mapped_total = volumes
+        .iter()
+        .map(|v| v.mapped_bytes)
+        .chain([mapped_bytes])
+        .try_fold(0u64, |sum, m| m.map(|m| sum.saturating_add(m)));
+    let data_used_bytes = usage.data_used.saturating_mul(live.block_bytes);
+    let history_bytes = mapped_total.map(|m| data_used_bytes.saturating_sub(m));
+    let rollback_thin =
+        if live.header.base_thin == 0 && live.header.active_thin != live.thin.id { live.header.active_thin } else { 0 };
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
     let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
     let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
@@ -464,7 +573,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         generation: live.header.generation,
         size_bytes: live.size_sectors.saturating_mul(512),
         mapped_bytes,
-        data_used_bytes: usage.data_used.saturating_mul(live.block_bytes),
+        data_used_bytes,
         data_total_bytes: usage.data_total.saturating_mul(live.block_bytes),
         meta_used_bytes: usage.meta_used.saturating_mul(4096),
         meta_total_bytes: usage.meta_total.saturating_mul(4096),
@@ -482,6 +591,10 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         maintenance_requested: live.header.flags & FLAG_MAINTENANCE_NEXT_BOOT != 0,
         leftover_thin2: live.header.garbage_thin2,
         volumes,
+        checkpoints,
+        history_bytes,
+        rollback_thin,
+        now: unix_now(),
     })
 }
 
@@ -669,6 +782,96 @@ pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeNa
     ))
 }
 
+/// Seconds since the epoch (0 if the clock says otherwise).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runs a plan of the checkpoint commands on the live pool: a leftover is
+/// cleaned up first (the plans need its slot), then, under the header
+/// lock, `plan` gets the header, the metadata's transaction and the thin
+/// the root runs on. Returns the cleanup's report and the data blocks in
+/// use before and after.
+fn run_live_plan<S: System, T>(
+    sys: &mut S,
+    name: &DeviceName,
+    plan: impl FnOnce(&crate::plan::HeaderState, u64, u32) -> Result<(Vec<crate::plan::Step>, T)>,
+) -> Result<(String, T, Live, u64, u64)> {
+    let cleaned = cleanup(sys, name)?;
+    let cleaned = if cleaned.starts_with("deleted") { format!("{cleaned}\n") } else { String::new() };
+    let _lock = lock_header(name)?;
+    let live = live(sys, name)?;
+    let pool = name.dm_name(Role::Pool);
+    let before = sys.pool_status(&pool)?;
+    if !matches!(before.mode.as_str(), "rw" | "out_of_data_space") || before.needs_check {
+        return Err(Error::PoolDegraded {
+            device: live.pool_device.clone(),
+            state: if before.needs_check { "flagged needs_check".into() } else { format!("in {} mode", before.mode) },
+        });
+    }
+    let header = crate::plan::HeaderState {
+        device: live.pool_device.clone(),
+        slot: Some(live.slot),
+        header: live.header.clone(),
+    };
+    let (steps, out) = plan(&header, before.transaction_id, live.thin.id)?;
+    let mut exec = crate::exec::Executor::new(sys, name);
+    exec.run(&steps)?;
+    exec.commit();
+    let after = sys.pool_status(&pool).map(|a| a.data_used).unwrap_or(before.data_used);
+    Ok((cleaned, out, live, before.data_used, after))
+}
+
+/// `cowroot checkpoint create NAME`.
+pub fn create_checkpoint<S: System>(sys: &mut S, name: &DeviceName, checkpoint: VolumeName) -> Result<String> {
+    let started = std::time::Instant::now();
+    let (cleaned, (), live, _, _) = run_live_plan(sys, name, |header, txn, in_use| {
+        crate::checkpoint_plan::plan_checkpoint_create(header, txn, in_use, checkpoint, unix_now()).map(|s| (s, ()))
+    })?;
+    Ok(format!(
+        "{cleaned}checkpoint {checkpoint} taken of {} (generation {}) in {} ms; `cowroot rollback {checkpoint}` \
+         makes the next boot continue from it",
+        name.mapper_path(Role::Thin),
+        live.header.generation,
+        started.elapsed().as_millis()
+    ))
+}
+
+/// `cowroot checkpoint delete NAME`.
+pub fn delete_checkpoint<S: System>(sys: &mut S, name: &DeviceName, checkpoint: VolumeName) -> Result<String> {
+    let (cleaned, (), live, before, after) = run_live_plan(sys, name, |header, txn, in_use| {
+        crate::checkpoint_plan::plan_checkpoint_delete(header, txn, in_use, checkpoint).map(|s| (s, ()))
+    })?;
+    Ok(format!(
+        "{cleaned}deleted checkpoint {checkpoint}: {} freed on {}",
+        Bytes(before.saturating_sub(after).saturating_mul(live.block_bytes)),
+        live.pool_device
+    ))
+}
+
+/// `cowroot rollback NAME [--discard]`.
+pub fn rollback<S: System>(
+    sys: &mut S,
+    name: &DeviceName,
+    checkpoint: VolumeName,
+    keep_current: bool,
+) -> Result<String> {
+    let (cleaned, outcome, live, _, _) = run_live_plan(sys, name, |header, txn, in_use| {
+        let r = crate::checkpoint_plan::plan_rollback(header, txn, in_use, checkpoint, keep_current, unix_now())?;
+        Ok((r.steps.clone(), r))
+    })?;
+    let replaced = if live.header.base_thin != 0 { "the frozen base" } else { "the current state" };
+    let kept = match outcome.kept_as {
+        Some(kept) => format!(
+            "{replaced} is kept as checkpoint {kept} (what this boot still writes goes there too; \
+             `cowroot rollback {kept}` goes back to it)"
+        ),
+        None => format!("{replaced} is discarded at the next boot"),
+    };
+    let reset = if outcome.reset_cancelled { "; the reset `cowroot reset` asked for is cancelled" } else { "" };
+    Ok(format!("{cleaned}the next boot continues from checkpoint {checkpoint}; {kept}{reset}"))
+}
+
 /// What the header records of `volume`, if anything.
 pub fn volume_record<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<Option<VolumeRecord>> {
     let live = live(sys, name)?;
@@ -729,6 +932,10 @@ mod tests {
             maintenance_requested: false,
             leftover_thin2: 0,
             volumes: Vec::new(),
+            checkpoints: Vec::new(),
+            history_bytes: None,
+            rollback_thin: 0,
+            now: 0,
         }
     }
 
@@ -746,7 +953,7 @@ mod tests {
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
         assert!(
             json.ends_with(
-                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[]}"
+                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[],\"checkpoints\":[],\"history_bytes\":null}"
             ),
             "{json}"
         );
@@ -801,7 +1008,7 @@ mod tests {
         let json = ram.render_json();
         assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
         assert!(
-            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[]}"),
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[],\"checkpoints\":[],\"history_bytes\":null}"),
             "{json}"
         );
         let mut d = sample();

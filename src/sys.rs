@@ -524,6 +524,28 @@ impl System for RealSystem {
         })
     }
 
+    fn message_suspended(&mut self, device: &str, pool: &str, message: &str) -> Result<()> {
+        use nix::sys::mman::{mlockall, munlockall, MlockAllFlags};
+        // While the root is suspended, a page fault on this program's own
+        // pages (read from the root) would wait for the resume that only
+        // this program can do: keep all of it in memory first, as LVM does.
+        mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE)
+            .map_err(|e| Error::io("lock in memory", "cowroot", e))?;
+        let id = DevId::Name(dm_name(device)?);
+        let suspend = DmOptions::default().set_flags(DmFlags::DM_SUSPEND);
+        let result = self.timed(|this| {
+            // A suspend with its filesystem frozen (no DM_SKIP_LOCKFS):
+            // the snapshot holds what a crash at this instant would.
+            this.dm()?.device_suspend(&id, suspend).map_err(|e| dm_error("suspend", device, e))?;
+            let sent = this.dm()?.target_msg(&DevId::Name(dm_name(pool)?), None, message);
+            let resumed = this.dm()?.device_suspend(&id, DmOptions::default());
+            sent.map_err(|e| dm_error(&format!("send '{message}' to"), pool, e))?;
+            resumed.map(|_| ()).map_err(|e| dm_error("resume", device, e))
+        });
+        let _ = munlockall();
+        result
+    }
+
     fn make_node(&mut self, name: &str, dev: DevNum) -> Result<bool> {
         let path = format!("/dev/mapper/{name}");
         if probe::udev_running() {

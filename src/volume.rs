@@ -52,11 +52,16 @@ pub struct VolumeName {
 
 impl VolumeName {
     pub fn parse(text: &str) -> std::result::Result<VolumeName, String> {
+        VolumeName::parse_as(text, "volume")
+    }
+
+    /// `parse` for a name of another thing (a checkpoint's, say).
+    pub fn parse_as(text: &str, what: &str) -> std::result::Result<VolumeName, String> {
         if text.is_empty() || text.len() > VOLUME_NAME_MAX {
-            return Err(format!("a volume name is 1 to {VOLUME_NAME_MAX} characters, got {text:?}"));
+            return Err(format!("a {what} name is 1 to {VOLUME_NAME_MAX} characters, got {text:?}"));
         }
         if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') || text.starts_with('-') {
-            return Err(format!("a volume name uses only letters, digits, _ and - (not first), got {text:?}"));
+            return Err(format!("a {what} name uses only letters, digits, _ and - (not first), got {text:?}"));
         }
         let mut bytes = [0u8; VOLUME_NAME_MAX];
         bytes[..text.len()].copy_from_slice(text.as_bytes());
