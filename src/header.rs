@@ -774,7 +774,7 @@ mod tests {
         kind[V5_LEN + 8 + VOLUME_NAME_MAX + 4] = 3;
         seal(&mut kind);
         assert_eq!(PoolHeader::decode(&kind), Err(SlotFault::Invalid("checkpoint kind")));
-        assert!(ENCODED_LEN <= SLOT_BYTES);
+        const { assert!(ENCODED_LEN <= SLOT_BYTES) };
     }
 
     #[test]

@@ -11,6 +11,8 @@ use crate::units::Bytes;
 /// ZFS's last labels live there.
 pub const END_PROBE_BYTES: usize = 1 << 20;
 
+// One of these exists per command; boxing the header would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolState {
     /// The first and last MiB are all zeros: cowroot may format it.
