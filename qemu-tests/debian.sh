@@ -102,6 +102,19 @@ if mountpoint -q /home; then
 else
     say "home: not mounted"
 fi
+# Commands a scenario asks for (cowtest.ops=a,b:ARG on the command line).
+ops=\$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^cowtest.ops=//p' | tr ',' ' ')
+for op in \$ops; do
+    case \$op in
+    ckcreate:*)
+        say "checkpointed marker: \$(cat \$marker)"
+        say "checkpoint: \$(cowroot checkpoint create "\${op#ckcreate:}" 2>&1 | tr '\n' ' ')"
+        ;;
+    cklist) say "checkpoint-list: \$(cowroot checkpoint list 2>&1 | tr '\n' ' ')" ;;
+    rollback:*) say "rollback: \$(cowroot rollback "\${op#rollback:}" 2>&1 | tr '\n' ' ')" ;;
+    *) say "unknown op \$op" ;;
+    esac
+done
 check=\$(cowroot status --check 2>&1); rc=\$?
 say "check rc=\$rc \$check"
 say "check timer: \$(systemctl is-enabled cowroot-check.timer 2>&1) \$(systemctl is-active cowroot-check.timer 2>&1)"

@@ -555,6 +555,27 @@ scenario_debian_initramfs_tools_modes() {
     expect '"next_boot":"frozen"'
     expect '"volumes":\[\{"name":"home","thin":1,"size_bytes":67108864,"mount_point":"/home"'
     expect_clean_poweroff itools-modes-frozen-2
+    # Checkpoints from the booted system: one taken while the root runs
+    # (the root suspended under a running systemd), rolled back to after
+    # another boot changed the root.
+    blank_disk "$pool" 2G
+    run_debian itools-modes-ckpt-1 "$DEB_KEYS cowtest.ops=ckcreate:before" "$DEB_IMAGES" "$pool"
+    expect 'generation 1 \(formatted\)'
+    expect 'COWTEST checkpoint: checkpoint before taken of /dev/mapper/cowroot \(generation 1\) in [0-9]+ ms'
+    local taken
+    taken=$(grep -ao 'COWTEST checkpointed marker: written at boot [0-9a-f-]*' "$CONSOLE" | sed 's/.*marker: //')
+    [ -n "$taken" ] || die "no marker content recorded with the checkpoint"
+    expect_clean_poweroff itools-modes-ckpt-1
+    run_debian itools-modes-ckpt-2 "$DEB_KEYS cowtest.ops=cklist,rollback:before" "$DEB_IMAGES" "$pool"
+    expect "COWTEST marker present: $taken"
+    expect 'COWTEST checkpoint-list: checkpoint: +before \(manual, [0-9]+ (s|min) old, generation 1\); thin 2'
+    expect 'COWTEST rollback: the next boot continues from checkpoint before; the current state is kept as checkpoint rollback-g1'
+    expect_clean_poweroff itools-modes-ckpt-2
+    run_debian itools-modes-ckpt-3 "$DEB_KEYS" "$DEB_IMAGES" "$pool"
+    expect 'generation 2 \(kept\)'
+    expect_cow_root
+    expect "COWTEST marker present: $taken"
+    expect_clean_poweroff itools-modes-ckpt-3
     blank_disk "$foreign" 1G
     mkfs.ext4 -q -F "$foreign"
     sha=$(sha "$foreign")

@@ -289,6 +289,43 @@ scenario_persistent_volume_outlives_resets_and_frozen_boots() {
     origin_unchanged
 }
 
+# Checkpoints: one taken of the mounted root comes back with a rollback, the
+# state a rollback replaced comes back with another, and a reset with
+# cowroot.keep is undone the same way.
+scenario_checkpoint_rollback_and_undo_a_reset() {
+    fresh_disks ckpt
+    local keys="$FILE_KEYS cowroot.keep=2"
+    run_vm ckpt-1 "$keys cowtest=boot,write,ckcreate:before,write2,cklist,rollback:before,status" "$D/images.img" "$D/pool.img"
+    expect 'generation 1 \(formatted\)'
+    expect 'COWTEST checkpoint create before rc=0'
+    expect 'COWTEST checkpoint: checkpoint before taken of /dev/mapper/cowroot \(generation 1\)'
+    expect 'COWTEST checkpoint-list: checkpoint: +before \(manual, [0-9]+ s old, generation 1\); thin 2'
+    expect 'COWTEST checkpoint-json: \[\{"name":"before","kind":"manual","thin":2,"created":[0-9]+,"age_seconds":[0-9]+,"generation":1,"same_origin":true\}\]'
+    expect 'COWTEST rollback: the next boot continues from checkpoint before; the current state is kept as checkpoint rollback-g1'
+    expect '"next_boot":"rollback"'
+    # The checkpoint's content; then back to what the rollback replaced.
+    run_vm ckpt-2 "$keys cowtest=boot,check,check2,cklist,rollback:rollback-g1" "$D/images.img" "$D/pool.img"
+    expect 'generation 2 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    expect 'COWTEST marker2 absent'
+    expect 'COWTEST checkpoint-list: checkpoint: +rollback-g1 \(rollback, [0-9]+ s old, generation 1\)'
+    expect 'COWTEST rollback: the next boot continues from checkpoint rollback-g1; the current state is kept as checkpoint rollback-g2'
+    # A reset keeps what it replaced (cowroot.keep=2), and is undone.
+    run_vm ckpt-3 "$keys cowroot.reset=1 cowtest=boot,check,check2,cklist,rollback:reset-g3" "$D/images.img" "$D/pool.img"
+    expect 'generation 4 \(reset\)'
+    expect 'COWTEST marker absent'
+    expect 'COWTEST checkpoint-list: checkpoint: +reset-g3 \(reset, [0-9]+ s old, generation 3\)'
+    expect 'COWTEST rollback: the next boot continues from checkpoint reset-g3'
+    run_vm ckpt-4 "$keys cowtest=boot,check,check2,ckdelete:before,ckdelete:before,cklist" "$D/images.img" "$D/pool.img"
+    expect 'generation 5 \(kept\)'
+    expect 'COWTEST marker present: kept-change'
+    expect 'COWTEST marker2 present'
+    expect 'COWTEST checkpoint delete: deleted checkpoint before: '
+    expect 'COWTEST checkpoint delete: cowroot: /dev/vdb holds no checkpoint before'
+    reject 'checkpoint-list: checkpoint: +before '
+    origin_unchanged
+}
+
 # A maintenance boot that loses power keeps in the base what it had synced,
 # like any kept boot, and the next boot is frozen again.
 scenario_frozen_maintenance_boot_cut_keeps_what_it_synced() {

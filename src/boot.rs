@@ -627,7 +627,8 @@ fn setup<S: System>(
     }
     exec.run(&activation.steps)?;
     let transaction = exec.system().pool_status(&cfg.name.dm_name(Role::Pool))?.transaction_id;
-    let thins = plan::plan_thins(cfg, &activation, transaction, pool_block, &origin)?;
+    let now = crate::status::unix_now();
+    let thins = plan::plan_thins_at(cfg, &activation, transaction, pool_block, &origin, now)?;
     exec.run(&thins.steps)?;
     Ok((thins, size, pool_label))
 }
@@ -670,7 +671,8 @@ fn dry_run_plan<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> Resu
     // The metadata's transaction is known only once the pool is up: assume
     // the header's, as a consistent pool has.
     let transaction = activation.header.header.transaction;
-    let thins = plan::plan_thins(cfg, &activation, transaction, pool_block, &origin)?;
+    let now = crate::status::unix_now();
+    let thins = plan::plan_thins_at(cfg, &activation, transaction, pool_block, &origin, now)?;
     // A RAM pool's loop device is known only once made: shown as $POOL.
     for step in &mut activation.steps {
         if let plan::Step::CreateLinear { dev, .. } | plan::Step::CreateCrypt { dev, .. } = step {
