@@ -326,6 +326,30 @@ scenario_checkpoint_rollback_and_undo_a_reset() {
     origin_unchanged
 }
 
+# attach/detach on a running system (no cowroot root): an image file on a
+# read-only mount, written on through a pool disk, detached, attached again
+# with what was written, then with --reset without it; a pool in use is
+# refused; the image and its disk are never written.
+scenario_attach_write_detach_on_a_running_system() {
+    fresh_disks attach
+    run_vm attach-1 "cowtest=attach,attachother,attachwrite,list,detach,list,attach,attachcheck,detach,attachreset,attachcheck,detach,state" "$D/images.img" "$D/pool.img"
+    expect 'COWTEST attach rc=0'
+    expect 'COWTEST attach: /dev/mapper/backup ready: origin /srv/root.img \([0-9.]+ MiB\), pool /dev/vdb, generation 1 \(formatted\)'
+    expect 'COWTEST attachother rc=1'
+    expect 'COWTEST attachother: cowroot: the pool /dev/vdb is in use'
+    expect 'COWTEST wrote on the attached device'
+    expect 'COWTEST list: backup: /dev/mapper/backup \(not mounted\), origin /srv/root.img, pool /dev/vdb, generation 1'
+    expect 'COWTEST detach: detached /dev/mapper/backup \(4 device-mapper devices removed\)'
+    expect 'COWTEST list: no cowroot devices on this system'
+    expect 'generation 1 \(kept\)'
+    expect 'COWTEST attached file: attached-change'
+    expect 'COWTEST attached origin: origin-A'
+    expect 'COWTEST attachreset: /dev/mapper/backup ready: .*generation 2 \(reset\)'
+    expect 'COWTEST attached file absent'
+    expect 'COWTEST dm: 0 devices'
+    origin_unchanged
+}
+
 # A maintenance boot that loses power keeps in the base what it had synced,
 # like any kept boot, and the next boot is frozen again.
 scenario_frozen_maintenance_boot_cut_keeps_what_it_synced() {

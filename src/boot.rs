@@ -447,6 +447,37 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
     Ok(Outcome::Ready { root, summary })
 }
 
+/// `cowroot attach` on a running system: the boot's stack for `cfg` (an
+/// image file on the system's own filesystems, or a device `origin`) on
+/// the pool device `pool`, under `cfg.name`. Undone entirely on failure.
+pub fn attach_stack<S: System>(sys: &mut S, cfg: &Config, origin: Option<String>, pool: String) -> Result<String> {
+    crate::sys::load_modules(matches!(cfg.source, Source::File(_)), false);
+    if already_active(sys, cfg)? {
+        return Err(Error::Refused(format!(
+            "{} is already attached; `cowroot detach {}` first, or choose another --name",
+            cfg.name.mapper_path(Role::Thin),
+            cfg.name
+        )));
+    }
+    check_separate(cfg, &pool, [("cowroot.dev", &None), ("cowroot", &origin)])?;
+    let devices = Devices { host: None, origin, pool: Some(pool), waited: Duration::ZERO };
+    let mut exec = Executor::new(sys, &cfg.name);
+    let (thins, size, pool_label) = match setup(cfg, &devices, &mut exec) {
+        Ok(done) => {
+            exec.commit();
+            done
+        }
+        Err(cause) => return Err(exec.rollback(cause)),
+    };
+    Ok(format!(
+        "{} ready: origin {} ({size}), pool {pool_label}, generation {} ({})",
+        cfg.name.mapper_path(Role::Thin),
+        devices.origin.as_deref().map_or_else(|| cfg.source.to_string(), str::to_string),
+        thins.header.header.generation,
+        thins.mode.as_str()
+    ))
+}
+
 /// Lists this boot's volumes for the booted system (`volume::MARKER`).
 fn write_volume_marker(cfg: &Config, thins: &plan::ThinPlan) -> Result<()> {
     if thins.volumes.is_empty() {
@@ -491,6 +522,7 @@ fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor
         other => other,
     })?;
     Ok(match (&cfg.source, exec.loop_path()) {
+        (Source::File(path), Some(loop_path)) if devices.host.is_none() => (path.clone(), loop_path.to_string()),
         (Source::File(path), Some(loop_path)) => (format!("{HOST_MOUNT}{path}"), loop_path.to_string()),
         _ => {
             let dev = devices.origin.clone().unwrap_or_default();

@@ -5,6 +5,7 @@
 //! execute → report. Everything up to the plan is pure and unit-tested; the
 //! effects live behind the [`exec::System`] trait.
 
+pub mod attach;
 pub mod blkid;
 pub mod boot;
 pub mod checkpoint;

@@ -57,6 +57,12 @@ usage:
   cowroot rollback NAME [--discard]          make the next boot continue from checkpoint NAME;
                                              the state it replaces is kept as a checkpoint
                                              (rollback-gN) unless --discard
+  cowroot attach SOURCE --pool POOL [--name NAME] [--reset]
+                                             on a running system, the same stack for an image
+                                             file or device: /dev/mapper/NAME (default: the
+                                             file's name), writes going to POOL (a device or file)
+  cowroot detach NAME                        remove what attach made (the writes stay in POOL)
+  cowroot list                               list the cowroot devices (attached ones and the root)
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
@@ -523,6 +529,42 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 }
                 _ => return Err(usage()),
             }
+            Ok(())
+        }
+        "attach" => {
+            klog::init(false, level);
+            let reset = args.flag("--reset");
+            let pool = args.value("--pool")?;
+            let name = args.value("--name")?;
+            let rest = args.done()?;
+            let usage = "usage: cowroot attach SOURCE --pool POOL [--name NAME] [--reset]";
+            let ([source], Some(pool)) = (rest.as_slice(), pool) else {
+                return Err(Error::Usage(usage.into()));
+            };
+            let name = match name {
+                Some(name) => DeviceName::parse(&name)?,
+                None => cowroot::attach::default_name(source).ok_or_else(|| {
+                    Error::Usage(format!("cowroot attach: give the device a name with --name ({source:?} makes none)"))
+                })?,
+            };
+            let req = cowroot::attach::AttachRequest { source: source.clone(), pool, name, reset };
+            println!("{}", cowroot::attach::attach(&mut RealSystem::new(std::time::Duration::from_secs(30)), &req)?);
+            Ok(())
+        }
+        "detach" => {
+            klog::init(false, level);
+            let rest = args.done()?;
+            let [name] = rest.as_slice() else {
+                return Err(Error::Usage("usage: cowroot detach NAME".into()));
+            };
+            let name = DeviceName::parse(name)?;
+            println!("{}", cowroot::attach::detach(&mut RealSystem::new(std::time::Duration::from_secs(30)), &name)?);
+            Ok(())
+        }
+        "list" => {
+            klog::init(false, level);
+            args.done()?;
+            print!("{}", cowroot::attach::list(&mut RealSystem::new(std::time::Duration::from_secs(1)))?);
             Ok(())
         }
         "rollback" => {

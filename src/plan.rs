@@ -283,6 +283,9 @@ pub fn plan_origin(cfg: &Config, host_device: Option<&str>, origin_device: Optio
             Step::MountHost { device: device.to_string(), fstype: cfg.host_fstype.clone() },
             Step::AttachLoop { file: format!("{HOST_MOUNT}{path}") },
         ],
+        // `cowroot attach` of a file on the running system's own
+        // filesystems: no host to mount.
+        (Source::File(path), None) => vec![Step::AttachLoop { file: path.clone() }],
         _ => Vec::new(),
     }
 }
