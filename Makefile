@@ -27,7 +27,8 @@ test:
 # (cowroot.warn), enabled the same way; for cowroot.volume, the generator
 # cowroot-volume-generator (a link to the binary: it writes the volumes
 # mount units) and cowroot-volume@.service, which those units pull in;
-# the manuals cowroot(8) and cowroot.cmdline(7), bash and zsh completions.
+# the manuals cowroot(8) and cowroot.cmdline(7), bash and zsh completions;
+# /etc/grub.d/42_cowroot (boot menu entries for /etc/cowroot.conf).
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)/usr/sbin/cowroot
 	install -D -m 0755 initramfs-tools/hooks/cowroot $(DESTDIR)/usr/share/initramfs-tools/hooks/cowroot
@@ -57,6 +58,7 @@ install: $(BIN)
 	install -D -m 0644 dracut/90cowroot/cowroot.service $(DESTDIR)/usr/lib/dracut/modules.d/90cowroot/cowroot.service
 	install -D -m 0644 dracut/cowroot.conf $(DESTDIR)/usr/share/cowroot/dracut.conf.d/90-cowroot.conf
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/cowroot/README.md
+	install -D -m 0755 grub/42_cowroot $(DESTDIR)/etc/grub.d/42_cowroot
 	install -D -m 0644 man/cowroot.8 $(DESTDIR)/usr/share/man/man8/cowroot.8
 	install -D -m 0644 man/cowroot.cmdline.7 $(DESTDIR)/usr/share/man/man7/cowroot.cmdline.7
 	install -D -m 0644 completions/cowroot.bash $(DESTDIR)/usr/share/bash-completion/completions/cowroot

@@ -28,7 +28,7 @@ cargo fmt --manifest-path qemu-tests/logreplay/Cargo.toml -- --check
 cargo clippy --manifest-path qemu-tests/logreplay/Cargo.toml --all-targets --quiet -- -D warnings
 shellcheck -x qemu-tests/*.sh qemu-tests/guest/init qemu-tests/guest/crash.sh qemu-tests/guest/fixture-md.sh qemu-tests/guest/bench.sh demo.sh test.sh .ci/run \
     initramfs-tools/hooks/cowroot initramfs-tools/scripts/local-top/cowroot initramfs-tools/scripts/local-block/cowroot \
-    initramfs-tools/cowroot-setup dracut/90cowroot/*.sh completions/cowroot.bash completions/check.sh
+    initramfs-tools/cowroot-setup dracut/90cowroot/*.sh completions/cowroot.bash completions/check.sh grub/42_cowroot
 
 echo "== unit tests"
 COWROOT_FUZZ_CASES=${COWROOT_FUZZ_CASES:-5000} cargo test --quiet
@@ -42,12 +42,13 @@ size=$(stat -c %s "$bin")
 echo "binary: $size bytes (budget 1048576)"
 [ "$size" -le 1048576 ] || { echo "binary over the 1 MiB budget"; exit 1; }
 
-echo "== manuals and completions"
+echo "== manuals, completions and GRUB entries"
 for page in man/cowroot.8 man/cowroot.cmdline.7; do
     warnings=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
     [ -z "$warnings" ] || { echo "$page: $warnings"; exit 1; }
 done
 ./completions/check.sh "$bin"
+./qemu-tests/grub-check.sh "$bin"
 
 echo "== VM scenarios"
 ./qemu-tests/run.sh

@@ -9,11 +9,12 @@ _cowroot() {
         cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
         words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
     fi
-    local commands="boot format status grow volumes reset maintenance cleanup inspect root onfail poweroff shutdown"
+    local commands="boot format status grow volumes reset maintenance checkpoint rollback attach detach list cleanup grub inspect root onfail poweroff shutdown"
     local global="-v --verbose --config --help --version"
     case $prev in
     --config) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
-    --name)
+    --pool) mapfile -t COMPREPLY < <(compgen -f -- "${cur:-/dev/}"); return ;;
+    --name | detach)
         # The root devices cowroot made: dm uuid COWROOT-thin-NAME.
         local uuid names=""
         for uuid in /sys/block/dm-*/dm/uuid; do
@@ -30,7 +31,7 @@ _cowroot() {
     local i command=""
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-        --config | --name | --block-size | --cmdline) ((i++)) ;;
+        --config | --name | --block-size | --cmdline | --pool) ((i++)) ;;
         -*) ;;
         *) command=${words[i]}; break ;;
         esac
@@ -47,6 +48,18 @@ _cowroot() {
     volumes) options="--json --prepare --mount --delete --name" ;;
     reset | maintenance) options="--cancel --name" ;;
     cleanup) options="--name" ;;
+    checkpoint)
+        if ((cword == i + 1)); then
+            mapfile -t COMPREPLY < <(compgen -W "create list delete" -- "$cur")
+            return
+        fi
+        options="--json --name"
+        ;;
+    rollback) options="--discard --name" ;;
+    attach)
+        options="--pool --name --reset"
+        [[ $cur == -* ]] || { mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return; }
+        ;;
     root) options="--unit --root-arg-unit --root-arg-hook" ;;
     shutdown) options="poweroff reboot halt kexec" ;;
     grow)

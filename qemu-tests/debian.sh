@@ -191,7 +191,7 @@ build_debian_images() {
         || { cat "$WORK/debian-$kind-install.log" >&2; die "installing the package failed"; }
     grep -q "update-initramfs" "$WORK/debian-$kind-install.log" || die "installing did not regenerate the initramfs"
     local installed
-    for installed in usr/share/man/man8/cowroot.8 usr/share/man/man7/cowroot.cmdline.7 \
+    for installed in usr/share/man/man8/cowroot.8 usr/share/man/man7/cowroot.cmdline.7 etc/grub.d/42_cowroot \
         usr/share/bash-completion/completions/cowroot usr/share/zsh/vendor-completions/_cowroot \
         usr/lib/systemd/system/cowroot-volume@.service usr/lib/systemd/system-generators/cowroot-volume-generator; do
         [ -e "$root/$installed" ] || die "the package did not install /$installed"
@@ -337,7 +337,7 @@ debian_images_key() {
     ensure_debian_base
     (
         cd "$REPO" || exit 1
-        find src dracut initramfs-tools packaging udev systemd man completions -type f -print0 | sort -z | xargs -0 sha256sum
+        find src dracut initramfs-tools packaging udev systemd man completions grub -type f -print0 | sort -z | xargs -0 sha256sum
         sha256sum Cargo.toml Cargo.lock .cargo/config.toml Makefile qemu-tests/debian.sh
         rustc -V
         echo "$DEBIAN_BASE"

@@ -20,6 +20,7 @@ pub mod format;
 #[cfg(test)]
 mod fuzz;
 pub mod grow;
+pub mod grub;
 pub mod header;
 pub mod inspect;
 pub mod klog;

@@ -65,6 +65,9 @@ usage:
   cowroot list                               list the cowroot devices (attached ones and the root)
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
+  cowroot grub                               print GRUB menu entries for /etc/cowroot.conf: normal,
+                                             reset and (frozen) maintenance boots, the kernel loaded
+                                             from inside the image (/etc/grub.d/42_cowroot runs it)
   cowroot inspect DEVICE                     show a pool's header copies (read-only; works on images)
   cowroot root [--unit]                      print the root device (or its systemd unit) when
                                              cowroot= is set (for initramfs hooks)
@@ -565,6 +568,31 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             klog::init(false, level);
             args.done()?;
             print!("{}", cowroot::attach::list(&mut RealSystem::new(std::time::Duration::from_secs(1)))?);
+            Ok(())
+        }
+        "grub" => {
+            klog::init(false, level);
+            args.done()?;
+            // The configuration file alone: this boot's command line (a
+            // reset, a maintenance boot) is not the machine's setup.
+            let path = config.unwrap_or(settings::CONFIG_FILE);
+            let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+            let settings = Settings::merge(Some((path, bytes.as_slice())), &[], b"");
+            let Some(cfg) = settings.config()? else {
+                println!("# cowroot: {path} sets no cowroot=, so no entries");
+                return Ok(());
+            };
+            let extra: Vec<String> = ["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok())
+                .collect();
+            print!(
+                "{}",
+                cowroot::grub::entries(&cfg, &settings.params(), &extra.join(" "), &cowroot::grub::grub_probe)?
+            );
+            if let Some(warning) = cowroot::grub::check_kernel() {
+                eprintln!("cowroot: warning: {warning}");
+            }
             Ok(())
         }
         "rollback" => {
