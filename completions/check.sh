@@ -28,7 +28,7 @@ offers() { [[ $'\n'$1$'\n' == *$'\n'$2$'\n'* ]]; }
 [ "$(complete_words cowroot vol)" = volumes ] || fail "cowroot vol<TAB> is not volumes"
 offers "$(complete_words cowroot -v volumes --p)" --prepare || fail "cowroot -v volumes --p<TAB> lacks --prepare"
 # Every option a command's --help shows is offered.
-for c in status volumes reset maintenance cleanup boot format root rollback attach; do
+for c in status volumes reset maintenance cleanup boot format root rollback attach commit; do
     offered=$(complete_words cowroot "$c" --)
     for opt in $("$bin" "$c" --help | grep '^  cowroot' | grep -o -- '--[a-z-]*' | sort -u); do
         offers "$offered" "$opt" || fail "cowroot $c --<TAB> lacks $opt"

@@ -9,10 +9,11 @@ _cowroot() {
         cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
         words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
     fi
-    local commands="boot format status grow volumes reset maintenance checkpoint rollback attach detach list cleanup grub inspect root onfail poweroff shutdown"
+    local commands="boot format status grow volumes reset maintenance checkpoint rollback attach detach list commit cleanup grub inspect root onfail poweroff shutdown"
     local global="-v --verbose --config --help --version"
     case $prev in
     --config) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --to) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     --pool) mapfile -t COMPREPLY < <(compgen -f -- "${cur:-/dev/}"); return ;;
     --name | detach)
         # The root devices cowroot made: dm uuid COWROOT-thin-NAME.
@@ -31,7 +32,7 @@ _cowroot() {
     local i command=""
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-        --config | --name | --block-size | --cmdline | --pool) ((i++)) ;;
+        --config | --name | --block-size | --cmdline | --pool | --from | --to) ((i++)) ;;
         -*) ;;
         *) command=${words[i]}; break ;;
         esac
@@ -56,6 +57,7 @@ _cowroot() {
         options="--json --name"
         ;;
     rollback) options="--discard --name" ;;
+    commit) options="--from --to --name" ;;
     attach)
         options="--pool --name --reset"
         [[ $cur == -* ]] || { mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return; }

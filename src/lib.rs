@@ -11,6 +11,7 @@ pub mod boot;
 pub mod checkpoint;
 pub mod checkpoint_plan;
 pub mod cmdline;
+pub mod commit;
 pub mod config;
 pub mod crypt;
 pub mod error;

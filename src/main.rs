@@ -63,6 +63,10 @@ usage:
                                              file's name), writes going to POOL (a device or file)
   cowroot detach NAME                        remove what attach made (the writes stay in POOL)
   cowroot list                               list the cowroot devices (attached ones and the root)
+  cowroot commit [--from CHECKPOINT|NAME] --to TARGET [--name NAME]
+                                             write the running root's state (or a checkpoint's, or
+                                             an attached device's) into a new image file (sparse)
+                                             or device, with progress and a verified sha256
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot grub                               print GRUB menu entries for /etc/cowroot.conf: normal,
@@ -593,6 +597,32 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             if let Some(warning) = cowroot::grub::check_kernel() {
                 eprintln!("cowroot: warning: {warning}");
             }
+            Ok(())
+        }
+        "commit" => {
+            klog::init(false, level);
+            let from = args.value("--from")?;
+            let to = args.value("--to")?;
+            let name = device_name(&mut args, &read_settings(config, None))?;
+            args.done()?;
+            let Some(to) = to else {
+                return Err(Error::Usage("usage: cowroot commit [--from CHECKPOINT|NAME] --to TARGET".into()));
+            };
+            let attached = from
+                .as_deref()
+                .and_then(|f| DeviceName::parse(f).ok())
+                .filter(|f| *f != name && cowroot::attach::attached_names().contains(f));
+            let source = match (from, attached) {
+                (_, Some(other)) => cowroot::commit::CommitSource::Live(other),
+                (Some(checkpoint), None) => cowroot::commit::CommitSource::Checkpoint(
+                    name,
+                    cowroot::checkpoint::parse_name(&checkpoint)
+                        .map_err(|why| Error::Usage(format!("cowroot commit --from: {why}")))?,
+                ),
+                (None, None) => cowroot::commit::CommitSource::Live(name),
+            };
+            let mut sys = RealSystem::new(std::time::Duration::from_secs(30));
+            println!("{}", cowroot::commit::commit(&mut sys, &source, &to)?);
             Ok(())
         }
         "rollback" => {

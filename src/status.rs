@@ -433,13 +433,14 @@ pub fn json_string(value: &str) -> String {
 }
 
 /// The pool device and its current header, found from the live tables.
-struct Live {
-    thin: Thin,
-    size_sectors: u64,
-    pool_device: String,
+/// A running stack: its thin's table, the pool device and its header.
+pub(crate) struct Live {
+    pub(crate) thin: Thin,
+    pub(crate) size_sectors: u64,
+    pub(crate) pool_device: String,
     block_bytes: u64,
     slot: usize,
-    header: PoolHeader,
+    pub(crate) header: PoolHeader,
     damaged: Option<(usize, SlotFault)>,
 }
 
@@ -447,7 +448,7 @@ fn parsed<T: std::str::FromStr<Err = ParseError>>(name: &str, text: &str) -> Res
     text.parse().map_err(|e: ParseError| Error::Inconsistent(format!("{name}: {}", e.0)))
 }
 
-fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
+pub(crate) fn live<S: System>(sys: &mut S, name: &DeviceName) -> Result<Live> {
     let thin_name = name.dm_name(Role::Thin);
     let thin_line = sys.dm_line(&thin_name, false).map_err(|e| {
         Error::io("find", name.mapper_path(Role::Thin), format!("{e}; is this system booted with cowroot=?"))
