@@ -350,6 +350,42 @@ scenario_attach_write_detach_on_a_running_system() {
     origin_unchanged
 }
 
+# commit: the running root's state and a checkpoint's, each into a new
+# image on a scratch disk, verified; the host reads them; the live one
+# boots as the next origin, where the old image's checkpoints are refused.
+scenario_commit_writes_a_verified_image_that_boots() {
+    fresh_disks commit
+    blank_disk "$D/scratch.img" 256M
+    mkfs.ext4 -q -F -L scratch "$D/scratch.img"
+    run_vm commit-1 "$FILE_KEYS cowtest=boot,write,ckcreate:first,write2,commitlive,commitckpt:first,cklist,state" "$D/images.img" "$D/pool.img" "$D/scratch.img"
+    expect 'COWTEST commitlive rc=0'
+    expect 'COWTEST commitlive: wrote a sparse image \(64.0 MiB\) to /scratch/live.img in [0-9]+ s, read back and verified: sha256 [0-9a-f]{64}'
+    expect 'COWTEST commitlive progress: ([2-9]|1[0-9]) lines, last: commit: 64.0 MiB of 64.0 MiB \(100.0%\)'
+    expect 'COWTEST commitckpt:first rc=0'
+    # The temporary checkpoint of the live state is gone again.
+    reject 'checkpoint-list: checkpoint: +commit-'
+    expect 'COWTEST dm: 4 devices'
+    local sum
+    sum=$(grep -ao 'COWTEST commitlive: wrote .* sha256 [0-9a-f]*' "$CONSOLE" | sed 's/.* //')
+    expect "COWTEST commitlive sha256: $sum"
+    debugfs -R "dump /live.img $D/live.img" "$D/scratch.img" 2>/dev/null
+    debugfs -R "dump /first.img $D/first.img" "$D/scratch.img" 2>/dev/null
+    same "$(sha "$D/live.img")" "$sum" "the committed image on the scratch disk"
+    same "$(debugfs -R 'cat /marker2' "$D/live.img" 2>/dev/null)" "second-change" "the live commit's content"
+    same "$(debugfs -R 'cat /marker' "$D/first.img" 2>/dev/null)" "kept-change" "the checkpoint commit's content"
+    [ -z "$(debugfs -R 'cat /marker2' "$D/first.img" 2>/dev/null)" ] || die "the checkpoint commit holds a later change"
+    origin_unchanged
+    # The new image as the origin of the same pool: a reset starts on it,
+    # and the old image's checkpoint is refused.
+    make_images_disk "$D/images2.img" "$D/live.img"
+    run_vm commit-2 "$FILE_KEYS cowroot.reset=1 cowtest=boot,check,check2,cklist,rollback:first" "$D/images2.img" "$D/pool.img"
+    expect 'generation 2 \(reset\)'
+    expect 'COWTEST marker present: kept-change'
+    expect 'COWTEST marker2 present'
+    expect 'COWTEST checkpoint-list: checkpoint: +first \(manual, .*ON ANOTHER IMAGE'
+    expect 'COWTEST rollback: cowroot: checkpoint first was taken on another image'
+}
+
 # A maintenance boot that loses power keeps in the base what it had synced,
 # like any kept boot, and the next boot is frozen again.
 scenario_frozen_maintenance_boot_cut_keeps_what_it_synced() {
