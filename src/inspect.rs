@@ -80,6 +80,18 @@ pub fn inspect(device: &str) -> Result<String> {
                         if v.formatted { "formatted" } else { "not formatted yet" }
                     );
                 }
+                for c in &h.checkpoints {
+                    let _ = writeln!(
+                        out,
+                        "  checkpoint {}: thin {}, {}, generation {}, taken at {} s{}",
+                        c.name,
+                        c.thin,
+                        c.kind.as_str(),
+                        c.generation,
+                        c.created,
+                        if c.deleting { ", being deleted" } else { "" }
+                    );
+                }
             }
             Err(fault) => {
                 let _ = writeln!(out, "copy {i} (byte {}): unreadable: {fault}", SLOT_OFFSETS[i]);
