@@ -535,47 +535,40 @@ scenario_debian_initramfs_tools_modes() {
     # With a persistent /home: formatted by cowroot-volume@home.service and
     # mounted by the generator's unit at the first boot, kept by the second.
     blank_disk "$pool" 2G
+    # A checkpoint taken from the booted system (the root suspended under a
+    # running systemd) of the first frozen session, then rolled back to: it
+    # becomes the base the third boot starts from.
     local frozen="$DEB_KEYS cowroot.mode=frozen cowroot.volume=home:64M:/home"
-    run_debian itools-modes-frozen-1 "$frozen" "$DEB_IMAGES" "$pool"
+    run_debian itools-modes-frozen-1 "$frozen cowtest.ops=ckcreate:before" "$DEB_IMAGES" "$pool"
     expect 'generation 1 \(formatted\), .*; volumes home \(64.0 MiB, /home\)'
     expect 'COWTEST marker written'
+    expect 'COWTEST checkpoint: checkpoint before taken of /dev/mapper/cowroot \(generation 1\) in [0-9]+ ms'
+    local taken
+    taken=$(grep -ao 'COWTEST checkpointed marker: written at boot [0-9a-f-]*' "$CONSOLE" | sed 's/.*marker: //')
+    [ -n "$taken" ] || die "no marker content recorded with the checkpoint"
     expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): made ext4'
     expect 'COWTEST home: /dev/mapper/cowroot-vol-home ext4'
     expect 'COWTEST home file absent'
     expect 'COWTEST home file written'
     expect_cow_root
     expect_clean_poweroff itools-modes-frozen-1
-    run_debian itools-modes-frozen-2 "$frozen" "$DEB_IMAGES" "$pool"
+    run_debian itools-modes-frozen-2 "$frozen cowtest.ops=cklist,rollback:before" "$DEB_IMAGES" "$pool"
     expect 'generation 1 \(frozen\)'
     expect_cow_root
     expect 'COWTEST marker absent'
+    expect 'COWTEST checkpoint-list: checkpoint: +before \(manual, [0-9]+ (s|min) old, generation 1\); thin 4'
+    expect 'COWTEST rollback: the next boot continues from checkpoint before; the frozen base is kept as checkpoint rollback-g1'
     expect 'COWTEST volumes: home \(/dev/mapper/cowroot-vol-home\): holds an ext2/3/4 filesystem'
     expect 'COWTEST home file present: home written at boot'
     expect 'COWTEST cleanup: deleted thin 3, the changes discarded at the last boot'
     expect '"next_boot":"frozen"'
     expect '"volumes":\[\{"name":"home","thin":1,"size_bytes":67108864,"mount_point":"/home"'
     expect_clean_poweroff itools-modes-frozen-2
-    # Checkpoints from the booted system: one taken while the root runs
-    # (the root suspended under a running systemd), rolled back to after
-    # another boot changed the root.
-    blank_disk "$pool" 2G
-    run_debian itools-modes-ckpt-1 "$DEB_KEYS cowtest.ops=ckcreate:before" "$DEB_IMAGES" "$pool"
-    expect 'generation 1 \(formatted\)'
-    expect 'COWTEST checkpoint: checkpoint before taken of /dev/mapper/cowroot \(generation 1\) in [0-9]+ ms'
-    local taken
-    taken=$(grep -ao 'COWTEST checkpointed marker: written at boot [0-9a-f-]*' "$CONSOLE" | sed 's/.*marker: //')
-    [ -n "$taken" ] || die "no marker content recorded with the checkpoint"
-    expect_clean_poweroff itools-modes-ckpt-1
-    run_debian itools-modes-ckpt-2 "$DEB_KEYS cowtest.ops=cklist,rollback:before" "$DEB_IMAGES" "$pool"
-    expect "COWTEST marker present: $taken"
-    expect 'COWTEST checkpoint-list: checkpoint: +before \(manual, [0-9]+ (s|min) old, generation 1\); thin 2'
-    expect 'COWTEST rollback: the next boot continues from checkpoint before; the current state is kept as checkpoint rollback-g1'
-    expect_clean_poweroff itools-modes-ckpt-2
-    run_debian itools-modes-ckpt-3 "$DEB_KEYS" "$DEB_IMAGES" "$pool"
-    expect 'generation 2 \(kept\)'
+    run_debian itools-modes-frozen-3 "$frozen" "$DEB_IMAGES" "$pool"
+    expect 'generation 2 \(frozen\)'
     expect_cow_root
     expect "COWTEST marker present: $taken"
-    expect_clean_poweroff itools-modes-ckpt-3
+    expect_clean_poweroff itools-modes-frozen-3
     blank_disk "$foreign" 1G
     mkfs.ext4 -q -F "$foreign"
     sha=$(sha "$foreign")

@@ -169,6 +169,8 @@ pub struct Rollback {
     pub kept_as: Option<CheckpointName>,
     /// Whether a pending `cowroot reset` was cancelled by it.
     pub reset_cancelled: bool,
+    /// The running root is what was kept: it goes on writing into it.
+    pub kept_running: bool,
 }
 
 /// `cowroot rollback NAME`: the next boot continues from a new snapshot of
@@ -249,5 +251,10 @@ pub fn plan_rollback(
         h.transaction = next_txn;
     })?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
-    Ok(Rollback { steps, kept_as, reset_cancelled: h.flags & FLAG_RESET_NEXT_BOOT != 0 })
+    Ok(Rollback {
+        steps,
+        kept_as,
+        reset_cancelled: h.flags & FLAG_RESET_NEXT_BOOT != 0,
+        kept_running: keep && current == in_use,
+    })
 }

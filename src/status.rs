@@ -862,11 +862,11 @@ pub fn rollback<S: System>(
         Ok((r.steps.clone(), r))
     })?;
     let replaced = if live.header.base_thin != 0 { "the frozen base" } else { "the current state" };
+    let still = if outcome.kept_running { "what this boot still writes goes there too; " } else { "" };
     let kept = match outcome.kept_as {
-        Some(kept) => format!(
-            "{replaced} is kept as checkpoint {kept} (what this boot still writes goes there too; \
-             `cowroot rollback {kept}` goes back to it)"
-        ),
+        Some(kept) => {
+            format!("{replaced} is kept as checkpoint {kept} ({still}`cowroot rollback {kept}` goes back to it)")
+        }
         None => format!("{replaced} is discarded at the next boot"),
     };
     let reset = if outcome.reset_cancelled { "; the reset `cowroot reset` asked for is cancelled" } else { "" };
