@@ -78,9 +78,10 @@ pub struct CheckpointRecord {
 /// by another one; with the thin id appended when it is.
 pub fn auto_name(prefix: &str, generation: u64, thin: u32, taken: &[CheckpointRecord]) -> CheckpointName {
     let free = |text: &str| parse_name(text).ok().filter(|n| taken.iter().all(|c| c.name != *n));
+    // The table holds at most MAX_CHECKPOINTS names: one of these is free.
     free(&format!("{prefix}-g{generation}"))
         .or_else(|| free(&format!("{prefix}-t{thin}")))
-        .or_else(|| parse_name(&format!("t{thin}")).ok())
+        .or_else(|| (1..=MAX_CHECKPOINTS + 1).find_map(|n| free(&format!("t{thin}-{n}"))))
         .unwrap_or_else(|| parse_name("checkpoint").unwrap_or_else(|_| unreachable!()))
 }
 
@@ -116,7 +117,8 @@ mod tests {
     fn auto_names_avoid_taken_ones() {
         assert_eq!(auto_name("reset", 3, 9, &[]).as_str(), "reset-g3");
         assert_eq!(auto_name("reset", 3, 9, &[record("reset-g3", 4)]).as_str(), "reset-t9");
-        assert_eq!(auto_name("reset", 3, 9, &[record("reset-g3", 4), record("reset-t9", 5)]).as_str(), "t9");
+        let taken = [record("reset-g3", 4), record("reset-t9", 5), record("t9-1", 6)];
+        assert_eq!(auto_name("reset", 3, 9, &taken).as_str(), "t9-2");
     }
 
     #[test]

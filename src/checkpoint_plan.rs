@@ -12,9 +12,11 @@ use crate::header::{PoolHeader, FLAG_RESERVED, FLAG_RESET_NEXT_BOOT, MAX_THIN_ID
 use crate::plan::{require_bound, state_exhausted, HeaderState, Step};
 
 /// The leftover slots must be free: the new thin's reservation takes one.
-fn require_no_leftover(header: &HeaderState) -> Result<()> {
+/// (The running root, dropped by `rollback --discard`, waits for the next
+/// boot and is no obstacle.)
+fn require_no_leftover(header: &HeaderState, in_use: u32) -> Result<()> {
     let h = &header.header;
-    if h.garbage_thin != 0 || h.garbage_thin2 != 0 || h.checkpoints.iter().any(|c| c.deleting) {
+    if h.garbage_thin != 0 || h.garbage_thin2 != 0 || h.checkpoints.iter().any(|c| c.deleting && c.thin != in_use) {
         return Err(Error::Refused(format!(
             "{} still has a leftover thin to delete; run `cowroot cleanup` first, then try again",
             header.device
@@ -78,7 +80,7 @@ pub fn plan_checkpoint_create(
     if h.checkpoints.len() >= MAX_CHECKPOINTS {
         return Err(full(header));
     }
-    require_no_leftover(header)?;
+    require_no_leftover(header, in_use)?;
     require_bound(header, metadata_transaction)?;
     let origin = h.origin.ok_or_else(|| Error::Inconsistent(format!("{}: no origin recorded", header.device)))?;
     // After a rollback in this boot the root runs on what is now a
@@ -196,7 +198,7 @@ pub fn plan_rollback(
             h.origin.map_or(0, |o| o.size_bytes)
         )));
     }
-    require_no_leftover(header)?;
+    require_no_leftover(header, in_use)?;
     require_bound(header, metadata_transaction)?;
     let frozen = h.base_thin != 0;
     let current = if frozen { h.base_thin } else { h.active_thin };
@@ -204,16 +206,21 @@ pub fn plan_rollback(
     // only after a rollback in this boot: an untouched snapshot, dropped.
     let worth_keeping = frozen || current == in_use;
     let keep = keep_current && worth_keeping;
-    if keep && h.checkpoints.len() >= MAX_CHECKPOINTS {
+    // A running root that is dropped cannot be deleted before the reboot:
+    // it is recorded as a checkpoint being deleted, which the next boot
+    // deletes (the leftover slots stay free for this boot's commands).
+    let drop_running = !keep && current == in_use;
+    if (keep || drop_running) && h.checkpoints.len() >= MAX_CHECKPOINTS {
         return Err(full(header));
     }
     let generation = h.generation.checked_add(1).ok_or_else(|| state_exhausted(&header.device))?;
     let kept_as = keep.then(|| checkpoint::auto_name("rollback", h.generation, current, &h.checkpoints));
-    let kept = kept_as.map(|name| CheckpointRecord {
+    let dropped_name = drop_running.then(|| checkpoint::auto_name("dropped", h.generation, current, &h.checkpoints));
+    let kept = kept_as.or(dropped_name).map(|name| CheckpointRecord {
         name,
         thin: current,
         kind: CheckpointKind::Rollback,
-        deleting: false,
+        deleting: drop_running,
         created: now,
         generation: h.generation,
         root_sectors: h.root_sectors,
@@ -243,7 +250,7 @@ pub fn plan_rollback(
         } else {
             h.active_thin = id;
         }
-        h.garbage_thin = if keep { 0 } else { current };
+        h.garbage_thin = if keep || drop_running { 0 } else { current };
         h.checkpoints.extend(kept);
         h.generation = generation;
         h.root_sectors = target.root_sectors;

@@ -429,6 +429,19 @@ pub fn plan_activation_for(
                     ),
                 ));
             }
+            let checkpoints: Vec<String> =
+                header.checkpoints.iter().filter(|c| !c.deleting).map(|c| c.name.to_string()).collect();
+            if crypt && !checkpoints.is_empty() {
+                return Err(Error::config(
+                    "cowroot.crypt",
+                    format!(
+                        "{device} holds the checkpoints {}, and cowroot.crypt=random starts a new encrypted pool \
+                         every boot, which would discard them. Drop cowroot.crypt=random, or delete them first \
+                         (`cowroot checkpoint delete NAME`)",
+                        checkpoints.join(", ")
+                    ),
+                ));
+            }
             if crypt && !was_crypt && header.active_thin != 0 && !session.reset {
                 return Err(Error::config(
                     "cowroot.crypt",
@@ -473,6 +486,7 @@ pub fn plan_activation_for(
             h.base_thin = 0;
             h.garbage_thin2 = 0;
             h.volumes.clear();
+            h.checkpoints.clear();
         })?;
     }
     let h = &state.header;
@@ -682,7 +696,7 @@ pub fn plan_thins_at(
         root_sectors: state.header.root_sectors,
         origin: state.header.origin.unwrap_or(OriginId { size_bytes: 0, digest: [0; 32] }),
     });
-    let trimmed: Vec<u32> = if mode == Mode::Reset {
+    let trimmed: Vec<u32> = if mode == Mode::Reset && cfg.keep > 0 {
         let history: Vec<u32> = state
             .header
             .checkpoints
@@ -876,7 +890,10 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
     // the next boot.
     let leftovers: Vec<u32> =
         [h.garbage_thin, h.garbage_thin2].into_iter().filter(|&id| id != 0 && id != in_use).collect();
-    let doomed = checkpoint_plan::deletions(h);
+    let doomed: Vec<Step> = checkpoint_plan::deletions(h)
+        .into_iter()
+        .filter(|s| !matches!(s, Step::DeleteThinId { id, .. } if *id == in_use))
+        .collect();
     if leftovers.is_empty() && doomed.is_empty() {
         return Ok(Vec::new());
     }
@@ -893,7 +910,7 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
     state.write(&mut steps, false, "forget leftover thin", |h| {
         h.garbage_thin = if h.garbage_thin == in_use { in_use } else { 0 };
         h.garbage_thin2 = if h.garbage_thin2 == in_use { in_use } else { 0 };
-        h.checkpoints.retain(|c| !c.deleting);
+        h.checkpoints.retain(|c| !c.deleting || c.thin == in_use);
     })?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
     Ok(steps)
@@ -1983,10 +2000,13 @@ mod tests {
         let rollback = plan_rollback(&state, disk.txn, root, ckpt("a"), false, 2).unwrap();
         assert_eq!(rollback.kept_as, None);
         disk.apply(&rollback.steps, usize::MAX);
-        // The cleanup of this boot must not delete the root it runs on.
+        // The cleanup of this boot must not delete the root it runs on,
+        // and the other commands still work meanwhile.
         let (state, h) = disk.live();
-        assert_eq!(h.garbage_thin, root);
+        assert_eq!((h.garbage_thin, h.checkpoints[1].thin, h.checkpoints[1].deleting), (0, root, true));
         assert!(plan_cleanup(&state, disk.txn, root).unwrap().is_empty());
+        let more = crate::checkpoint_plan::plan_checkpoint_create(&state, disk.txn, root, ckpt("b"), 3).unwrap();
+        disk.apply(&more, usize::MAX);
         boot_and_clean(&mut disk, "");
         disk.assert_at_rest("after the boot");
         let (_, h) = disk.live();
@@ -2004,7 +2024,8 @@ mod tests {
         boot_and_clean(&mut disk, "");
         disk.assert_at_rest("after two rollbacks");
         let (_, after) = disk.live();
-        assert_eq!(disk.content[&after.active_thin], disk.content[&h.checkpoints[1].thin]);
+        let kept = h.checkpoints.iter().find(|c| c.name == ckpt("rollback-g2")).unwrap();
+        assert_eq!(disk.content[&after.active_thin], disk.content[&kept.thin]);
     }
 
     #[test]
@@ -2103,10 +2124,15 @@ mod tests {
                 ],
                 "{keys}"
             );
-            // A reset without the key drops them all.
+            // A reset without the key keeps none, and drops none.
             boot_and_clean(&mut disk, &format!("cowroot.reset=1 {frozen}"));
             disk.assert_at_rest(frozen);
-            assert!(disk.live().1.checkpoints.is_empty(), "{frozen}");
+            assert_eq!(disk.live().1.checkpoints.len(), 2, "{frozen}");
+            // A lower N trims at the next reset that keeps.
+            boot_and_clean(&mut disk, &format!("cowroot.reset=1 cowroot.keep=1 {frozen}"));
+            disk.assert_at_rest(frozen);
+            let names: Vec<String> = disk.live().1.checkpoints.iter().map(|c| c.name.to_string()).collect();
+            assert_eq!(names, [format!("reset-g{}", g + 1)], "{frozen}");
         }
     }
 
