@@ -57,7 +57,7 @@ _cowroot() {
         options="--json --name"
         ;;
     rollback) options="--discard --name" ;;
-    commit) options="--from --to --name" ;;
+    commit) options="--from --to --force --name" ;;
     attach)
         options="--pool --name --reset"
         [[ $cur == -* ]] || { mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return; }

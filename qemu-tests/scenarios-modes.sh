@@ -308,13 +308,13 @@ scenario_checkpoint_rollback_and_undo_a_reset() {
     expect 'generation 2 \(kept\)'
     expect 'COWTEST marker present: kept-change'
     expect 'COWTEST marker2 absent'
-    expect 'COWTEST checkpoint-list: checkpoint: +rollback-g1 \(rollback, [0-9]+ s old, generation 1\)'
+    expect 'COWTEST checkpoint-list: checkpoint: +rollback-g1 \(rollback, [0-9]+ (s|min) old, generation 1\)'
     expect 'COWTEST rollback: the next boot continues from checkpoint rollback-g1; the current state is kept as checkpoint rollback-g2'
     # A reset keeps what it replaced (cowroot.keep=2), and is undone.
     run_vm ckpt-3 "$keys cowroot.reset=1 cowtest=boot,check,check2,cklist,rollback:reset-g3" "$D/images.img" "$D/pool.img"
     expect 'generation 4 \(reset\)'
     expect 'COWTEST marker absent'
-    expect 'COWTEST checkpoint-list: checkpoint: +reset-g3 \(reset, [0-9]+ s old, generation 3\)'
+    expect 'COWTEST checkpoint-list: checkpoint: +reset-g3 \(reset, [0-9]+ (s|min) old, generation 3\)'
     expect 'COWTEST rollback: the next boot continues from checkpoint reset-g3'
     run_vm ckpt-4 "$keys cowtest=boot,check,check2,ckdelete:before,ckdelete:before,cklist" "$D/images.img" "$D/pool.img"
     expect 'generation 5 \(kept\)'

@@ -89,12 +89,25 @@ pub fn attach<S: System>(sys: &mut S, req: &AttachRequest) -> Result<String> {
     if !is_block_device(&pool)? {
         // A pool file: on a writable loop device that goes with the stack.
         let file = std::fs::canonicalize(&pool).map_err(|e| Error::io("find", &pool, e))?;
-        let path = sys.attach_loop(&file.to_string_lossy(), true)?;
+        let file = file.to_string_lossy().into_owned();
+        if same_file(&file, &source) {
+            return Err(Error::Usage(format!("the pool {file} is the image itself; give another file or device")));
+        }
+        // Another loop device on the same file would be a second pool on
+        // the same metadata.
+        if let Some(other) = loop_of(&file) {
+            return Err(Error::Refused(format!(
+                "the pool file {file} is already on {other} (attached, or in use as a pool); `cowroot list` shows \
+                 what is attached"
+            )));
+        }
+        let path = sys.attach_loop(&file, true)?;
         pool_loop = Some(path.clone());
         pool = path;
     }
     let result = require_unused(&pool, "the pool")
         .and_then(|()| config(req, &source, &pool))
+        .and_then(|cfg| follow_pool_mode(cfg, &pool))
         .and_then(|cfg| crate::boot::attach_stack(sys, &cfg, origin_device.then(|| source.clone()), pool.clone()));
     if let (Err(_), Some(path)) = (&result, &pool_loop) {
         let _ = sys.detach_loop(path);
@@ -105,6 +118,41 @@ pub fn attach<S: System>(sys: &mut S, req: &AttachRequest) -> Result<String> {
          (`cowroot attach --reset` discards what was written)",
         req.name
     ))
+}
+
+/// Whether two paths are the same file (device and inode).
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// The loop device backed by `file`, if one is.
+fn loop_of(file: &str) -> Option<String> {
+    std::fs::read_dir("/sys/block").ok()?.flatten().find_map(|entry| {
+        let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).ok()?;
+        (backing.trim_end_matches('\n') == file).then(|| format!("/dev/{}", entry.file_name().to_string_lossy()))
+    })
+}
+
+/// A pool a frozen machine uses is attached frozen too: a throwaway
+/// snapshot of its base, which stays the machine's. A maintenance boot the
+/// machine is waiting for is its own, not an attach's.
+fn follow_pool_mode(mut cfg: Config, pool: &str) -> Result<Config> {
+    if let crate::pool::PoolState::Ours { header, .. } = crate::probe::pool_facts(pool)?.state {
+        if header.base_thin != 0 {
+            if header.flags & crate::header::FLAG_MAINTENANCE_NEXT_BOOT != 0 {
+                return Err(Error::Refused(format!(
+                    "{pool} is a frozen pool whose next boot is a maintenance boot (`cowroot maintenance`); attach \
+                     it after that boot, or cancel it on that machine with `cowroot maintenance --cancel`"
+                )));
+            }
+            cfg.mode = crate::config::RootMode::Frozen;
+        }
+    }
+    Ok(cfg)
 }
 
 /// The names of the cowroot stacks on this system (their thin devices),

@@ -76,11 +76,12 @@ fn hex(bytes: &[u8]) -> String {
 /// Opens the target: a new file (never an existing one), or a block device
 /// that nothing uses, is large enough, and is not part of the source's
 /// stack (the origin, its host, the pool).
-fn open_target(target: &str, len: u64, stack: &[DevNum]) -> Result<(std::fs::File, bool)> {
+fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<(std::fs::File, bool)> {
+    let sys = std::path::Path::new("/sys");
     match std::fs::metadata(target) {
         Ok(meta) if meta.file_type().is_block_device() => {
             let num = probe::dev_num(target)?;
-            if probe::overlaps(&probe::stack(std::path::Path::new("/sys"), num), stack) {
+            if probe::overlaps(&probe::stack(sys, num), stack) {
                 return Err(Error::Refused(format!(
                     "{target} is part of what the state is read from (the origin, its host or the pool); \
                      commit writes a new image elsewhere"
@@ -89,6 +90,12 @@ fn open_target(target: &str, len: u64, stack: &[DevNum]) -> Result<(std::fs::Fil
             let size = probe::size_of(target)?;
             if size.0 < len {
                 return Err(Error::Refused(format!("{target} holds {size}, but the image needs {}", Bytes(len))));
+            }
+            let start = probe::read_start(target, 1 << 20)?;
+            if let (Some(what), false) = (crate::signature::detect(&start), force) {
+                return Err(Error::Refused(format!(
+                    "{target} holds {what}; commit writes over a device only with --force"
+                )));
             }
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -101,6 +108,22 @@ fn open_target(target: &str, len: u64, stack: &[DevNum]) -> Result<(std::fs::Fil
             "{target} exists; commit writes a new image and never overwrites a file: name one that does not exist"
         ))),
         Err(_) => {
+            // Not on the filesystem being read: the copy would fill the
+            // pool it reads from.
+            use std::os::unix::fs::MetadataExt;
+            let dir = std::path::Path::new(target).parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = dir.unwrap_or(std::path::Path::new("."));
+            let meta = std::fs::metadata(dir).map_err(|e| Error::io("find", dir.display().to_string(), e))?;
+            let holder = DevNum {
+                major: nix::sys::stat::major(meta.dev()) as u32,
+                minor: nix::sys::stat::minor(meta.dev()) as u32,
+            };
+            if probe::overlaps(&probe::stack(sys, holder), stack) {
+                return Err(Error::Refused(format!(
+                    "{target} would be on the device the state is read from (the root, its pool or its origin); \
+                     write the image to another filesystem"
+                )));
+            }
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -123,9 +146,28 @@ impl ExclusiveOpen for std::fs::OpenOptions {
     }
 }
 
-/// `cowroot commit [--from CHECKPOINT|NAME] --to TARGET`.
-pub fn commit<S: System>(sys: &mut S, source: &CommitSource, target: &str) -> Result<String> {
-    let (name, wanted, temporary) = match source {
+/// `cowroot commit [--from CHECKPOINT|NAME] --to TARGET [--force]`.
+pub fn commit<S: System>(sys: &mut S, source: &CommitSource, target: &str, force: bool) -> Result<String> {
+    // A checkpoint the root runs on (a rollback kept it) is live.
+    let source = match source {
+        CommitSource::Checkpoint(name, checkpoint) => {
+            let live = crate::status::live(sys, name)?;
+            let running = live.header.checkpoints.iter().any(|c| c.name == *checkpoint && c.thin == live.thin.id);
+            if running {
+                CommitSource::Live(name.clone())
+            } else {
+                source.clone()
+            }
+        }
+        CommitSource::Live(_) => source.clone(),
+    };
+    // A device an interrupted commit left.
+    let (CommitSource::Live(name) | CommitSource::Checkpoint(name, _)) = &source;
+    let stale = format!("{}-commit", name.as_str());
+    if sys.dm_info(&stale)?.is_some_and(|i| i.uuid == format!("{UUID_PREFIX}commit-{name}")) {
+        sys.dm_remove(&stale)?;
+    }
+    let (name, wanted, temporary) = match &source {
         CommitSource::Checkpoint(name, checkpoint) => (name.clone(), *checkpoint, false),
         CommitSource::Live(name) => {
             // A snapshot first, with the filesystem frozen for an instant:
@@ -136,7 +178,7 @@ pub fn commit<S: System>(sys: &mut S, source: &CommitSource, target: &str) -> Re
             (name.clone(), temp, true)
         }
     };
-    let result = commit_checkpoint(sys, &name, wanted, target);
+    let result = commit_checkpoint(sys, &name, wanted, target, force);
     if temporary {
         if let Err(e) = crate::status::delete_checkpoint(sys, &name, wanted) {
             log::warn!(
@@ -152,6 +194,7 @@ fn commit_checkpoint<S: System>(
     name: &DeviceName,
     wanted: CheckpointName,
     target: &str,
+    force: bool,
 ) -> Result<String> {
     let live = crate::status::live(sys, name)?;
     let record =
@@ -172,7 +215,7 @@ fn commit_checkpoint<S: System>(
         .flatten()
         .flat_map(|n| probe::stack(std::path::Path::new("/sys"), n))
         .collect();
-    let (mut out, is_file) = open_target(target, len, &stack)?;
+    let (mut out, is_file) = open_target(target, len, &stack, force)?;
     // The checkpoint as a private, read-only device: no udev rules see a
     // second filesystem with the root's uuid.
     let spec = DmSpec {
@@ -223,6 +266,10 @@ fn commit_checkpoint<S: System>(
         Ok((written, read))
     })();
     let removed = sys.dm_remove(&spec.name);
+    if is_file && (copied.is_err() || copied.as_ref().is_ok_and(|(w, r)| w != r)) {
+        // Half an image must not pass for one.
+        let _ = std::fs::remove_file(target);
+    }
     let (written, read) = copied?;
     removed?;
     if written != read {

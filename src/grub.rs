@@ -140,7 +140,16 @@ pub fn entries(
 /// /lib/modules.
 pub fn kernel_mismatch(running: &str, modules: &[String]) -> Option<String> {
     if modules.iter().any(|m| m == running) {
-        return None;
+        let others: Vec<&str> = modules.iter().map(String::as_str).filter(|m| *m != running).collect();
+        if others.is_empty() {
+            return None;
+        }
+        return Some(format!(
+            "this root also has kernel {} installed, but cowroot's boot entries start the image's kernel \
+             ({running} is running): to boot the new one, turn this root into a new image (`cowroot commit --to \
+             FILE`) and point cowroot= at it; keep {running}'s package installed meanwhile",
+            others.join(", ")
+        ));
     }
     let installed = if modules.is_empty() { "none".to_string() } else { modules.join(", ") };
     Some(format!(
@@ -212,6 +221,8 @@ mod tests {
     #[test]
     fn a_missing_module_tree_is_what_to_warn_of() {
         assert_eq!(kernel_mismatch("6.1.0-57-amd64", &["6.1.0-57-amd64".into()]), None);
+        let newer = kernel_mismatch("6.1.0-57-amd64", &["6.1.0-57-amd64".into(), "6.1.0-58-amd64".into()]).unwrap();
+        assert!(newer.contains("also has kernel 6.1.0-58-amd64") && newer.contains("cowroot commit"), "{newer}");
         let warning = kernel_mismatch("6.1.0-57-amd64", &["6.1.0-58-amd64".into()]).unwrap();
         assert!(warning.contains("has 6.1.0-58-amd64") && warning.contains("linux-image-6.1.0-57-amd64"), "{warning}");
     }

@@ -472,7 +472,9 @@ impl PoolHeader {
                 || others.contains(&c.thin)
                 || self.volumes.iter().any(|v| v.thin == c.thin)
                 || self.checkpoints[..i].iter().any(|o| o.thin == c.thin || o.name == c.name);
-            if clash || c.root_sectors.0 > u64::MAX / 1024 || c.origin.size_bytes == 0 {
+            let size_ok =
+                c.root_sectors.0 <= self.device_sectors.0.max(1 << 40) * 1024 && c.root_sectors.0 <= u64::MAX / 1024;
+            if clash || !size_ok || c.origin.size_bytes == 0 {
                 return Err("checkpoint record");
             }
         }

@@ -63,10 +63,11 @@ usage:
                                              file's name), writes going to POOL (a device or file)
   cowroot detach NAME                        remove what attach made (the writes stay in POOL)
   cowroot list                               list the cowroot devices (attached ones and the root)
-  cowroot commit [--from CHECKPOINT|NAME] --to TARGET [--name NAME]
+  cowroot commit [--from CHECKPOINT|NAME] --to TARGET [--force] [--name NAME]
                                              write the running root's state (or a checkpoint's, or
                                              an attached device's) into a new image file (sparse)
-                                             or device, with progress and a verified sha256
+                                             or device (--force: over a signature), with progress
+                                             and a verified sha256
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot grub                               print GRUB menu entries for /etc/cowroot.conf: normal,
@@ -248,6 +249,17 @@ fn read_settings(config: Option<&str>, cmdline: Option<Vec<u8>>) -> Result<Setti
     Ok(Settings::merge(file.as_ref().map(|(path, bytes)| (path.as_str(), bytes.as_slice())), &cmdline_d, &cmdline))
 }
 
+/// What the running system's settings say of this boot and the next.
+fn booted(settings: Result<Settings, Error>) -> status::Booted {
+    match settings.ok().map(|s| (s.config(), s)) {
+        Some((Ok(Some(cfg)), s)) => status::Booted {
+            reset_from: if cfg.reset { s.origin("cowroot.reset") } else { None },
+            fresh_key: if cfg.mode == config::RootMode::Volatile { Some("cowroot.mode=volatile".into()) } else { None },
+        },
+        _ => status::Booted::default(),
+    }
+}
+
 /// `--name` wins, then `cowroot.name=` of the running system's settings.
 fn device_name(args: &mut Args, settings: &Result<Settings, Error>) -> Result<DeviceName, Error> {
     if let Some(name) = args.value("--name")? {
@@ -391,17 +403,7 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             // Where this boot's cowroot.reset=1 came from, as the files
             // read now say (an edited /etc/cowroot.conf may differ from the
             // initramfs's copy).
-            let booted = match settings.ok().map(|s| (s.config(), s)) {
-                Some((Ok(Some(cfg)), s)) => status::Booted {
-                    reset_from: if cfg.reset { s.origin("cowroot.reset") } else { None },
-                    fresh_key: if cfg.mode == config::RootMode::Volatile {
-                        Some("cowroot.mode=volatile".into())
-                    } else {
-                        None
-                    },
-                },
-                _ => status::Booted::default(),
-            };
+            let booted = booted(settings);
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
             let info = status::gather(&mut sys, &name, booted);
             if check {
@@ -594,7 +596,11 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 "{}",
                 cowroot::grub::entries(&cfg, &settings.params(), &extra.join(" "), &cowroot::grub::grub_probe)?
             );
-            if let Some(warning) = cowroot::grub::check_kernel() {
+            // Only a root cowroot runs boots the image's kernel.
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let on_cowroot =
+                cowroot::grow::mount_source(&mounts, "/") == Some(cfg.name.mapper_path(names::Role::Thin).as_str());
+            if let Some(warning) = cowroot::grub::check_kernel().filter(|_| on_cowroot) {
                 eprintln!("cowroot: warning: {warning}");
             }
             Ok(())
@@ -603,6 +609,7 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             klog::init(false, level);
             let from = args.value("--from")?;
             let to = args.value("--to")?;
+            let force = args.flag("--force");
             let name = device_name(&mut args, &read_settings(config, None))?;
             args.done()?;
             let Some(to) = to else {
@@ -622,13 +629,15 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
                 (None, None) => cowroot::commit::CommitSource::Live(name),
             };
             let mut sys = RealSystem::new(std::time::Duration::from_secs(30));
-            println!("{}", cowroot::commit::commit(&mut sys, &source, &to)?);
+            println!("{}", cowroot::commit::commit(&mut sys, &source, &to, force)?);
             Ok(())
         }
         "rollback" => {
             klog::init(false, level);
             let discard = args.flag("--discard");
-            let name = device_name(&mut args, &read_settings(config, None))?;
+            let settings = read_settings(config, None);
+            let name = device_name(&mut args, &settings)?;
+            let booted = booted(settings);
             let rest = args.done()?;
             let [checkpoint] = rest.as_slice() else {
                 return Err(Error::Usage("usage: cowroot rollback NAME [--discard]".into()));
@@ -636,7 +645,7 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             let checkpoint = cowroot::checkpoint::parse_name(checkpoint)
                 .map_err(|why| Error::Usage(format!("cowroot rollback: {why}")))?;
             let mut sys = RealSystem::new(std::time::Duration::from_secs(1));
-            println!("{}", status::rollback(&mut sys, &name, checkpoint, !discard)?);
+            println!("{}", status::rollback(&mut sys, &name, checkpoint, !discard, &booted)?);
             Ok(())
         }
         "cleanup" => {

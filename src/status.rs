@@ -660,12 +660,23 @@ pub fn cleanup<S: System>(sys: &mut S, name: &DeviceName) -> Result<String> {
     }
     let _lock = lock_header(name)?;
     let live = live(sys, name)?;
-    let leftovers: Vec<String> = [live.header.garbage_thin, live.header.garbage_thin2]
+    let in_use = live.thin.id;
+    let mut leftovers: Vec<String> = [live.header.garbage_thin, live.header.garbage_thin2]
         .into_iter()
-        .filter(|&id| id != 0)
+        .filter(|&id| id != 0 && id != in_use)
         .map(|id| format!("thin {id}"))
         .collect();
-    let what = if live.header.base_thin != 0 {
+    let thins = leftovers.len();
+    leftovers.extend(
+        live.header
+            .checkpoints
+            .iter()
+            .filter(|c| c.deleting && c.thin != in_use)
+            .map(|c| format!("checkpoint {} (thin {})", c.name, c.thin)),
+    );
+    let what = if thins == 0 {
+        "no longer kept"
+    } else if live.header.base_thin != 0 {
         "the changes discarded at the last boot"
     } else {
         "the changes the last reset discarded"
@@ -823,8 +834,29 @@ fn run_live_plan<S: System, T>(
     Ok((cleaned, out, live, before.data_used, after))
 }
 
+/// Refuses checkpoints and rollbacks on a pool that starts over at the
+/// next boot whatever they record.
+fn require_kept_pool<S: System>(sys: &mut S, name: &DeviceName, booted: &Booted, what: &str) -> Result<()> {
+    let live = live(sys, name)?;
+    let on_ram = std::fs::read_to_string(crate::boot::RAM_POOL_MARKER).is_ok_and(|t| t.trim() == live.pool_device);
+    let why = if on_ram {
+        Some("this boot runs on a RAM pool".to_string())
+    } else if live.header.flags & crate::header::FLAG_CRYPT_RANDOM != 0 {
+        Some("cowroot.crypt=random makes a new pool every boot".to_string())
+    } else {
+        booted.fresh_key.as_ref().map(|key| format!("{key} makes every boot a reset"))
+    };
+    match why {
+        Some(why) => {
+            Err(Error::Refused(format!("{what} needs a pool that survives the reboot, but {why}; nothing was changed")))
+        }
+        None => Ok(()),
+    }
+}
+
 /// `cowroot checkpoint create NAME`.
 pub fn create_checkpoint<S: System>(sys: &mut S, name: &DeviceName, checkpoint: VolumeName) -> Result<String> {
+    require_kept_pool(sys, name, &Booted::default(), "a checkpoint")?;
     let started = std::time::Instant::now();
     let (cleaned, (), live, _, _) = run_live_plan(sys, name, |header, txn, in_use| {
         crate::checkpoint_plan::plan_checkpoint_create(header, txn, in_use, checkpoint, unix_now()).map(|s| (s, ()))
@@ -856,7 +888,9 @@ pub fn rollback<S: System>(
     name: &DeviceName,
     checkpoint: VolumeName,
     keep_current: bool,
+    booted: &Booted,
 ) -> Result<String> {
+    require_kept_pool(sys, name, booted, "a rollback")?;
     let (cleaned, outcome, live, _, _) = run_live_plan(sys, name, |header, txn, in_use| {
         let r = crate::checkpoint_plan::plan_rollback(header, txn, in_use, checkpoint, keep_current, unix_now())?;
         Ok((r.steps.clone(), r))
@@ -870,6 +904,10 @@ pub fn rollback<S: System>(
         None => format!("{replaced} is discarded at the next boot"),
     };
     let reset = if outcome.reset_cancelled { "; the reset `cowroot reset` asked for is cancelled" } else { "" };
+    let reset = match &booted.reset_from {
+        Some(from) => format!("{reset}; {from} sets cowroot.reset=1: remove it, or the next boot resets instead"),
+        None => reset.to_string(),
+    };
     Ok(format!("{cleaned}the next boot continues from checkpoint {checkpoint}; {kept}{reset}"))
 }
 
