@@ -27,6 +27,26 @@ pub enum CommitSource {
     Checkpoint(DeviceName, CheckpointName),
 }
 
+/// Reads `len` bytes of `input` in chunks, hands each to `each` with the
+/// bytes done after it, and returns the sha256 of them all.
+fn hash_chunks(
+    input: &mut impl Read,
+    len: u64,
+    mut each: impl FnMut(&[u8], u64) -> std::io::Result<()>,
+) -> std::io::Result<[u8; 32]> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(CHUNK as u64) as usize;
+        input.read_exact(&mut buf[..want])?;
+        hash.update(&buf[..want]);
+        done += want as u64;
+        each(&buf[..want], done)?;
+    }
+    Ok(hash.finalize().into())
+}
+
 /// Copies `input` (`len` bytes) to `output`, leaving holes for all-zero
 /// chunks when `sparse`; returns the sha256 of all `len` bytes. `progress`
 /// gets the bytes done so far after each chunk.
@@ -37,36 +57,20 @@ pub fn copy_sparse(
     sparse: bool,
     progress: &mut dyn FnMut(u64),
 ) -> std::io::Result<[u8; 32]> {
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    while done < len {
-        let want = (len - done).min(CHUNK as u64) as usize;
-        input.read_exact(&mut buf[..want])?;
-        hash.update(&buf[..want]);
-        if sparse && buf[..want].iter().all(|&b| b == 0) {
-            output.seek(SeekFrom::Current(want as i64))?;
+    hash_chunks(input, len, |chunk, done| {
+        if sparse && chunk.iter().all(|&b| b == 0) {
+            output.seek(SeekFrom::Current(chunk.len() as i64))?;
         } else {
-            output.write_all(&buf[..want])?;
+            output.write_all(chunk)?;
         }
-        done += want as u64;
         progress(done);
-    }
-    Ok(hash.finalize().into())
+        Ok(())
+    })
 }
 
 /// The sha256 of the first `len` bytes of `input`.
 pub fn digest(input: &mut impl Read, len: u64) -> std::io::Result<[u8; 32]> {
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    while done < len {
-        let want = (len - done).min(CHUNK as u64) as usize;
-        input.read_exact(&mut buf[..want])?;
-        hash.update(&buf[..want]);
-        done += want as u64;
-    }
-    Ok(hash.finalize().into())
+    hash_chunks(input, len, |_, _| Ok(()))
 }
 
 fn hex(bytes: &[u8]) -> String {

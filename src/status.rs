@@ -754,11 +754,6 @@ pub fn record_formatted<S: System>(sys: &mut S, name: &DeviceName, volume: Volum
 /// `cowroot volumes --delete NAME`: forgets a volume this boot does not
 /// use and deletes its thin, with everything written on it.
 pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeName) -> Result<String> {
-    // A leftover of the last reset or frozen boot takes the id slot the
-    // deletion uses: delete it first, as cowroot-cleanup.service would.
-    let cleaned = cleanup(sys, name)?;
-    let cleaned = if cleaned.starts_with("deleted") { format!("{cleaned}\n") } else { String::new() };
-    let _lock = lock_header(name)?;
     if sys.dm_info(&name.dm_name(Role::Volume(volume)))?.is_some() {
         return Err(Error::Refused(format!(
             "volume {volume} is in use at this boot ({}); boot once without it (cowroot.volume=none, or without \
@@ -766,30 +761,14 @@ pub fn delete_volume<S: System>(sys: &mut S, name: &DeviceName, volume: VolumeNa
             name.mapper_path(Role::Volume(volume))
         )));
     }
-    let live = live(sys, name)?;
-    let pool = name.dm_name(Role::Pool);
-    let before = sys.pool_status(&pool)?;
-    // The header is written before the kernel deletes the thin: only on a
-    // pool that takes messages (a full data area does: deleting frees it).
-    if !matches!(before.mode.as_str(), "rw" | "out_of_data_space") || before.needs_check {
-        return Err(Error::PoolDegraded {
-            device: live.pool_device.clone(),
-            state: if before.needs_check { "flagged needs_check".into() } else { format!("in {} mode", before.mode) },
-        });
-    }
-    let header = crate::plan::HeaderState {
-        device: live.pool_device.clone(),
-        slot: Some(live.slot),
-        header: live.header.clone(),
-    };
-    let steps = crate::plan::plan_volume_delete(&header, before.transaction_id, volume, live.thin.id)?;
-    let mut exec = crate::exec::Executor::new(sys, name);
-    exec.run(&steps)?;
-    exec.commit();
-    let freed = sys.pool_status(&pool).map(|after| before.data_used.saturating_sub(after.data_used)).unwrap_or(0);
+    // The header is written before the kernel deletes the thin, so this
+    // runs only on a pool that takes messages (run_live_plan checks).
+    let (cleaned, (), live, before, after) = run_live_plan(sys, name, |header, txn, in_use| {
+        Ok((crate::plan::plan_volume_delete(header, txn, volume, in_use)?, ()))
+    })?;
     Ok(format!(
         "{cleaned}deleted volume {volume} and what it held: {} freed on {}",
-        Bytes(freed.saturating_mul(live.block_bytes)),
+        Bytes(before.saturating_sub(after).saturating_mul(live.block_bytes)),
         live.pool_device
     ))
 }
@@ -799,11 +778,12 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Runs a plan of the checkpoint commands on the live pool: a leftover is
-/// cleaned up first (the plans need its slot), then, under the header
-/// lock, `plan` gets the header, the metadata's transaction and the thin
-/// the root runs on. Returns the cleanup's report and the data blocks in
-/// use before and after.
+/// Runs a plan that changes the live pool (checkpoints, rollbacks, volume
+/// deletion): a leftover is cleaned up first (the plans need its slot),
+/// then, under the header lock and only on a pool that takes messages,
+/// `plan` gets the header, the metadata's transaction and the thin the
+/// root runs on. Returns the cleanup's report and the data blocks in use
+/// before and after.
 fn run_live_plan<S: System, T>(
     sys: &mut S,
     name: &DeviceName,
