@@ -112,6 +112,50 @@ for op in \$ops; do
         ;;
     cklist) say "checkpoint-list: \$(cowroot checkpoint list 2>&1 | tr '\n' ' ')" ;;
     rollback:*) say "rollback: \$(cowroot rollback "\${op#rollback:}" 2>&1 | tr '\n' ' ')" ;;
+    attach)
+        # An administrator's backup disk (vdc), its writes on a pool file:
+        # attached, written, detached; attached again (the write is kept),
+        # then with --reset (it is gone).
+        truncate -s 256M /var/tmp/backup.pool
+        mkdir -p /mnt/backup
+        say "attach: \$(cowroot attach /dev/vdc --pool /var/tmp/backup.pool --name backup 2>&1 | tr '\n' ' ')"
+        if mount /dev/mapper/backup /mnt/backup; then
+            say "attached file: \$(cat /mnt/backup/data)"
+            echo "changed at boot \$(cat /proc/sys/kernel/random/boot_id)" > /mnt/backup/data
+            umount /mnt/backup
+        fi
+        say "list: \$(cowroot list 2>&1 | tr '\n' ' ')"
+        say "detach: \$(cowroot detach backup 2>&1 | tr '\n' ' ')"
+        say "attach again: \$(cowroot attach /dev/vdc --pool /var/tmp/backup.pool --name backup 2>&1 | head -n 1)"
+        mount -o ro /dev/mapper/backup /mnt/backup && say "attached file again: \$(cat /mnt/backup/data)" && umount /mnt/backup
+        cowroot detach backup > /dev/null
+        say "attach reset: \$(cowroot attach /dev/vdc --pool /var/tmp/backup.pool --name backup --reset 2>&1 | head -n 1)"
+        mount -o ro /dev/mapper/backup /mnt/backup && say "attached file after reset: \$(cat /mnt/backup/data)" && umount /mnt/backup
+        say "detach again: \$(cowroot detach backup 2>&1 | tr '\n' ' ')"
+        say "pool file loop after detach: [\$(losetup -j /var/tmp/backup.pool)]"
+        ;;
+    commit:*)
+        # The running root into a new image file on a writable disk.
+        mkdir -p /mnt/commits
+        if mount LABEL=commits /mnt/commits; then
+            cowroot commit --to "/mnt/commits/\${op#commit:}" > /tmp/commit.out 2> /tmp/commit.err
+            say "commit rc=\$? \$(tr '\n' ' ' < /tmp/commit.out)"
+            say "commit stderr: \$(grep -v '^commit: ' /tmp/commit.err | tr '\n' ' ')"
+            say "commit progress: \$(grep -c '^commit: ' /tmp/commit.err) lines, last: \$(grep '^commit: ' /tmp/commit.err | tail -n 1)"
+            say "commit sha256: \$(sha256sum "/mnt/commits/\${op#commit:}" | cut -d' ' -f1)"
+            umount /mnt/commits
+        fi
+        ;;
+    grub:*)
+        # The boot menu entries for that image, as update-grub would make
+        # them (grub-mkconfig exports GRUB_CMDLINE_LINUX), onto the disk.
+        echo "cowroot=/\${op#grub:} cowroot.dev=LABEL=commits cowpool=/dev/vdb" > /etc/cowroot.conf
+        if mount LABEL=commits /mnt/commits; then
+            GRUB_CMDLINE_LINUX="console=ttyS0 systemd.gpt_auto=0" /etc/grub.d/42_cowroot > /mnt/commits/grub.cfg 2> /tmp/grub.err
+            say "grub rc=\$? entries \$(grep -c '^menuentry' /mnt/commits/grub.cfg) stderr [\$(tr '\n' ' ' < /tmp/grub.err)]"
+            umount /mnt/commits
+        fi
+        ;;
     *) say "unknown op \$op" ;;
     esac
 done

@@ -203,12 +203,12 @@ qemu_start() {
         rm -f "$WORK/$name.log"
     fi
     CONSOLE="$WORK/$name.log"
+    # VM_BOOT_ISO: the firmware boots that CD (a boot loader) instead.
+    local boot=(-kernel "${VM_KERNEL:-$KERNEL}" -initrd "${VM_INITRD:-$INITRD}" -append "$VM_KERNEL_CMDLINE $cmdline")
+    [ -z "${VM_BOOT_ISO:-}" ] || boot=(-cdrom "$VM_BOOT_ISO" -boot d)
     qemu-system-x86_64 -accel tcg -cpu max -smp "$QEMU_SMP" -m 1024 \
         -nodefaults -display none -no-reboot \
-        "${serial[@]}" \
-        -kernel "${VM_KERNEL:-$KERNEL}" -initrd "${VM_INITRD:-$INITRD}" \
-        -append "$VM_KERNEL_CMDLINE $cmdline" \
-        "${drives[@]}" &
+        "${serial[@]}" "${boot[@]}" "${drives[@]}" &
     QEMU_PID=$!
 }
 

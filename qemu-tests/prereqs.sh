@@ -6,7 +6,7 @@ set -eu
 packages="qemu-system-x86 busybox-static e2fsprogs kmod cpio gzip fdisk file
 musl-tools clang-14 libclang1-14 libdevmapper-dev pkg-config shellcheck
 make mmdebstrap lvm2 util-linux thin-provisioning-tools xfsprogs btrfs-progs dmsetup
-cryptsetup-bin mdadm zsh groff-base grub-common"
+cryptsetup-bin mdadm zsh groff-base grub-common grub-pc-bin xorriso"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
