@@ -90,11 +90,16 @@ else
 fi
 t2=\$(up)
 say "status \$(cowroot status --json 2>&1 | tr '\n' ' ')"
-say "cleanup: \$(journalctl -b -u cowroot-cleanup.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
-say "grow: \$(journalctl -b -u cowroot-grow.service -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
+# The last thing a unit said, not systemd's lines about it (a slow boot
+# adds "Consumed N CPU time" once a unit used more than a second).
+unit_said() {
+    journalctl -b -u "\$1" -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' -e 'Consumed .* CPU time' | tail -n 1
+}
+say "cleanup: \$(unit_said cowroot-cleanup.service)"
+say "grow: \$(unit_said cowroot-grow.service)"
 say "root size: \$(df -k / | awk 'NR == 2 { print \$2 }') KiB"
 # A persistent volume (cowroot.volume=home:...:/home), when one is mounted.
-say "volumes: \$(journalctl -b -u 'cowroot-volume@*' -o cat | grep -v -e '^Start' -e '^Finish' -e 'Deactivated' | tail -n 1)"
+say "volumes: \$(unit_said 'cowroot-volume@*')"
 if mountpoint -q /home; then
     say "home: \$(findmnt -no SOURCE,FSTYPE /home)"
     if [ -f /home/kept ]; then say "home file present: \$(cat /home/kept)"; else say "home file absent"; fi
