@@ -132,8 +132,8 @@ pub fn plan_checkpoint_delete(
     let mut state = header.clone();
     let mut steps = Vec::new();
     mark_deleting(&mut state, &mut steps, &[record.thin])?;
-    steps.extend(deletions(&state.header));
-    forget_deleted(&mut state, &mut steps)?;
+    steps.extend(deletions(&state.header, in_use));
+    forget_deleted(&mut state, &mut steps, in_use)?;
     state.write(&mut steps, false, "mirror to the other copy", |_| {})?;
     Ok(steps)
 }
@@ -149,18 +149,22 @@ pub(crate) fn mark_deleting(state: &mut HeaderState, steps: &mut Vec<Step>, thin
 
 /// The kernel's half of deleting what is marked (again, after a power cut:
 /// missing is fine).
-pub(crate) fn deletions(header: &PoolHeader) -> Vec<Step> {
+/// The one the root runs on (`in_use`: a `rollback --discard` marked it)
+/// waits for the next boot; at boot `in_use` is 0.
+pub(crate) fn deletions(header: &PoolHeader, in_use: u32) -> Vec<Step> {
     header
         .checkpoints
         .iter()
-        .filter(|c| c.deleting)
+        .filter(|c| c.deleting && c.thin != in_use)
         .map(|c| Step::DeleteThinId { id: c.thin, missing_ok: true })
         .collect()
 }
 
 /// The header's half, once `deletions` ran.
-pub(crate) fn forget_deleted(state: &mut HeaderState, steps: &mut Vec<Step>) -> Result<()> {
-    state.write(steps, false, "forget deleted checkpoints", |h| h.checkpoints.retain(|c| !c.deleting))
+pub(crate) fn forget_deleted(state: &mut HeaderState, steps: &mut Vec<Step>, in_use: u32) -> Result<()> {
+    state.write(steps, false, "forget deleted checkpoints", |h| {
+        h.checkpoints.retain(|c| !c.deleting || c.thin == in_use)
+    })
 }
 
 /// What a rollback did, for the message.

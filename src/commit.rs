@@ -80,7 +80,8 @@ fn hex(bytes: &[u8]) -> String {
 /// Opens the target: a new file (never an existing one), or a block device
 /// that nothing uses, is large enough, and is not part of the source's
 /// stack (the origin, its host, the pool).
-fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<(std::fs::File, bool)> {
+/// Returns the file and, for a new file, the name it is written under.
+fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<(std::fs::File, Option<String>)> {
     let sys = std::path::Path::new("/sys");
     match std::fs::metadata(target) {
         Ok(meta) if meta.file_type().is_block_device() => {
@@ -95,8 +96,11 @@ fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<
             if size.0 < len {
                 return Err(Error::Refused(format!("{target} holds {size}, but the image needs {}", Bytes(len))));
             }
-            let start = probe::read_start(target, 1 << 20)?;
-            if let (Some(what), false) = (crate::signature::detect(&start), force) {
+            // Signatures at the end too (md 0.90/1.0, a backup GPT), and
+            // any data at all, as `cowroot format` checks.
+            let start = probe::read_start(target, crate::signature::PROBE_BYTES)?;
+            let end = probe::read_end(target, size.0, crate::pool::END_PROBE_BYTES, start.len() as u64)?;
+            if let (Some(what), false) = (crate::format::contents(&start, &end, size.0), force) {
                 return Err(Error::Refused(format!(
                     "{target} holds {what}; commit writes over a device only with --force"
                 )));
@@ -106,7 +110,7 @@ fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<
                 .custom_flags_excl()
                 .open(target)
                 .map_err(|e| Error::io("open", target, e))?;
-            Ok((file, false))
+            Ok((file, None))
         }
         Ok(_) => Err(Error::Refused(format!(
             "{target} exists; commit writes a new image and never overwrites a file: name one that does not exist"
@@ -128,14 +132,33 @@ fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<
                      write the image to another filesystem"
                 )));
             }
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(target)
-                .map_err(|e| Error::io("create", target, e))?;
-            Ok((file, true))
+            // Under another name until verified: an interrupted commit
+            // leaves no half image where cowroot= will point.
+            let partial = format!("{target}.partial");
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&partial).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::Refused(format!(
+                        "{partial} exists (an interrupted commit left it?); remove it, then commit again"
+                    ))
+                } else {
+                    Error::io("create", &partial, e)
+                }
+            })?;
+            Ok((file, Some(partial)))
         }
     }
+}
+
+/// Gives the verified image its name (never over a file that appeared
+/// meanwhile) and makes the rename durable.
+fn finish_file(partial: &str, target: &str) -> Result<()> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Err(Error::Refused(format!("{target} appeared while committing; the verified image is {partial}")));
+    }
+    std::fs::rename(partial, target).map_err(|e| Error::io("name the image", target, e))?;
+    let dir = std::path::Path::new(target).parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = dir.unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("sync", dir.display().to_string(), e))
 }
 
 trait ExclusiveOpen {
@@ -219,7 +242,9 @@ fn commit_checkpoint<S: System>(
         .flatten()
         .flat_map(|n| probe::stack(std::path::Path::new("/sys"), n))
         .collect();
-    let (mut out, is_file) = open_target(target, len, &stack, force)?;
+    let (mut out, partial) = open_target(target, len, &stack, force)?;
+    let is_file = partial.is_some();
+    let written_to = partial.clone().unwrap_or_else(|| target.to_string());
     // The checkpoint as a private, read-only device: no udev rules see a
     // second filesystem with the root's uuid.
     let spec = DmSpec {
@@ -258,30 +283,33 @@ fn commit_checkpoint<S: System>(
                 out.sync_all()?;
                 Ok(sum)
             })
-            .map_err(|e| Error::io("write", target, e))?;
+            .map_err(|e| Error::io("write", &written_to, e))?;
         if tty {
             eprintln!();
         }
         // Read back what reached the disk, not the page cache.
         drop(out);
-        let mut back = std::fs::File::open(target).map_err(|e| Error::io("open", target, e))?;
+        let mut back = std::fs::File::open(&written_to).map_err(|e| Error::io("open", &written_to, e))?;
         let _ = nix::fcntl::posix_fadvise(&back, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-        let read = digest(&mut back, len).map_err(|e| Error::io("read back", target, e))?;
+        let read = digest(&mut back, len).map_err(|e| Error::io("read back", &written_to, e))?;
         Ok((written, read))
     })();
     let removed = sys.dm_remove(&spec.name);
     if is_file && (copied.is_err() || copied.as_ref().is_ok_and(|(w, r)| w != r)) {
         // Half an image must not pass for one.
-        let _ = std::fs::remove_file(target);
+        let _ = std::fs::remove_file(&written_to);
     }
     let (written, read) = copied?;
     removed?;
     if written != read {
         return Err(Error::io(
             "verify",
-            target,
+            &written_to,
             format!("read back sha256 {} but wrote {}; the image is not good", hex(&read), hex(&written)),
         ));
+    }
+    if let Some(partial) = &partial {
+        finish_file(partial, target)?;
     }
     Ok(format!(
         "wrote {} ({}) to {target} in {} s, read back and verified: sha256 {}\n\

@@ -14,7 +14,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 /// What a device holds that formatting would destroy, if anything.
-fn contents(start: &[u8], end: &[u8], size: u64) -> Option<String> {
+pub(crate) fn contents(start: &[u8], end: &[u8], size: u64) -> Option<String> {
     if let Some(found) = signature::detect(start).or_else(|| signature::detect_end(end, size)) {
         return Some(found.to_string());
     }

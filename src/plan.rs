@@ -563,7 +563,7 @@ pub fn plan_thins_at(
     // What the last reset left (when nothing deleted it after boot), or
     // what an interrupted one reserved.
     let garbage = [state.header.garbage_thin, state.header.garbage_thin2];
-    let doomed = checkpoint_plan::deletions(&state.header);
+    let doomed = checkpoint_plan::deletions(&state.header, 0);
     if garbage != [0, 0] || !doomed.is_empty() {
         for id in garbage.into_iter().filter(|&id| id != 0) {
             steps.push(Step::DeleteThinId { id, missing_ok: true });
@@ -890,10 +890,7 @@ pub fn plan_cleanup(header: &HeaderState, metadata_transaction: u64, in_use: u32
     // the next boot.
     let leftovers: Vec<u32> =
         [h.garbage_thin, h.garbage_thin2].into_iter().filter(|&id| id != 0 && id != in_use).collect();
-    let doomed: Vec<Step> = checkpoint_plan::deletions(h)
-        .into_iter()
-        .filter(|s| !matches!(s, Step::DeleteThinId { id, .. } if *id == in_use))
-        .collect();
+    let doomed = checkpoint_plan::deletions(h, in_use);
     if leftovers.is_empty() && doomed.is_empty() {
         return Ok(Vec::new());
     }
@@ -2007,6 +2004,15 @@ mod tests {
         assert!(plan_cleanup(&state, disk.txn, root).unwrap().is_empty());
         let more = crate::checkpoint_plan::plan_checkpoint_create(&state, disk.txn, root, ckpt("b"), 3).unwrap();
         disk.apply(&more, usize::MAX);
+        // Deleting another checkpoint leaves the discarded root alone (the
+        // kernel would refuse to delete an open thin, half way through).
+        let (state, _) = disk.live();
+        let delete_b = crate::checkpoint_plan::plan_checkpoint_delete(&state, disk.txn, root, ckpt("b")).unwrap();
+        assert!(!delete_b.iter().any(|s| matches!(s, Step::DeleteThinId { id, .. } if *id == root)), "{delete_b:?}");
+        disk.apply(&delete_b, usize::MAX);
+        let (_, h) = disk.live();
+        assert!(h.checkpoints.iter().any(|c| c.thin == root && c.deleting), "the discarded root waits for the boot");
+        assert!(!h.checkpoints.iter().any(|c| c.name == ckpt("b")));
         boot_and_clean(&mut disk, "");
         disk.assert_at_rest("after the boot");
         let (_, h) = disk.live();

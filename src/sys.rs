@@ -92,6 +92,32 @@ fn configure_loop(device: &LoopDevice, file: &fs::File, name: &str, writable: bo
     unsafe { loop_configure(device.as_raw_fd(), &config) }.map(|_| ())
 }
 
+/// Blocks every signal that can be blocked until dropped (then the mask
+/// is what it was, and a pending signal is delivered).
+struct SignalsHeld(nix::libc::sigset_t);
+
+impl SignalsHeld {
+    fn new() -> SignalsHeld {
+        use nix::libc::{sigfillset, sigprocmask, sigset_t, SIG_BLOCK};
+        // SAFETY: both sets are plain memory owned here; sigfillset and
+        // sigprocmask only write into them.
+        unsafe {
+            let mut all: sigset_t = std::mem::zeroed();
+            let mut before: sigset_t = std::mem::zeroed();
+            sigfillset(&mut all);
+            sigprocmask(SIG_BLOCK, &all, &mut before);
+            SignalsHeld(before)
+        }
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new`.
+        unsafe { nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 pub struct RealSystem {
     dm: Option<DM>,
     /// Attached loop devices stay open until cowroot exits: they are set to
@@ -533,6 +559,9 @@ impl System for RealSystem {
             .map_err(|e| Error::io("lock in memory", "cowroot", e))?;
         let id = DevId::Name(dm_name(device)?);
         let suspend = DmOptions::default().set_flags(DmFlags::DM_SUSPEND);
+        // Ctrl-C, a hang-up or `systemctl stop` between suspend and resume
+        // would leave the root frozen: every signal that can wait, waits.
+        let signals = SignalsHeld::new();
         let result = self.timed(|this| {
             // A suspend with its filesystem frozen (no DM_SKIP_LOCKFS):
             // the snapshot holds what a crash at this instant would.
@@ -542,6 +571,7 @@ impl System for RealSystem {
             sent.map_err(|e| dm_error(&format!("send '{message}' to"), pool, e))?;
             resumed.map(|_| ()).map_err(|e| dm_error("resume", device, e))
         });
+        drop(signals);
         let _ = munlockall();
         result
     }
