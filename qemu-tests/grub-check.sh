@@ -28,7 +28,7 @@ has "$out" 'search --no-floppy --set=cowroot_host --label images' file
 has "$out" 'root=/dev/mapper/cowroot ro cowroot=/images/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb cowroot.keep=2 cowroot.reset=1 console=ttyS0 quiet' file
 has "$out" 'initrd ($cowroot_image)${cowroot_boot}/initrd.img' file
 
-out=$(entries frozen "cowroot=\"/my images/kiosk's.img\" cowroot.dev=UUID=0c0ffee0-1234-4321-abcd-00000000c0de cowpool=LABEL=pool cowroot.mode=frozen cowroot.name=kiosk")
+out=$(entries frozen "cowroot=\"/my images/kiosk.img\" cowroot.dev=UUID=0c0ffee0-1234-4321-abcd-00000000c0de cowpool=LABEL=pool cowroot.mode=frozen cowroot.name=kiosk")
 [ "$(grep -c '^menuentry' <<<"$out")" = 3 ] || fail "frozen: expected normal, reset and maintenance entries: $out"
 has "$out" "--id cowroot-kiosk-maintenance" frozen
 has "$out" 'root=/dev/mapper/kiosk ro' frozen
@@ -38,6 +38,11 @@ has "$out" "--fs-uuid 0c0ffee0-1234-4321-abcd-00000000c0de" frozen
 out=$(entries device 'cowroot=LABEL=golden cowpool=/dev/vdb cowroot.mode=volatile')
 [ "$(grep -c '^menuentry' <<<"$out")" = 1 ] || fail "device: a volatile root needs no reset entry: $out"
 has "$out" 'search --no-floppy --set=cowroot_image --label golden' device
+
+# A quote GRUB would hand the kernel behind a backslash: refused.
+printf '%s\n' "cowroot=/images/kiosk's.img cowroot.dev=LABEL=images cowpool=/dev/vdb" > "$dir/quote.conf"
+if refused=$("$bin" grub --config "$dir/quote.conf" 2>&1); then fail "quote: a value with ' gave entries: $refused"; fi
+has "$refused" "cowroot: /images/kiosk's.img holds ' \" or \\, which GRUB passes" quote
 
 out=$(entries none '# cowroot is not configured here')
 has "$out" 'sets no cowroot=' none

@@ -72,7 +72,8 @@ pub fn entries(
             let host =
                 cfg.host_dev.as_ref().ok_or_else(|| Error::config("cowroot.dev", "required for an image file"))?;
             let search = search_for(host, "cowroot.dev", locate)?;
-            for module in ["ext2", "xfs", "btrfs", "loopback"] {
+            // LVM and md RAID image hosts too (LUKS would need cryptomount).
+            for module in ["lvm", "mdraid1x", "ext2", "xfs", "btrfs", "loopback"] {
                 let _ = writeln!(find, "\tinsmod {module}");
             }
             let _ = writeln!(find, "\t{}", search.command("cowroot_host"));
@@ -81,7 +82,7 @@ pub fn entries(
             let _ = writeln!(find, "\tset cowroot_image=cowroot_loop");
         }
         Source::Device(spec) => {
-            for module in ["ext2", "xfs", "btrfs"] {
+            for module in ["lvm", "mdraid1x", "ext2", "xfs", "btrfs"] {
                 let _ = writeln!(find, "\tinsmod {module}");
             }
             let _ = writeln!(find, "\t{}", search_for(spec, "cowroot", locate)?.command("cowroot_image"));
@@ -92,6 +93,18 @@ pub fn entries(
         find,
         "\tif test -e ($cowroot_image)/vmlinuz; then set cowroot_boot=; else set cowroot_boot=/boot; fi"
     );
+    // GRUB passes ' " and \ to the kernel behind a backslash, which the
+    // kernel keeps: the value the boot reads would not be the file's.
+    if let Some(p) = words.iter().find(|p| p.value.as_deref().is_some_and(|v| v.contains(['\'', '"', '\\']))) {
+        return Err(Error::config(
+            &p.key,
+            format!(
+                "{} holds ' \" or \\, which GRUB passes to the kernel behind a backslash the kernel keeps; \
+                 rename it without them",
+                p.value.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     let keys: Vec<String> = words
         .iter()
         .filter(|p| !matches!(p.key.as_str(), "cowroot.reset" | "cowroot.maintenance"))
@@ -203,12 +216,12 @@ mod tests {
 
     #[test]
     fn frozen_adds_maintenance_and_odd_words_are_quoted() {
-        let (c, p) = cfg("cowroot=\"/my images/it's.img\" cowroot.dev=PARTLABEL=imgs cowpool=/dev/vdb cowroot.mode=frozen cowroot.reset=1");
+        let (c, p) = cfg("cowroot=\"/my images/$it.img\" cowroot.dev=PARTLABEL=imgs cowpool=/dev/vdb cowroot.mode=frozen cowroot.reset=1");
         let locate = |_: &DevSpec| Some("1234-abcd".to_string());
         let text = entries(&c, &p, "", &locate).unwrap();
         assert!(text.contains("--fs-uuid 1234-abcd"), "{text}");
-        assert!(text.contains("($cowroot_host)'/my images/it'\\''s.img'"), "{text}");
-        assert!(text.contains("'cowroot=/my images/it'\\''s.img'"), "{text}");
+        assert!(text.contains("($cowroot_host)'/my images/$it.img'"), "{text}");
+        assert!(text.contains("'cowroot=/my images/$it.img'"), "{text}");
         assert!(text.contains("cowroot.mode=frozen cowroot.maintenance=1\n"), "{text}");
         // The configuration's own reset is not every entry's.
         assert_eq!(text.matches("cowroot.reset=1").count(), 1, "{text}");
@@ -216,6 +229,12 @@ mod tests {
         let none = |_: &DevSpec| None;
         let err = entries(&c, &p, "", &none).unwrap_err().to_string();
         assert!(err.starts_with("cowroot.dev:") && err.contains("LABEL="), "{err}");
+        // GRUB would hand the kernel these behind a backslash.
+        for odd in ["it's", "say\"hi\"", "back\\slash"] {
+            let (c, p) = cfg(&format!("cowroot=/images/{odd}.img cowroot.dev=LABEL=x cowpool=/dev/vdb"));
+            let err = entries(&c, &p, "", &locate).unwrap_err().to_string();
+            assert!(err.starts_with("cowroot:") && err.contains("rename"), "{odd}: {err}");
+        }
     }
 
     #[test]
