@@ -115,6 +115,7 @@ for op in \$ops; do
         say "checkpointed marker: \$(cat \$marker)"
         say "checkpoint: \$(cowroot checkpoint create "\${op#ckcreate:}" 2>&1 | tr '\n' ' ')"
         ;;
+    ckdelete:*) say "checkpoint delete: \$(cowroot checkpoint delete "\${op#ckdelete:}" 2>&1 | tr '\n' ' ')" ;;
     cklist) say "checkpoint-list: \$(cowroot checkpoint list 2>&1 | tr '\n' ' ')" ;;
     rollback:*) say "rollback: \$(cowroot rollback "\${op#rollback:}" 2>&1 | tr '\n' ' ')" ;;
     attach)
@@ -164,7 +165,7 @@ for op in \$ops; do
     grub:*)
         # The boot menu entries for that image, as update-grub would make
         # them (grub-mkconfig exports GRUB_CMDLINE_LINUX), onto the disk.
-        echo "cowroot=/\${op#grub:} cowroot.dev=LABEL=images cowpool=/dev/vdb" > /etc/cowroot.conf
+        echo "cowroot=/\${op#grub:} cowroot.dev=LABEL=images cowpool=/dev/vdb cowroot.keep=1" > /etc/cowroot.conf
         mkdir -p /mnt/commits
         if mount LABEL=commits /mnt/commits; then
             GRUB_CMDLINE_LINUX="console=ttyS0 systemd.gpt_auto=0" /etc/grub.d/42_cowroot > /mnt/commits/grub.cfg 2> /tmp/grub.err

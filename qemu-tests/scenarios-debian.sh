@@ -588,12 +588,13 @@ scenario_debian_initramfs_tools_modes() {
 }
 
 # The operations from the booted Debian system (initramfs-tools): a
-# checkpoint; a backup disk attached with its writes on a pool file,
+# checkpoint (another one deleted); a backup disk attached with its writes on a pool file,
 # written, detached, attached again and with --reset; a changed backup
 # committed into a new image file on a writable disk (the host reads the
 # change in it); 42_cowroot's boot entries for the root image. The second
 # boot goes through GRUB itself: the reset entry loads the kernel and
-# initramfs from inside the image.
+# initramfs from inside the image, and its cowroot.keep=1 keeps the state
+# the reset replaced as a checkpoint.
 scenario_debian_initramfs_tools_operations() {
     local pool="$WORK/itools-ops-pool.img" backup="$WORK/itools-ops-backup.img"
     local commits="$WORK/itools-ops-commits.img" dir="$WORK/itools-ops"
@@ -608,11 +609,13 @@ scenario_debian_initramfs_tools_operations() {
     backup_sha=$(sha "$backup")
     local disks=("$DEB_IMAGES" "$pool" "$backup" "$commits")
 
-    run_debian itools-ops-1 "$DEB_KEYS cowtest.ops=ckcreate:pre,cklist,attach,commit:backup-v2.img,grub:root.img" "${disks[@]}"
+    run_debian itools-ops-1 "$DEB_KEYS cowtest.ops=ckcreate:pre,ckcreate:two,ckdelete:two,cklist,attach,commit:backup-v2.img,grub:root.img" "${disks[@]}"
     expect 'generation 1 \(formatted\)'
     expect_cow_root
     expect 'COWTEST checkpoint: checkpoint pre taken of /dev/mapper/cowroot \(generation 1\)'
+    expect 'COWTEST checkpoint delete: deleted checkpoint two'
     expect 'COWTEST checkpoint-list: checkpoint: +pre \(manual, [0-9]+ (s|min) old, generation 1\)'
+    reject 'COWTEST checkpoint-list: .*two'
     expect 'COWTEST attach: cowroot: /dev/loop[0-9]+ is blank: formatting it as a cowroot pool /dev/mapper/backup ready: origin /dev/vdc \([0-9.]+ MiB\), pool /dev/loop[0-9]+, generation 1 \(formatted\)'
     expect 'COWTEST attached file: original'
     expect 'COWTEST list: .*cowroot: /dev/mapper/cowroot \(the running root\), origin /run/cowroot/host/root.img, pool /dev/vdb'
@@ -651,10 +654,12 @@ scenario_debian_initramfs_tools_operations() {
     grub-mkrescue -d /usr/lib/grub/i386-pc -o "$dir/boot.iso" "$dir/iso" > "$dir/mkrescue.log" 2>&1 \
         || { cat "$dir/mkrescue.log" >&2; die "grub-mkrescue failed"; }
     VM_BOOT_ISO="$dir/boot.iso" run_debian itools-ops-grub "" "${disks[@]}"
-    expect 'Command line: BOOT_IMAGE=\(cowroot_loop\)(/boot)?/vmlinuz root=/dev/mapper/cowroot ro cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb cowroot.reset=1'
+    expect 'Command line: BOOT_IMAGE=\(cowroot_loop\)(/boot)?/vmlinuz root=/dev/mapper/cowroot ro cowroot=/root.img cowroot.dev=LABEL=images cowpool=/dev/vdb cowroot.keep=1 cowroot.reset=1'
     expect 'generation 2 \(reset\)'
     expect_cow_root
     expect 'COWTEST marker absent'
+    # cowroot.keep=1 from the entry: the reset kept generation 1 to undo it.
+    expect 'COWTEST status .*"checkpoints":\[.*"name":"pre".*"name":"reset-g1"'
     expect_clean_poweroff itools-ops-grub
     same "$(sha "$backup")" "$backup_sha" "the attached backup disk was written"
     rm -rf "$dir" "$pool" "$backup" "$commits"
