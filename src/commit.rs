@@ -119,8 +119,7 @@ fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<
             // Not on the filesystem being read: the copy would fill the
             // pool it reads from.
             use std::os::unix::fs::MetadataExt;
-            let dir = std::path::Path::new(target).parent().filter(|p| !p.as_os_str().is_empty());
-            let dir = dir.unwrap_or(std::path::Path::new("."));
+            let dir = directory_of(target);
             let meta = std::fs::metadata(dir).map_err(|e| Error::io("find", dir.display().to_string(), e))?;
             let holder = DevNum {
                 major: nix::sys::stat::major(meta.dev()) as u32,
@@ -149,6 +148,11 @@ fn open_target(target: &str, len: u64, stack: &[DevNum], force: bool) -> Result<
     }
 }
 
+/// The directory a new file `target` goes into.
+fn directory_of(target: &str) -> &std::path::Path {
+    std::path::Path::new(target).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."))
+}
+
 /// Gives the verified image its name (never over a file that appeared
 /// meanwhile) and makes the rename durable.
 fn finish_file(partial: &str, target: &str) -> Result<()> {
@@ -156,8 +160,7 @@ fn finish_file(partial: &str, target: &str) -> Result<()> {
         return Err(Error::Refused(format!("{target} appeared while committing; the verified image is {partial}")));
     }
     std::fs::rename(partial, target).map_err(|e| Error::io("name the image", target, e))?;
-    let dir = std::path::Path::new(target).parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = dir.unwrap_or(std::path::Path::new("."));
+    let dir = directory_of(target);
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("sync", dir.display().to_string(), e))
 }
 

@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::names::Role;
 use std::fmt::Write as _;
 
+/// What GRUB needs to read an origin or its host: LVM and md RAID hosts
+/// too (LUKS would need cryptomount), and the filesystems cowroot boots.
+const FILESYSTEM_MODULES: [&str; 5] = ["lvm", "mdraid1x", "ext2", "xfs", "btrfs"];
+
 /// How GRUB finds a filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrubSearch {
@@ -72,8 +76,7 @@ pub fn entries(
             let host =
                 cfg.host_dev.as_ref().ok_or_else(|| Error::config("cowroot.dev", "required for an image file"))?;
             let search = search_for(host, "cowroot.dev", locate)?;
-            // LVM and md RAID image hosts too (LUKS would need cryptomount).
-            for module in ["lvm", "mdraid1x", "ext2", "xfs", "btrfs", "loopback"] {
+            for module in FILESYSTEM_MODULES.iter().chain(&["loopback"]) {
                 let _ = writeln!(find, "\tinsmod {module}");
             }
             let _ = writeln!(find, "\t{}", search.command("cowroot_host"));
@@ -82,7 +85,7 @@ pub fn entries(
             let _ = writeln!(find, "\tset cowroot_image=cowroot_loop");
         }
         Source::Device(spec) => {
-            for module in ["lvm", "mdraid1x", "ext2", "xfs", "btrfs"] {
+            for module in FILESYSTEM_MODULES {
                 let _ = writeln!(find, "\tinsmod {module}");
             }
             let _ = writeln!(find, "\t{}", search_for(spec, "cowroot", locate)?.command("cowroot_image"));
