@@ -61,6 +61,8 @@ struct Devices {
     /// Not resolved for the read-only fallback.
     pool: Option<String>,
     waited: Duration,
+    /// Whether this call waits for what is missing (not `--no-wait`).
+    wait: bool,
 }
 
 impl Devices {
@@ -81,7 +83,8 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
     let host = cfg.host_dev.as_ref().map(|s| wait(s, "cowroot.dev")).transpose()?;
     let origin = match &cfg.source {
         Source::Device(spec) => Some(wait(spec, "cowroot")?),
-        Source::File(_) => None,
+        // Connected by the plan (`ConnectNbd`), which can undo it.
+        Source::File(_) | Source::Nbd(_) => None,
     };
     let pool = match (need_pool, &cfg.pool) {
         (false, _) => None,
@@ -93,7 +96,7 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
     if let Some(pool) = &pool {
         check_separate(cfg, pool, [("cowroot.dev", &host), ("cowroot", &origin)])?;
     }
-    Ok(Devices { host, origin, pool, waited })
+    Ok(Devices { host, origin, pool, waited, wait: deadline.is_some() })
 }
 
 /// Activates VG/LV until it is there: its physical volumes may come later
@@ -345,7 +348,11 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
     let started = Instant::now();
     let root = cfg.name.mapper_path(Role::Thin);
     if mode != BootMode::DryRun {
-        crate::sys::load_modules(matches!(cfg.source, Source::File(_)) || cfg.pool.is_ram(), cfg.crypt_random);
+        crate::sys::load_modules(
+            matches!(cfg.source, Source::File(_)) || cfg.pool.is_ram(),
+            cfg.crypt_random,
+            matches!(cfg.source, Source::Nbd(_)),
+        );
         if already_active(sys, &cfg)? {
             let message = format!("{root} is already set up; nothing to do");
             return Ok(Outcome::AlreadyActive { root, message });
@@ -402,6 +409,12 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
             exec.commit();
             done
         }
+        Err(Error::ServerUnreachable { server, .. })
+            if mode == BootMode::NoWait && waited_since_first_try()? < cfg.timeout_secs =>
+        {
+            let cause = Error::DeviceNotYet { spec: server, key: "cowroot".into() };
+            return Err(exec.rollback(cause));
+        }
         Err(cause) => return Err(exec.rollback(cause)),
     };
 
@@ -451,7 +464,7 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
 /// image file on the system's own filesystems, or a device `origin`) on
 /// the pool device `pool`, under `cfg.name`. Undone entirely on failure.
 pub fn attach_stack<S: System>(sys: &mut S, cfg: &Config, origin: Option<String>, pool: String) -> Result<String> {
-    crate::sys::load_modules(matches!(cfg.source, Source::File(_)), false);
+    crate::sys::load_modules(matches!(cfg.source, Source::File(_)), false, matches!(cfg.source, Source::Nbd(_)));
     if already_active(sys, cfg)? {
         return Err(Error::Refused(format!(
             "{} is already attached; `cowroot detach {}` first, or choose another --name",
@@ -460,7 +473,7 @@ pub fn attach_stack<S: System>(sys: &mut S, cfg: &Config, origin: Option<String>
         )));
     }
     check_separate(cfg, &pool, [("cowroot.dev", &None), ("cowroot", &origin)])?;
-    let devices = Devices { host: None, origin, pool: Some(pool), waited: Duration::ZERO };
+    let devices = Devices { host: None, origin, pool: Some(pool), waited: Duration::ZERO, wait: true };
     let mut exec = Executor::new(sys, &cfg.name);
     let (thins, size, pool_label) = match setup(cfg, &devices, &mut exec) {
         Ok(done) => {
@@ -503,6 +516,7 @@ fn write_volume_marker(cfg: &Config, thins: &plan::ThinPlan) -> Result<()> {
 fn origin_label(cfg: &Config, devices: &Devices) -> String {
     match (&cfg.source, &devices.host) {
         (Source::File(path), Some(host)) => format!("{path} on {host}"),
+        (Source::Nbd(server), _) => server.to_string(),
         _ => devices.origin.clone().unwrap_or_default(),
     }
 }
@@ -510,7 +524,15 @@ fn origin_label(cfg: &Config, devices: &Devices) -> String {
 /// Mounts the host and attaches the image (or protects a device origin);
 /// returns (path to fingerprint, the origin block device).
 fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>) -> Result<(String, String)> {
-    exec.run(&plan::plan_origin(cfg, devices.host.as_deref(), devices.origin.as_deref())).map_err(|e| match e {
+    let mut steps = plan::plan_origin(cfg, devices.host.as_deref(), devices.origin.as_deref());
+    for step in &mut steps {
+        // `--no-wait` calls try the server once: the initqueue calls again,
+        // and blocking it would hold up the network setup it also runs.
+        if let (plan::Step::ConnectNbd { seconds, .. }, false) = (step, devices.wait) {
+            *seconds = 0;
+        }
+    }
+    exec.run(&steps).map_err(|e| match e {
         Error::ImageMissing { path, .. } => Error::ImageMissing {
             path,
             host: format!(
@@ -521,6 +543,9 @@ fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor
         },
         other => other,
     })?;
+    if let (Source::Nbd(_), Some(nbd)) = (&cfg.source, exec.nbd_path()) {
+        return Ok((nbd.to_string(), nbd.to_string()));
+    }
     Ok(match (&cfg.source, exec.loop_path()) {
         (Source::File(path), Some(loop_path)) if devices.host.is_none() => (path.clone(), loop_path.to_string()),
         (Source::File(path), Some(loop_path)) => (format!("{HOST_MOUNT}{path}"), loop_path.to_string()),

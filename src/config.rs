@@ -25,6 +25,8 @@ pub enum Source {
     File(String),
     /// A block device used directly.
     Device(DevSpec),
+    /// An export of an NBD server, connected read-only at boot.
+    Nbd(crate::nbd::NbdServer),
 }
 
 /// How big a RAM pool may grow.
@@ -176,6 +178,7 @@ impl fmt::Display for Source {
         match self {
             Source::File(p) => write!(f, "{p}"),
             Source::Device(d) => write!(f, "{d}"),
+            Source::Nbd(server) => write!(f, "{server}"),
         }
     }
 }
@@ -249,10 +252,13 @@ fn parse_source(value: &str) -> Result<Source> {
     if let Some(dev) = parse_devspec(KEY, value)? {
         return Ok(Source::Device(dev));
     }
+    if let Some(server) = crate::nbd::NbdServer::parse(KEY, value)? {
+        return Ok(Source::Nbd(server));
+    }
     if !value.starts_with('/') {
         return Err(Error::config(
             KEY,
-            format!("{value:?} is neither an absolute image path nor a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=)"),
+            format!("{value:?} is neither an absolute image path, a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=) nor nbd://HOST[:PORT]/EXPORT"),
         ));
     }
     let components: Vec<&str> = value.split('/').filter(|c| !c.is_empty()).collect();
@@ -446,7 +452,7 @@ impl Config {
                     "required when cowroot= is an image path: name the device whose filesystem holds the image",
                 ))
             }
-            (Source::Device(_), Some(_)) => {
+            (Source::Device(_) | Source::Nbd(_), Some(_)) => {
                 return Err(Error::config(
                     "cowroot.dev",
                     "only applies when cowroot= is an image path, but cowroot= names a device",
@@ -888,5 +894,16 @@ mod tests {
         ] {
             assert_eq!(onfail_policy(&split(line)), want, "{line}");
         }
+    }
+
+    #[test]
+    fn an_nbd_origin_is_served_and_takes_no_host_device() {
+        let cfg = parse("cowroot=nbd://10.0.2.2:10810/lab cowpool=/dev/vda").unwrap().unwrap();
+        let server = crate::nbd::NbdServer { host: "10.0.2.2".into(), port: 10810, export: "lab".into() };
+        assert_eq!(cfg.source, Source::Nbd(server));
+        let err = parse("cowroot=nbd://10.0.2.2/lab cowroot.dev=/dev/vdb cowpool=/dev/vda").unwrap_err();
+        assert!(err.to_string().starts_with("cowroot.dev:"), "{err}");
+        let err = parse("cowroot=nbd://10.0.2.2 cowpool=/dev/vda").unwrap_err();
+        assert!(err.to_string().contains("export name is missing"), "{err}");
     }
 }

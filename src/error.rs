@@ -11,6 +11,8 @@ pub enum Error {
     Usage(String),
     /// A device named on the command line did not show up in time.
     DeviceTimeout { spec: String, key: String, seconds: u64 },
+    /// The NBD server of `cowroot=nbd://...` did not serve the export in time.
+    ServerUnreachable { server: String, seconds: u64, why: String },
     /// `boot --no-wait`: a device is not there yet; try again later.
     DeviceNotYet { spec: String, key: String },
     /// The image file does not exist on the host filesystem.
@@ -70,6 +72,12 @@ impl fmt::Display for Error {
                 f,
                 "{key}: device {spec} did not appear within {seconds} s; check that the disk is \
                  attached and its driver is in the initramfs, or raise cowroot.timeout"
+            ),
+            Error::ServerUnreachable { server, seconds, why } => write!(
+                f,
+                "cowroot: the NBD server {server} did not serve its export within {seconds} s (last \
+                 try: {why}); check that the network is configured (ip=) and the server runs and \
+                 exports that name, or raise cowroot.timeout"
             ),
             Error::DeviceNotYet { spec, key } => {
                 write!(f, "{key}: device {spec} is not there yet; nothing was done (--no-wait)")

@@ -83,6 +83,10 @@ pub trait System {
     /// Detaches a mount lazily: it goes once nothing holds it.
     fn unmount_lazy(&mut self, dir: &str) -> Result<()>;
     fn detach_loop(&mut self, path: &str) -> Result<()>;
+    /// Connects a free NBD device to `server`'s export, read-only, trying
+    /// until `seconds` have passed (0: once); returns its path.
+    fn nbd_connect(&mut self, server: &crate::nbd::NbdServer, seconds: u64) -> Result<String>;
+    fn nbd_disconnect(&mut self, device: &str) -> Result<()>;
     fn dev_num(&mut self, path: &str) -> Result<DevNum>;
     /// Sets a block device read-only (or back); returns whether it was
     /// read-only before.
@@ -131,6 +135,7 @@ pub trait System {
 enum Undo {
     Unmount(String),
     DetachLoop(String),
+    DisconnectNbd(String),
     RemoveDm(String),
     RemoveNode(String),
     SetWritable(String),
@@ -141,6 +146,7 @@ pub struct Executor<'a, S: System> {
     name: &'a DeviceName,
     undo: Vec<Undo>,
     loop_path: Option<String>,
+    nbd_path: Option<String>,
     /// The loop device of a RAM pool.
     ram_pool: Option<String>,
     devs: Vec<(Role, DevNum)>,
@@ -148,11 +154,15 @@ pub struct Executor<'a, S: System> {
 
 impl<'a, S: System> Executor<'a, S> {
     pub fn new(sys: &'a mut S, name: &'a DeviceName) -> Self {
-        Executor { sys, name, undo: Vec::new(), loop_path: None, ram_pool: None, devs: Vec::new() }
+        Executor { sys, name, undo: Vec::new(), loop_path: None, nbd_path: None, ram_pool: None, devs: Vec::new() }
     }
 
     pub fn loop_path(&self) -> Option<&str> {
         self.loop_path.as_deref()
+    }
+
+    pub fn nbd_path(&self) -> Option<&str> {
+        self.nbd_path.as_deref()
     }
 
     pub fn ram_pool(&self) -> Option<&str> {
@@ -169,6 +179,11 @@ impl<'a, S: System> Executor<'a, S> {
             DevRef::Loop => {
                 let path =
                     self.loop_path.clone().ok_or_else(|| Error::Inconsistent("no loop device attached".into()))?;
+                self.sys.dev_num(&path)
+            }
+            DevRef::Nbd => {
+                let path =
+                    self.nbd_path.clone().ok_or_else(|| Error::Inconsistent("no NBD device connected".into()))?;
                 self.sys.dev_num(&path)
             }
             DevRef::RamPool => {
@@ -250,6 +265,11 @@ impl<'a, S: System> Executor<'a, S> {
                 self.undo.push(Undo::DetachLoop(path.clone()));
                 self.loop_path = Some(path);
             }
+            Step::ConnectNbd { server, seconds } => {
+                let path = self.sys.nbd_connect(server, *seconds)?;
+                self.undo.push(Undo::DisconnectNbd(path.clone()));
+                self.nbd_path = Some(path);
+            }
             Step::CreateRamPool { bytes } => {
                 self.sys.mount_ram(RAM_POOL_DIR, RAM_POOL_FILE, *bytes)?;
                 let unmount = Undo::Unmount(RAM_POOL_DIR.to_string());
@@ -304,6 +324,7 @@ impl<'a, S: System> Executor<'a, S> {
             let result = match &undo {
                 Undo::Unmount(dir) => self.sys.unmount(dir),
                 Undo::DetachLoop(path) => self.sys.detach_loop(path),
+                Undo::DisconnectNbd(path) => self.sys.nbd_disconnect(path),
                 Undo::RemoveDm(name) => self.sys.dm_remove(name),
                 Undo::RemoveNode(name) => self.sys.remove_node(name),
                 Undo::SetWritable(device) => self.sys.set_read_only(device, false).map(|_| ()),
@@ -386,6 +407,13 @@ pub mod fake {
         }
         fn detach_loop(&mut self, path: &str) -> Result<()> {
             self.record(format!("detach {path}"))
+        }
+        fn nbd_connect(&mut self, server: &crate::nbd::NbdServer, seconds: u64) -> Result<String> {
+            self.record(format!("nbd-connect {server} {seconds}"))?;
+            Ok("/dev/nbd0".into())
+        }
+        fn nbd_disconnect(&mut self, device: &str) -> Result<()> {
+            self.record(format!("nbd-disconnect {device}"))
         }
         fn dev_num(&mut self, path: &str) -> Result<DevNum> {
             Ok(match path {
@@ -555,6 +583,22 @@ mod tests {
             want.reverse();
             assert_eq!(undone, want.as_slice(), "failing at {failing}");
         }
+    }
+
+    #[test]
+    fn an_nbd_origin_is_connected_first_and_disconnected_on_failure() {
+        let cfg = Config::from_params(&split("cowroot=nbd://10.0.2.2/lab cowpool=/dev/vdc")).unwrap().unwrap();
+        let mut steps = plan_origin(&cfg, None, None);
+        assert_eq!(steps.len(), 1, "only the connection: nbd-client makes the device read-only");
+        steps.push(Step::CreateReadOnly { len: Sectors(131072), origin: crate::plan::origin_ref(&cfg.source, None) });
+        let mut rec = Recorder { fail_on: vec!["create cowroot ".into()], ..Default::default() };
+        let mut exec = Executor::new(&mut rec, &cfg.name);
+        let err = exec.run(&steps).unwrap_err();
+        assert_eq!(exec.nbd_path(), Some("/dev/nbd0"));
+        let err = exec.rollback(err);
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert_eq!(rec.calls.first().map(String::as_str), Some("nbd-connect nbd://10.0.2.2:10809/lab 30"));
+        assert_eq!(rec.calls.last().map(String::as_str), Some("nbd-disconnect /dev/nbd0"));
     }
 
     #[test]

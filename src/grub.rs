@@ -84,6 +84,12 @@ pub fn entries(
             let _ = writeln!(find, "\tloopback cowroot_loop ($cowroot_host){}", quote(path));
             let _ = writeln!(find, "\tset cowroot_image=cowroot_loop");
         }
+        Source::Nbd(server) => {
+            return Err(Error::config(
+                "cowroot",
+                format!("{server} is served over the network, where GRUB cannot read a kernel; netboot the machine (PXE) with the image's kernel and initramfs instead"),
+            ))
+        }
         Source::Device(spec) => {
             for module in FILESYSTEM_MODULES {
                 let _ = writeln!(find, "\tinsmod {module}");

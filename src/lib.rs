@@ -28,6 +28,7 @@ pub mod klog;
 pub mod layout;
 pub mod lvm;
 pub mod names;
+pub mod nbd;
 pub mod plan;
 pub mod pool;
 pub mod probe;

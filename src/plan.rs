@@ -39,6 +39,8 @@ pub enum DevRef {
     Path(String),
     /// The loop device attached by `AttachLoop`.
     Loop,
+    /// The NBD device connected by `ConnectNbd`.
+    Nbd,
     /// The loop device of the RAM pool made by `CreateRamPool`.
     RamPool,
     /// One of our dm devices.
@@ -61,6 +63,12 @@ pub enum Step {
     },
     AttachLoop {
         file: String,
+    },
+    /// Connects a free NBD device to the served origin, read-only,
+    /// trying until `seconds` have passed (0: once).
+    ConnectNbd {
+        server: crate::nbd::NbdServer,
+        seconds: u64,
     },
     /// A tmpfs holding one sparse file of `bytes`, attached to a writable
     /// loop device: the pool device of `cowpool=ram`.
@@ -278,6 +286,7 @@ pub fn plan_origin(cfg: &Config, host_device: Option<&str>, origin_device: Optio
         return vec![Step::SetReadOnly { device: device.to_string() }];
     }
     match (&cfg.source, host_device) {
+        (Source::Nbd(server), _) => vec![Step::ConnectNbd { server: server.clone(), seconds: cfg.timeout_secs }],
         (Source::File(path), Some(device)) => vec![
             Step::SetReadOnly { device: device.to_string() },
             Step::MountHost { device: device.to_string(), fstype: cfg.host_fstype.clone() },
@@ -1035,6 +1044,7 @@ pub fn origin_ref(source: &Source, resolved_device: Option<&str>) -> DevRef {
     match (source, resolved_device) {
         (Source::Device(DevSpec::Path(p)), None) => DevRef::Path(p.clone()),
         (Source::Device(_), Some(p)) => DevRef::Path(p.to_string()),
+        (Source::Nbd(_), _) => DevRef::Nbd,
         _ => DevRef::Loop,
     }
 }

@@ -44,11 +44,14 @@ impl fmt::Display for ShellArg {
 const LOOP: ShellArg = ShellArg::Expansion("$LOOP");
 const RAM_POOL: ShellArg = ShellArg::Expansion("$POOL");
 const LOOP_SECTORS: ShellArg = ShellArg::Expansion("$(blockdev --getsz \"$LOOP\")");
+const NBD: ShellArg = ShellArg::Expansion("$NBD");
+const NBD_SECTORS: ShellArg = ShellArg::Expansion("$(blockdev --getsz \"$NBD\")");
 
 fn shell_dev(name: &DeviceName, dev: &DevRef) -> ShellArg {
     match dev {
         DevRef::Path(p) => ShellArg::Literal(p.clone()),
         DevRef::Loop => LOOP,
+        DevRef::Nbd => NBD,
         DevRef::RamPool => RAM_POOL,
         DevRef::Dm(role) => ShellArg::Literal(name.mapper_path(*role)),
     }
@@ -64,7 +67,10 @@ pub fn render_step(name: &DeviceName, step: &Step) -> String {
             crypt.key = KeyText::Shell("$KEY");
             make_key = "KEY=$(od -An -vtx1 -N64 /dev/urandom | tr -d ' \\n') && ";
         }
-        let len = if table.len.0 == 0 { LOOP_SECTORS.to_string() } else { table.len.to_string() };
+        // A length not known before the origin is there: the origin's.
+        let on_nbd = step.dm_table(|d| if *d == DevRef::Nbd { Err(()) } else { Ok(shell_dev(name, d)) });
+        let origin_sectors = if matches!(on_nbd, Some(Err(()))) { NBD_SECTORS } else { LOOP_SECTORS };
+        let len = if table.len.0 == 0 { origin_sectors.to_string() } else { table.len.to_string() };
         let read_only = if table.role == Role::ReadOnly { " --readonly" } else { "" };
         return format!(
             "{make_key}dmsetup create {}{read_only} --uuid {} --table \"0 {len} {} {}\"",
@@ -95,6 +101,17 @@ pub fn render_step(name: &DeviceName, step: &Step) -> String {
             name.mapper_path(*role)
         ),
         Step::AttachLoop { file } => format!("LOOP=$(losetup -r -f --show {})", sh_quote(file)),
+        Step::ConnectNbd { server, .. } => {
+            let args: Vec<String> = server
+                .client_args("$NBD")
+                .iter()
+                .map(|a| if a == "$NBD" { "\"$NBD\"".into() } else { sh_quote(a) })
+                .collect();
+            format!(
+                "NBD=$(for d in /sys/block/nbd*; do [ \"$(cat \"$d/size\")\" = 0 ] && echo \"/dev/${{d##*/}}\" && break; done) && nbd-client {}",
+                args.join(" ")
+            )
+        }
         Step::CreateRamPool { bytes } => format!(
             "mkdir -p {RAM_POOL_DIR} && mount -t tmpfs -o size={},mode=0700 cowroot-ram {RAM_POOL_DIR} && \
              truncate -s {} {RAM_POOL_FILE} && POOL=$(losetup -f --show {RAM_POOL_FILE}) && umount -l {RAM_POOL_DIR}",

@@ -5,6 +5,7 @@ use crate::blkid::{self, FS_PROBE_BYTES};
 use crate::error::{Error, Result};
 use crate::exec::{DmInfo, DmLine, DmSpec, Fresh, System};
 use crate::header::{PoolHeader, RESERVED_BYTES, SLOT_OFFSETS};
+use crate::nbd::{self, NbdServer};
 use crate::plan::HOST_MOUNT;
 use crate::probe;
 use crate::table::DevNum;
@@ -47,6 +48,44 @@ struct LoopConfig {
     block_size: u32,
     info: LoopInfo64,
     reserved: [u64; 8],
+}
+
+const NBD_CLIENT_PATHS: [&str; 4] =
+    ["/usr/sbin/nbd-client", "/sbin/nbd-client", "/usr/bin/nbd-client", "/bin/nbd-client"];
+
+/// Runs `program` (never through a shell) and kills it after `limit`;
+/// the error is its first line on stderr, or why it did not end well.
+fn run_with_limit(program: &str, args: &[String], limit: Duration) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let until = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program} gave no answer within {} s", limit.as_secs()));
+            }
+            Err(e) => return Err(format!("{program}: {e}")),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let first = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no message");
+    Err(format!("{program} failed ({status}): {first}"))
 }
 
 const LO_FLAGS_READ_ONLY: u32 = 1;
@@ -404,6 +443,47 @@ impl System for RealSystem {
         probe::dev_num(path)
     }
 
+    fn nbd_connect(&mut self, server: &NbdServer, seconds: u64) -> Result<String> {
+        let client = NBD_CLIENT_PATHS.iter().find(|p| Path::new(p).exists()).ok_or_else(|| {
+            Error::config(
+                "cowroot",
+                format!(
+                    "{server} needs nbd-client, which is not in this initramfs; install the nbd-client package \
+                     and rebuild the initramfs"
+                ),
+            )
+        })?;
+        let sys_block = Path::new("/sys/block");
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let device = nbd::free_device(sys_block).ok_or_else(|| {
+                Error::config(
+                    "cowroot",
+                    format!("{server}: no free /dev/nbdN; is the nbd module in the initramfs (and loaded)?"),
+                )
+            })?;
+            // One try may not outlast the deadline: a connect to a host
+            // that does not answer would wait minutes for TCP to give up.
+            let limit = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(2));
+            let why = match run_with_limit(client, &server.client_args(&device), limit) {
+                Ok(()) if nbd::connected_bytes(sys_block, &device) > 0 => return Ok(device),
+                Ok(()) => format!("nbd-client succeeded but {device} has no size"),
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::ServerUnreachable { server: server.to_string(), seconds, why });
+            }
+            log::debug!("{server}: {why}; trying again");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn nbd_disconnect(&mut self, device: &str) -> Result<()> {
+        let client = NBD_CLIENT_PATHS.iter().find(|p| Path::new(p).exists()).copied().unwrap_or("nbd-client");
+        run_with_limit(client, &["-d".to_string(), device.to_string()], Duration::from_secs(10))
+            .map_err(|why| Error::io("disconnect", device, why))
+    }
+
     fn set_read_only(&mut self, device: &str, read_only: bool) -> Result<bool> {
         let file = OpenOptions::new().read(true).open(device).map_err(|e| Error::io("open", device, e))?;
         let fd = file.as_raw_fd();
@@ -613,8 +693,11 @@ impl System for RealSystem {
 /// initramfs has it and they are not loaded yet: nothing loads
 /// device-mapper or loop on its own. Failures are left to the steps that
 /// need the module, which say what is missing.
-pub fn load_modules(need_loop: bool, need_crypt: bool) {
+pub fn load_modules(need_loop: bool, need_crypt: bool, need_nbd: bool) {
     let mut wanted = vec![("dm-thin-pool", "dm_thin_pool")];
+    if need_nbd {
+        wanted.push(("nbd", "nbd"));
+    }
     if need_loop {
         wanted.push(("loop", "loop"));
     }
