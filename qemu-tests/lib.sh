@@ -206,9 +206,13 @@ qemu_start() {
     # VM_BOOT_ISO: the firmware boots that CD (a boot loader) instead.
     local boot=(-kernel "${VM_KERNEL:-$KERNEL}" -initrd "${VM_INITRD:-$INITRD}" -append "$VM_KERNEL_CMDLINE $cmdline")
     [ -z "${VM_BOOT_ISO:-}" ] || boot=(-cdrom "$VM_BOOT_ISO" -boot d)
+    # VM_NET=1: a network card on QEMU's user-mode network, where the
+    # guest (10.0.2.15) reaches the host's loopback as 10.0.2.2.
+    local net=()
+    [ -z "${VM_NET:-}" ] || net=(-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0")
     qemu-system-x86_64 -accel tcg -cpu max -smp "$QEMU_SMP" -m 1024 \
         -nodefaults -display none -no-reboot \
-        "${serial[@]}" "${boot[@]}" "${drives[@]}" &
+        "${serial[@]}" "${boot[@]}" "${drives[@]}" "${net[@]}" &
     QEMU_PID=$!
 }
 

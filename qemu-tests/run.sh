@@ -22,6 +22,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/scenarios-stacks.sh"
 # shellcheck source=qemu-tests/scenarios-modes.sh
 . "$here/scenarios-modes.sh"
+# shellcheck source=qemu-tests/scenarios-lab.sh
+. "$here/scenarios-lab.sh"
 set +e
 
 mkdir -p "$WORK"
@@ -80,7 +82,7 @@ LANES=${QEMU_LANES:-2}
 {
     printf '%s\n' "${selected[@]}" | grep '^debian_'
     printf '%s\n' "${selected[@]}" | grep '^crash_'
-    printf '%s\n' "${selected[@]}" | grep -v '^debian_\|^crash_'
+    printf '%s\n' "${selected[@]}" | grep -v '^debian_\|^crash_\|^lab_'
 } > "$WORK/queue"
 rm -f "$WORK/results"
 
@@ -110,6 +112,9 @@ run_lane() {
 started=$(date +%s)
 for _ in $(seq "$LANES"); do run_lane & done
 wait
+# The lab scenarios boot three guests at once: alone, after the lanes.
+printf '%s\n' "${selected[@]}" | grep '^lab_' > "$WORK/queue"
+run_lane
 passed=$(grep -c '^PASS ' "$WORK/results" 2>/dev/null || true)
 passed=${passed:-0}
 failures=()

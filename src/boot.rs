@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::exec::{Executor, System};
 use crate::layout::BlockSize;
 use crate::names::Role;
-use crate::plan::{self, origin_ref, OriginFacts, HOST_MOUNT};
+use crate::plan::{self, origin_ref, DevRef, OriginFacts, HOST_MOUNT};
 use crate::pool::{PoolFacts, PoolState};
 use crate::probe;
 use crate::render;
@@ -63,6 +63,11 @@ struct Devices {
     waited: Duration,
     /// Whether this call waits for what is missing (not `--no-wait`).
     wait: bool,
+    /// `cowroot.hydrate`'s device.
+    hydrate: Option<String>,
+    /// A server that does not answer now will not be waited for any longer
+    /// (this call waited, or the initqueue's calls waited long enough).
+    server_wait_over: bool,
 }
 
 impl Devices {
@@ -93,10 +98,11 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
         // Made in `setup`, with the rest.
         (true, PoolSpec::Ram(_)) => None,
     };
+    let hydrate = cfg.hydrate.as_ref().map(|s| wait(s, "cowroot.hydrate")).transpose()?;
     if let Some(pool) = &pool {
-        check_separate(cfg, pool, [("cowroot.dev", &host), ("cowroot", &origin)])?;
+        check_separate(cfg, pool, [("cowroot.dev", &host), ("cowroot", &origin), ("cowroot.hydrate", &hydrate)])?;
     }
-    Ok(Devices { host, origin, pool, waited, wait: deadline.is_some() })
+    Ok(Devices { host, origin, pool, waited, wait: deadline.is_some(), hydrate, server_wait_over: deadline.is_some() })
 }
 
 /// Activates VG/LV until it is there: its physical volumes may come later
@@ -128,7 +134,7 @@ fn wait_for_lv(vg: &str, lv: &str, deadline: Option<Instant>, timeout_secs: u64)
 /// The pool must not be, contain or be built on what must stay untouched:
 /// the same device, its disk or one of its partitions, a dm/md/loop device
 /// stacked on it.
-fn check_separate(cfg: &Config, pool: &str, others: [(&str, &Option<String>); 2]) -> Result<()> {
+fn check_separate(cfg: &Config, pool: &str, others: [(&str, &Option<String>); 3]) -> Result<()> {
     let sys = Path::new("/sys");
     let pool_stack = probe::stack(sys, probe::dev_num(pool)?);
     for (key, other) in others {
@@ -359,7 +365,7 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
         }
     }
     let wait = !matches!(mode, BootMode::NoWait | BootMode::LastTry);
-    let devices = match resolve_devices(&cfg, mode != BootMode::ReadOnlyOrigin, wait) {
+    let mut devices = match resolve_devices(&cfg, mode != BootMode::ReadOnlyOrigin, wait) {
         Err(Error::DeviceNotYet { spec, key })
             if mode == BootMode::LastTry || waited_since_first_try()? >= cfg.timeout_secs =>
         {
@@ -367,6 +373,11 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
         }
         other => other?,
     };
+    if mode == BootMode::LastTry
+        || (mode == BootMode::NoWait && cfg.hydrate.is_some() && waited_since_first_try()? >= cfg.timeout_secs)
+    {
+        devices.server_wait_over = true;
+    }
     log::debug!(
         "devices: cowroot.dev {}, origin {}, pool {} (waited {} ms)",
         devices.host.as_deref().unwrap_or("-"),
@@ -385,7 +396,15 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
 
     let mut exec = Executor::new(sys, &cfg.name);
     let (thins, origin_size, pool_label) = match setup(&cfg, &devices, &mut exec) {
-        Ok(done) => {
+        Ok((thins, size, label, copy)) => {
+            let done = (thins, size, label);
+            if let Some(copy) = copy {
+                let written = std::fs::create_dir_all("/run/cowroot")
+                    .and_then(|()| std::fs::write(crate::hydrate::MARKER, copy.line()));
+                if let Err(e) = written {
+                    return Err(exec.rollback(Error::io("write", crate::hydrate::MARKER, e)));
+                }
+            }
             if done.0.header.header.root_sectors.0 > 0 {
                 let marked = std::fs::create_dir_all("/run/cowroot").and_then(|()| std::fs::write(GROW_MARKER, b""));
                 if let Err(e) = marked {
@@ -472,11 +491,20 @@ pub fn attach_stack<S: System>(sys: &mut S, cfg: &Config, origin: Option<String>
             cfg.name
         )));
     }
-    check_separate(cfg, &pool, [("cowroot.dev", &None), ("cowroot", &origin)])?;
-    let devices = Devices { host: None, origin, pool: Some(pool), waited: Duration::ZERO, wait: true };
+    check_separate(cfg, &pool, [("cowroot.dev", &None), ("cowroot", &origin), ("cowroot.hydrate", &None)])?;
+    let devices = Devices {
+        host: None,
+        origin,
+        pool: Some(pool),
+        waited: Duration::ZERO,
+        wait: true,
+        hydrate: None,
+        server_wait_over: true,
+    };
     let mut exec = Executor::new(sys, &cfg.name);
     let (thins, size, pool_label) = match setup(cfg, &devices, &mut exec) {
-        Ok(done) => {
+        Ok((thins, size, label, _)) => {
+            let done = (thins, size, label);
             exec.commit();
             done
         }
@@ -523,7 +551,7 @@ fn origin_label(cfg: &Config, devices: &Devices) -> String {
 
 /// Mounts the host and attaches the image (or protects a device origin);
 /// returns (path to fingerprint, the origin block device).
-fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>) -> Result<(String, String)> {
+fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor<'_, S>) -> Result<AttachedOrigin> {
     let mut steps = plan::plan_origin(cfg, devices.host.as_deref(), devices.origin.as_deref());
     for step in &mut steps {
         // `--no-wait` calls try the server once: the initqueue calls again,
@@ -531,6 +559,9 @@ fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor
         if let (plan::Step::ConnectNbd { seconds, .. }, false) = (step, devices.wait) {
             *seconds = 0;
         }
+    }
+    if let (Source::Nbd(server), Some(copy_dev)) = (&cfg.source, &devices.hydrate) {
+        return attach_network_origin(cfg, devices, exec, &steps, server, copy_dev);
     }
     exec.run(&steps).map_err(|e| match e {
         Error::ImageMissing { path, .. } => Error::ImageMissing {
@@ -543,17 +574,111 @@ fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor
         },
         other => other,
     })?;
-    if let (Source::Nbd(_), Some(nbd)) = (&cfg.source, exec.nbd_path()) {
-        return Ok((nbd.to_string(), nbd.to_string()));
-    }
-    Ok(match (&cfg.source, exec.loop_path()) {
-        (Source::File(path), Some(loop_path)) if devices.host.is_none() => (path.clone(), loop_path.to_string()),
-        (Source::File(path), Some(loop_path)) => (format!("{HOST_MOUNT}{path}"), loop_path.to_string()),
+    let (identity, device) = match (&cfg.source, exec.loop_path(), exec.nbd_path()) {
+        (Source::Nbd(_), _, Some(nbd)) => (nbd.to_string(), nbd.to_string()),
+        (Source::File(path), Some(loop_path), _) if devices.host.is_none() => (path.clone(), loop_path.to_string()),
+        (Source::File(path), Some(loop_path), _) => (format!("{HOST_MOUNT}{path}"), loop_path.to_string()),
         _ => {
             let dev = devices.origin.clone().unwrap_or_default();
             (dev.clone(), dev)
         }
-    })
+    };
+    let dev_ref = origin_ref(&cfg.source, devices.origin.as_deref());
+    Ok(AttachedOrigin { identity, device, dev_ref, copy: None })
+}
+
+/// The origin as the boot attached it.
+struct AttachedOrigin {
+    /// What to take the identity from (an image file, or the device).
+    identity: String,
+    /// The block device the thin reads.
+    device: String,
+    dev_ref: DevRef,
+    /// `cowroot.hydrate`: what `cowroot hydrate` is to do after the boot.
+    copy: Option<crate::hydrate::Pending>,
+}
+
+/// `cowroot=nbd://... cowroot.hydrate=DEV`: the server's origin, or the
+/// complete local copy when the server does not answer or serves the very
+/// image the copy holds.
+fn attach_network_origin<S: System>(
+    cfg: &Config,
+    devices: &Devices,
+    exec: &mut Executor<'_, S>,
+    steps: &[plan::Step],
+    server: &crate::nbd::NbdServer,
+    copy_dev: &str,
+) -> Result<AttachedOrigin> {
+    use crate::hydrate::{self, CopyState, Pending};
+    let start = probe::read_start(copy_dev, hydrate::HEADER_BYTES)?;
+    let size = probe::size_of(copy_dev)?;
+    let end = probe::read_end(copy_dev, size.0, crate::pool::END_PROBE_BYTES, start.len() as u64)?;
+    let complete = match hydrate::decode(&start, crate::format::contents(&start, &end, size.0)) {
+        CopyState::Foreign(what) => {
+            return Err(Error::config(
+                "cowroot.hydrate",
+                format!(
+                    "{copy_dev} holds {what}; cowroot writes its copy only to an empty device (or its own copy). \
+                     Name another device, or wipe this one (wipefs -a) if its contents may be destroyed"
+                ),
+            ))
+        }
+        CopyState::Ours(header) if header.complete() => Some(header),
+        CopyState::Ours(_) | CopyState::Blank | CopyState::Damaged(_) => None,
+    };
+    let pending = |nbd: &str| Pending {
+        device: copy_dev.to_string(),
+        nbd: nbd.to_string(),
+        name: cfg.name.to_string(),
+        server: server.to_string(),
+    };
+    let served = match exec.run(steps) {
+        Ok(()) => exec.nbd_path().map(str::to_string).ok_or_else(|| Error::Inconsistent("no NBD device".into()))?,
+        Err(err @ Error::ServerUnreachable { .. }) => match &complete {
+            Some(header) if devices.server_wait_over => {
+                log::warn!("{err}");
+                log::warn!("booting from the complete local copy of {} on {copy_dev} (cowroot.hydrate)", header.server);
+                return use_copy(cfg, exec, copy_dev, header, pending("-"));
+            }
+            _ => return Err(err),
+        },
+        Err(err) => return Err(err),
+    };
+    if let Some(header) = &complete {
+        if probe::origin_id(&served)? == header.origin {
+            log::info!("{server} serves the image the local copy on {copy_dev} holds: the root reads the copy");
+            exec.disconnect_nbd()?;
+            return use_copy(cfg, exec, copy_dev, header, pending("-"));
+        }
+        log::warn!(
+            "{server} serves another image than the local copy on {copy_dev}: the boot takes the server's \
+             (cowroot.onchange decides what happens to the kept changes), and the copy starts again"
+        );
+    }
+    let dev_ref = origin_ref(&cfg.source, None);
+    Ok(AttachedOrigin { identity: served.clone(), device: served.clone(), dev_ref, copy: Some(pending(&served)) })
+}
+
+/// The complete local copy as a read-only dm device (private: it carries
+/// the root filesystem's UUID).
+fn use_copy<S: System>(
+    cfg: &Config,
+    exec: &mut Executor<'_, S>,
+    copy_dev: &str,
+    header: &crate::hydrate::CopyHeader,
+    marker: crate::hydrate::Pending,
+) -> Result<AttachedOrigin> {
+    crate::hydrate::check_size(copy_dev, probe::size_of(copy_dev)?.0, header.origin.size_bytes)?;
+    exec.run(&[plan::Step::CreateLinear {
+        role: Role::Copy,
+        dev: DevRef::Path(copy_dev.to_string()),
+        offset: Bytes(crate::hydrate::DATA_OFFSET).sectors(),
+        len: Bytes(header.origin.size_bytes).sectors(),
+    }])?;
+    let dev = exec.dev(Role::Copy).ok_or_else(|| Error::Inconsistent(format!("{} not created", cfg.name)))?;
+    // Private: no /dev/mapper node; devtmpfs names it by its minor.
+    let path = format!("/dev/dm-{}", dev.minor);
+    Ok(AttachedOrigin { identity: path.clone(), device: path, dev_ref: DevRef::Dm(Role::Copy), copy: Some(marker) })
 }
 
 /// `cowroot.onfail=ro`: the origin itself as /dev/mapper/NAME, read-only at
@@ -564,10 +689,9 @@ fn read_only_origin<S: System>(sys: &mut S, cfg: &Config, devices: &Devices) -> 
     std::fs::create_dir_all("/run/cowroot").map_err(|e| Error::io("mkdir", "/run/cowroot", e))?;
     std::fs::write(READ_ONLY_MARKER, b"").map_err(|e| Error::io("write", READ_ONLY_MARKER, e))?;
     let mut exec = Executor::new(sys, &cfg.name);
-    let result = attach_origin(cfg, devices, &mut exec).and_then(|(_, origin_dev)| {
-        let len = probe::size_of(&origin_dev)?.sectors();
-        let origin = origin_ref(&cfg.source, devices.origin.as_deref());
-        exec.run(&[plan::Step::CreateReadOnly { len, origin }])
+    let result = attach_origin(cfg, devices, &mut exec).and_then(|attached| {
+        let len = probe::size_of(&attached.device)?.sectors();
+        exec.run(&[plan::Step::CreateReadOnly { len, origin: attached.dev_ref }])
     });
     match result {
         Ok(()) => exec.commit(),
@@ -621,10 +745,11 @@ fn setup<S: System>(
     cfg: &Config,
     devices: &Devices,
     exec: &mut Executor<'_, S>,
-) -> Result<(plan::ThinPlan, Bytes, String)> {
+) -> Result<(plan::ThinPlan, Bytes, String, Option<crate::hydrate::Pending>)> {
     // The identity comes from the image itself; the size the thin maps is
     // what the kernel sees of the origin device.
-    let (identity_path, origin_dev) = attach_origin(cfg, devices, exec)?;
+    let attached = attach_origin(cfg, devices, exec)?;
+    let (identity_path, origin_dev) = (attached.identity.clone(), attached.device.clone());
     let (pool_dev, mut pool_label, block) = match &cfg.pool {
         PoolSpec::Ram(size) => {
             let bytes = ram_pool_bytes(*size)?;
@@ -668,7 +793,7 @@ fn setup<S: System>(
     };
     log::debug!("{} ms: identified {identity_path}", started.elapsed().as_millis());
     let origin = OriginFacts {
-        device: origin_ref(&cfg.source, devices.origin.as_deref()),
+        device: attached.dev_ref.clone(),
         size: Some(size),
         id: Some(id),
         logical_block: exec.system().logical_block_size(&origin_dev)?,
@@ -687,7 +812,7 @@ fn setup<S: System>(
     let now = crate::status::unix_now();
     let thins = plan::plan_thins_at(cfg, &activation, transaction, pool_block, &origin, now)?;
     exec.run(&thins.steps)?;
-    Ok((thins, size, pool_label))
+    Ok((thins, size, pool_label, attached.copy))
 }
 
 /// Stands for the RAM pool's loop device in a dry run's plan.

@@ -129,6 +129,9 @@ pub struct Config {
     /// `cowroot.keep`: how many of the states that resets replaced stay
     /// as checkpoints.
     pub keep: u32,
+    /// `cowroot.hydrate`: the local device that takes a copy of a network
+    /// origin.
+    pub hydrate: Option<DevSpec>,
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -156,6 +159,7 @@ pub(crate) const KEYS: &[&str] = &[
     "cowroot.maintenance",
     "cowroot.volume",
     "cowroot.keep",
+    "cowroot.hydrate",
 ];
 
 /// Keys that may be given more than once, each time adding one more.
@@ -578,6 +582,25 @@ impl Config {
             }
         };
 
+        let hydrate = match get("cowroot.hydrate") {
+            None => None,
+            Some(v) => {
+                let v = require("cowroot.hydrate", v)?;
+                if !matches!(source, Source::Nbd(_)) {
+                    return Err(Error::config(
+                        "cowroot.hydrate",
+                        "only applies when cowroot= is nbd://...: a local origin needs no local copy",
+                    ));
+                }
+                Some(parse_devspec("cowroot.hydrate", v)?.ok_or_else(|| {
+                    Error::config(
+                        "cowroot.hydrate",
+                        format!("{v:?} is not a device spec (/dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=)"),
+                    )
+                })?)
+            }
+        };
+
         let cfg = Config {
             source,
             host_dev,
@@ -596,6 +619,7 @@ impl Config {
             maintenance,
             volumes,
             keep,
+            hydrate,
         };
         cfg.check_combinations()?;
         Ok(Some(cfg))

@@ -97,6 +97,9 @@ pub trait System {
     fn write_header(&mut self, device: &str, slot: usize, header: &PoolHeader, fresh: Fresh) -> Result<()>;
     fn dm_create(&mut self, spec: &DmSpec) -> Result<DevNum>;
     fn dm_remove(&mut self, name: &str) -> Result<()>;
+    /// Replaces the table of the active device `spec.name` (suspending it
+    /// around the swap, its filesystem frozen).
+    fn dm_reload(&mut self, spec: &DmSpec) -> Result<()>;
     /// `None` when no dm device has that name.
     fn dm_info(&mut self, name: &str) -> Result<Option<DmInfo>>;
     /// The live table (`status` false) or status (`status` true) line.
@@ -165,6 +168,20 @@ impl<'a, S: System> Executor<'a, S> {
         self.nbd_path.as_deref()
     }
 
+    /// Disconnects the NBD device this plan connected (the boot found it
+    /// needs it no more).
+    pub fn disconnect_nbd(&mut self) -> Result<()> {
+        let Some(path) = self.nbd_path.take() else { return Ok(()) };
+        self.sys.nbd_disconnect(&path)?;
+        self.undo.retain(|u| *u != Undo::DisconnectNbd(path.clone()));
+        Ok(())
+    }
+
+    /// The device number of one of the dm devices this plan created.
+    pub fn dev(&self, role: Role) -> Option<DevNum> {
+        self.devs.iter().find(|(r, _)| *r == role).map(|(_, d)| *d)
+    }
+
     pub fn ram_pool(&self) -> Option<&str> {
         self.ram_pool.as_deref()
     }
@@ -207,7 +224,7 @@ impl<'a, S: System> Executor<'a, S> {
             len,
             params,
             private: role.is_private(),
-            read_only: role == Role::ReadOnly,
+            read_only: matches!(role, Role::ReadOnly | Role::Copy),
         };
         let dev = self.sys.dm_create(&spec)?;
         self.undo.push(Undo::RemoveDm(spec.name.clone()));
@@ -414,6 +431,9 @@ pub mod fake {
         }
         fn nbd_disconnect(&mut self, device: &str) -> Result<()> {
             self.record(format!("nbd-disconnect {device}"))
+        }
+        fn dm_reload(&mut self, spec: &DmSpec) -> Result<()> {
+            self.record(format!("reload {} 0 {} {} {}", spec.name, spec.len, spec.target, spec.params))
         }
         fn dev_num(&mut self, path: &str) -> Result<DevNum> {
             Ok(match path {

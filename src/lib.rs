@@ -23,6 +23,7 @@ mod fuzz;
 pub mod grow;
 pub mod grub;
 pub mod header;
+pub mod hydrate;
 pub mod inspect;
 pub mod klog;
 pub mod layout;

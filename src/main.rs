@@ -68,6 +68,10 @@ usage:
                                              an attached device's) into a new image file (sparse)
                                              or device (--force: over a signature), with progress
                                              and a verified sha256
+  cowroot hydrate                            copy the network origin (cowroot=nbd://...) to the
+                                             cowroot.hydrate device, check it, then move the running
+                                             root onto the copy; resumes where it stopped
+                                             (cowroot-hydrate.service runs it)
   cowroot cleanup [--name NAME]              delete the thin device the last reset left behind
                                              (cowroot-cleanup.service runs it after boot)
   cowroot grub                               print GRUB menu entries for /etc/cowroot.conf: normal,
@@ -96,7 +100,7 @@ usage:
 Keys: cowroot= cowroot.dev= cowroot.fstype= cowpool= cowroot.reset= cowroot.name=
 cowroot.timeout= cowroot.onfail= cowroot.debug= cowroot.mode= cowroot.crypt=
 cowroot.size= cowroot.onchange= cowroot.warn= cowroot.maintenance= cowroot.volume=
-cowroot.keep= (see the README). They are read from
+cowroot.keep= cowroot.hydrate= (see the README). They are read from
 /etc/cowroot.conf (key=value words, # comments, only cowroot's keys), then dracut's
 /etc/cmdline.d/*.conf, then the kernel command line; for each key the last one read wins.
 ";
@@ -653,6 +657,12 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             let name = device_name(&mut args, &read_settings(config, None))?;
             args.done()?;
             println!("{}", status::cleanup(&mut RealSystem::new(std::time::Duration::from_secs(1)), &name)?);
+            Ok(())
+        }
+        "hydrate" => {
+            klog::init(false, level);
+            args.done()?;
+            println!("{}", cowroot::hydrate::run(&mut RealSystem::new(std::time::Duration::from_secs(5)))?);
             Ok(())
         }
         "inspect" => {

@@ -34,6 +34,9 @@ pub enum Role {
     ReadOnly,
     /// A persistent volume (`cowroot.volume`): `/dev/mapper/NAME-vol-VOLUME`.
     Volume(VolumeName),
+    /// The complete local copy of a network origin (`cowroot.hydrate`),
+    /// read-only (private: it carries the root filesystem's UUID).
+    Copy,
 }
 
 impl Role {
@@ -45,6 +48,7 @@ impl Role {
             Role::Data => "-pool_tdata".into(),
             Role::ReadOnly => "".into(),
             Role::Volume(volume) => format!("-vol-{volume}").into(),
+            Role::Copy => "-copy".into(),
         }
     }
 
@@ -56,6 +60,7 @@ impl Role {
             Role::Data => "tdata".into(),
             Role::ReadOnly => "ro".into(),
             Role::Volume(volume) => format!("vol-{volume}").into(),
+            Role::Copy => "copy".into(),
         }
     }
 

@@ -90,6 +90,8 @@ pub struct StatusInfo {
     pub rollback_thin: u32,
     /// Now, in seconds since the epoch (for the checkpoints' ages).
     pub now: u64,
+    /// `cowroot.hydrate`: how far the local copy of a network origin is.
+    pub hydration: Option<String>,
 }
 
 impl StatusInfo {
@@ -149,6 +151,9 @@ impl StatusInfo {
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
         line("root:", format!("{} ({})", self.device, Bytes(self.size_bytes)));
         line("origin:", format!("{} ({})", self.origin, self.origin_device));
+        if let Some(hydration) = &self.hydration {
+            line("hydration:", hydration.clone());
+        }
         let ram = if self.pool_in_ram { " (in RAM)" } else { "" };
         line("pool:", format!("{}{ram}", self.pool_device));
         if let Some(why) = &self.ram_fallback {
@@ -341,7 +346,7 @@ impl StatusInfo {
             "{{\"device\":{},\"origin\":{},\"origin_device\":{},\"pool\":{},\"thin_id\":{},\"generation\":{},\
 \"size_bytes\":{},\"mapped_bytes\":{mapped},\"data_used_bytes\":{},\"data_total_bytes\":{},\"metadata_used_bytes\":{},\
 \"metadata_total_bytes\":{},\"pool_mode\":{},\"needs_check\":{},\"health\":{},\"next_boot\":{},\"next_boot_text\":{},\
-\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{},\"volumes\":[{}],\"checkpoints\":[{}],\"history_bytes\":{}}}",
+\"damaged_header_copy\":{damaged},\"leftover_thin\":{},\"fresh_every_boot\":{},\"ram_fallback\":{},\"pool_in_ram\":{},\"base_thin\":{},\"maintenance_requested\":{},\"leftover_thin2\":{},\"volumes\":[{}],\"checkpoints\":[{}],\"history_bytes\":{},\"hydration\":{}}}",
             s(&self.device),
             s(&self.origin),
             s(&self.origin_device),
@@ -368,6 +373,7 @@ impl StatusInfo {
             self.volumes_json(),
             self.checkpoints_json(),
             self.history_bytes.map(|b| b.to_string()).unwrap_or_else(|| "null".into()),
+            self.hydration.as_deref().map(s).unwrap_or_else(|| "null".into()),
         )
     }
 }
@@ -596,6 +602,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         history_bytes,
         rollback_thin,
         now: unix_now(),
+        hydration: crate::hydrate::describe(),
     })
 }
 
@@ -955,6 +962,7 @@ mod tests {
             history_bytes: None,
             rollback_thin: 0,
             now: 0,
+            hydration: None,
         }
     }
 
@@ -972,7 +980,7 @@ mod tests {
         assert!(json.contains("\"health\":\"ok\",\"next_boot\":\"keep\""), "{json}");
         assert!(
             json.ends_with(
-                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[],\"checkpoints\":[],\"history_bytes\":null}"
+                "\"damaged_header_copy\":null,\"leftover_thin\":0,\"fresh_every_boot\":null,\"ram_fallback\":null,\"pool_in_ram\":false,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[],\"checkpoints\":[],\"history_bytes\":null,\"hydration\":null}"
             ),
             "{json}"
         );
@@ -1027,7 +1035,7 @@ mod tests {
         let json = ram.render_json();
         assert!(json.contains("\"next_boot\":\"reset\""), "{json}");
         assert!(
-            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[],\"checkpoints\":[],\"history_bytes\":null}"),
+            json.ends_with("\"fresh_every_boot\":\"it runs on a RAM pool\",\"ram_fallback\":\"/dev/vdc: not a pool\",\"pool_in_ram\":true,\"base_thin\":0,\"maintenance_requested\":false,\"leftover_thin2\":0,\"volumes\":[],\"checkpoints\":[],\"history_bytes\":null,\"hydration\":null}"),
             "{json}"
         );
         let mut d = sample();

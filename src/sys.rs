@@ -610,6 +610,35 @@ impl System for RealSystem {
         })
     }
 
+    fn dm_reload(&mut self, spec: &DmSpec) -> Result<()> {
+        use nix::sys::mman::{mlockall, munlockall, MlockAllFlags};
+        // As for a live snapshot: the root is suspended, so nothing of this
+        // program may need a read from it, nor a signal cut the swap short.
+        mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE)
+            .map_err(|e| Error::io("lock in memory", "cowroot", e))?;
+        let id = DevId::Name(dm_name(&spec.name)?);
+        let signals = SignalsHeld::new();
+        let result = self.timed(|this| {
+            let table = [(0u64, spec.len.0, spec.target.to_string(), spec.params.clone())];
+            this.dm()?.table_load(&id, &table, DmOptions::default()).map_err(|e| {
+                dm_error(&format!("load table '0 {} {} {}' into", spec.len, spec.target, spec.params), &spec.name, e)
+            })?;
+            let suspend = DmOptions::default().set_flags(DmFlags::DM_SUSPEND);
+            if let Err(e) = this.dm()?.device_suspend(&id, suspend) {
+                let _ = this.dm()?.table_clear(&id);
+                return Err(dm_error("suspend", &spec.name, e));
+            }
+            // Resuming makes the loaded table the live one.
+            this.dm()?
+                .device_suspend(&id, DmOptions::default())
+                .map(|_| ())
+                .map_err(|e| dm_error("resume", &spec.name, e))
+        });
+        drop(signals);
+        let _ = munlockall();
+        result
+    }
+
     fn dm_remove(&mut self, name: &str) -> Result<()> {
         self.timed(|this| {
             let id = DevId::Name(dm_name(name)?);

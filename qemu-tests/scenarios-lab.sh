@@ -1,0 +1,139 @@
+#!/bin/bash
+# A lab from one golden image: qemu-nbd serves one origin image, read-only,
+# on the host's loopback; busybox guests reach it through QEMU's user-mode
+# network (10.0.2.2), each with its own pool disk. Three boot at once (one
+# CPU each), each keeps its own change, one resets, the served image never
+# changes; then the server goes away under a running guest; then a guest
+# copies the origin to a local disk (cowroot.hydrate) and boots without
+# the server. Run alone after the lanes (see run.sh): three guests are
+# all these machines' cores can take.
+# shellcheck disable=SC2154,SC2034  # CONSOLE, INITRD, ... are lib.sh's
+
+# lab_initrd: the busybox test initramfs with nbd-client (and the
+# libraries it links) and the network and nbd modules. Sets LAB_INITRD.
+lab_initrd() {
+    local extra="$WORK/lab-initramfs"
+    rm -rf "$extra"
+    mkdir -p "$extra"
+    copy_with_libs /usr/sbin/nbd-client "$extra"
+    LAB_INITRD="$WORK/lab-initramfs.cpio.gz"
+    initrd_with_modules "$LAB_INITRD" "$extra" virtio_net nbd
+}
+
+# lab_serve IMAGE: qemu-nbd serves IMAGE read-only as export "lab" on a
+# free loopback port, to any number of clients. Sets LAB_PORT, LAB_SERVER.
+lab_serve() {
+    local tries=0
+    while :; do
+        LAB_PORT=$((20000 + RANDOM % 20000))
+        qemu-nbd --read-only --persistent --shared=0 --format=raw --export-name=lab \
+            --bind=127.0.0.1 --port="$LAB_PORT" "$1" 2> "$WORK/lab-server.err" &
+        LAB_SERVER=$!
+        # Listening once the port answers; a port in use ends qemu-nbd.
+        local waited=0
+        while [ $waited -lt 20 ] && kill -0 "$LAB_SERVER" 2>/dev/null; do
+            if (exec 3<> "/dev/tcp/127.0.0.1/$LAB_PORT") 2>/dev/null; then return 0; fi
+            sleep 0.5
+            waited=$((waited + 1))
+        done
+        kill "$LAB_SERVER" 2>/dev/null
+        wait "$LAB_SERVER" 2>/dev/null
+        tries=$((tries + 1))
+        [ $tries -lt 5 ] || die "qemu-nbd did not start: $(cat "$WORK/lab-server.err")"
+    done
+}
+
+lab_stop_server() {
+    kill "$LAB_SERVER" 2>/dev/null || true
+    wait "$LAB_SERVER" 2>/dev/null || true
+}
+
+# lab_boot NAME "CMDLINE" DISK...: one lab guest, booted from the served
+# image; its wall time lands in $WORK/NAME.secs. Runs in the background
+# when called with &.
+lab_boot() {
+    local name=$1 keys=$2
+    shift 2
+    VM_NET=1 VM_INITRD=$LAB_INITRD run_vm "$name" "cowroot=nbd://10.0.2.2:$LAB_PORT/lab cowpool=/dev/vda $keys" "$@"
+    echo "$VM_SECONDS" > "$WORK/$name.secs"
+}
+
+# Checks a finished guest's console (by name).
+on_console() {
+    CONSOLE="$WORK/$1.log"
+}
+
+scenario_lab_one_image_many_machines() {
+    local D="$WORK/lab" g
+    rm -rf "$D"
+    mkdir -p "$D"
+    make_origin "$D/golden.img" golden-v1
+    local golden_sha
+    golden_sha=$(sha "$D/golden.img")
+    for g in a b c; do blank_disk "$D/pool-$g.img" 128M; done
+    lab_initrd
+    lab_serve "$D/golden.img"
+    trap lab_stop_server EXIT
+    local QEMU_SMP=1
+
+    # One machine alone, then three at once (one CPU each).
+    lab_boot lab-a1 "cowtest=net,boot,note:alpha,noted" "$D/pool-a.img"
+    expect 'COWTEST network up'
+    expect 'COWTEST boot rc=0'
+    expect "ready: origin nbd://10.0.2.2:$LAB_PORT/lab \\(64.0 MiB\\), pool /dev/vda, generation 1 \\(formatted\\)"
+    expect 'COWTEST note: alpha'
+    expect 'COWTEST origin file: golden-v1'
+    local started=$SECONDS pa pb pc
+    lab_boot lab-a2 "cowtest=net,boot,noted" "$D/pool-a.img" &
+    pa=$!
+    lab_boot lab-b1 "cowtest=net,boot,note:bravo,noted" "$D/pool-b.img" &
+    pb=$!
+    lab_boot lab-c1 "cowtest=net,boot,note:charlie,noted" "$D/pool-c.img" &
+    pc=$!
+    if ! { wait "$pa" && wait "$pb" && wait "$pc"; }; then die "a lab guest failed (see above)"; fi
+    local together=$((SECONDS - started))
+    on_console lab-a2
+    expect 'ready: .* generation 1 \(kept\)'
+    expect 'COWTEST note: alpha'
+    for g in b:bravo c:charlie; do
+        on_console "lab-${g%%:*}1"
+        expect 'generation 1 \(formatted\)'
+        expect "COWTEST note: ${g#*:}"
+    done
+    log "measured: one guest alone $(cat "$WORK/lab-a1.secs") s; three at once $together s (each $(cat "$WORK/lab-a2.secs") s, $(cat "$WORK/lab-b1.secs") s, $(cat "$WORK/lab-c1.secs") s)"
+    echo "lab: one guest booted in $(cat "$WORK/lab-a1.secs") s alone; three at once in $together s" >> "$WORK/debian-measures"
+
+    # Each keeps its own change; one resets.
+    lab_boot lab-b2 "cowtest=net,boot,noted" "$D/pool-b.img" &
+    pb=$!
+    lab_boot lab-c2 "cowroot.reset=1 cowtest=net,boot,noted" "$D/pool-c.img" &
+    pc=$!
+    if ! { wait "$pb" && wait "$pc"; }; then die "a lab guest failed (see above)"; fi
+    on_console lab-b2
+    expect 'COWTEST note: bravo'
+    on_console lab-c2
+    expect 'generation 2 \(reset\)'
+    expect 'COWTEST note absent'
+    expect 'COWTEST origin file: golden-v1'
+
+    # The server goes away under a running guest.
+    rm -f "$WORK/lab-a3.log"
+    (
+        until grep -q 'waiting for the server to stop' "$WORK/lab-a3.log" 2>/dev/null; do sleep 1; done
+        kill "$LAB_SERVER"
+    ) &
+    local killer=$!
+    lab_boot lab-a3 "cowtest=net,boot,serverloss" "$D/pool-a.img"
+    wait "$killer" || true
+    expect 'COWTEST origin block read failed: .*Input/output error'
+    expect 'COWTEST pooled note reads: alpha'
+    expect 'COWTEST origin file read failed: .*Input/output error'
+    lab_stop_server
+
+    # A machine whose server does not answer fails its boot (onfail=shell
+    # is the busybox init going on here), after cowroot.timeout.
+    lab_boot lab-a4 "cowroot.timeout=5 cowtest=net,boot" "$D/pool-a.img"
+    expect "COWTEST boot rc=1"
+    expect "the NBD server nbd://10.0.2.2:$LAB_PORT/lab did not serve its export within 5 s"
+    same "$(sha "$D/golden.img")" "$golden_sha" "the served image changed"
+}
