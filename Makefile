@@ -23,7 +23,8 @@ test:
 # /etc/dracut.conf.d to enable it), the udev rule (into the real root too:
 # udev replays events after switch-root), a systemd drop-in and
 # cowroot-cleanup.service (enabled: it finishes resets after boot),
-# cowroot-grow.service (cowroot.size) and cowroot-check.timer
+# cowroot-hydrate.service (cowroot.hydrate: the local copy of a network
+# origin), cowroot-grow.service (cowroot.size) and cowroot-check.timer
 # (cowroot.warn), enabled the same way; for cowroot.volume, the generator
 # cowroot-volume-generator (a link to the binary: it writes the volumes
 # mount units) and cowroot-volume@.service, which those units pull in;
@@ -40,6 +41,8 @@ install: $(BIN)
 	install -D -m 0644 systemd/cowroot-cleanup.service $(DESTDIR)/usr/lib/systemd/system/cowroot-cleanup.service
 	mkdir -p $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants
 	ln -sf ../cowroot-cleanup.service $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants/cowroot-cleanup.service
+	install -D -m 0644 systemd/cowroot-hydrate.service $(DESTDIR)/usr/lib/systemd/system/cowroot-hydrate.service
+	ln -sf ../cowroot-hydrate.service $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants/cowroot-hydrate.service
 	install -D -m 0644 systemd/cowroot-grow.service $(DESTDIR)/usr/lib/systemd/system/cowroot-grow.service
 	mkdir -p $(DESTDIR)/usr/lib/systemd/system/local-fs.target.wants
 	ln -sf ../cowroot-grow.service $(DESTDIR)/usr/lib/systemd/system/local-fs.target.wants/cowroot-grow.service

@@ -9,7 +9,7 @@ _cowroot() {
         cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
         words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
     fi
-    local commands="boot format status grow volumes reset maintenance checkpoint rollback attach detach list commit hydrate cleanup grub inspect root onfail poweroff shutdown"
+    local commands="boot format status grow volumes reset maintenance checkpoint rollback attach detach list commit hydrate cleanup grub inspect root onfail network poweroff shutdown"
     local global="-v --verbose --config --help --version"
     case $prev in
     --config) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;

@@ -137,3 +137,77 @@ scenario_lab_one_image_many_machines() {
     expect "the NBD server nbd://10.0.2.2:$LAB_PORT/lab did not serve its export within 5 s"
     same "$(sha "$D/golden.img")" "$golden_sha" "the served image changed"
 }
+
+scenario_lab_hydrate_then_serverless() {
+    local D="$WORK/lab-hydrate" v1_sha v2_sha
+    rm -rf "$D"
+    mkdir -p "$D"
+    make_origin "$D/golden-v1.img" golden-v1
+    make_origin "$D/golden-v2.img" golden-v2
+    v1_sha=$(sha "$D/golden-v1.img")
+    v2_sha=$(sha "$D/golden-v2.img")
+    blank_disk "$D/pool.img" 128M
+    blank_disk "$D/copy.img" 80M
+    lab_initrd
+    lab_serve "$D/golden-v1.img"
+    trap lab_stop_server EXIT
+    local QEMU_SMP=2 keys="cowroot.hydrate=/dev/vdb cowroot.timeout=8"
+
+    # The copy is made while the machine runs on the server, then the
+    # root moves onto it: the server can go.
+    rm -f "$WORK/lab-d1.log"
+    (
+        until grep -q 'waiting for the server to stop' "$WORK/lab-d1.log" 2>/dev/null; do sleep 1; done
+        kill "$LAB_SERVER"
+    ) &
+    local killer=$!
+    lab_boot lab-d1 "$keys cowtest=net,boot,note:delta,hydrate,awaitserverstop,noted" "$D/pool.img" "$D/copy.img"
+    wait "$killer" || true
+    expect 'COWTEST boot rc=0'
+    expect 'COWTEST before: hydration: +0% \(0 B of 64.0 MiB\) copied from nbd://10.0.2.2:[0-9]+/lab to /dev/vdb'
+    expect 'COWTEST hydrate rc=0'
+    expect 'COWTEST hydrate: copied 64.0 MiB in [0-9.]+ s \([0-9.]+ MiB/s\); the root now reads the local copy on /dev/vdb'
+    expect 'COWTEST after: hydration: +complete: the root reads the local copy on /dev/vdb'
+    expect 'COWTEST after: origin: +nbd://10.0.2.2:[0-9]+/lab, its local copy on /dev/vdb \(/dev/dm-[0-9]+\)'
+    expect 'COWTEST nbd devices connected: 0'
+    expect 'COWTEST server gone after [0-9]+ s'
+    expect 'COWTEST origin block reads'
+    expect 'COWTEST origin file reads'
+    expect 'COWTEST note: delta'
+    local rate
+    rate=$(sed -n 's/.*COWTEST hydrate: copied 64.0 MiB in \([0-9.]* s\) (\([0-9.]* MiB\/s\)).*/\1, \2/p' "$CONSOLE")
+    log "measured: hydration of 64 MiB over NBD: $rate"
+    echo "lab: hydration of 64 MiB over NBD (loopback, TCG guest): $rate" >> "$WORK/debian-measures"
+    [ "$(head -c 8 "$D/copy.img")" = COWHYDR1 ] || die "no hydration header on the copy disk"
+    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v1.img" || die "the copy is not the served image"
+
+    # No server: the boot waits cowroot.timeout, then takes the copy.
+    lab_boot lab-d2 "$keys cowtest=net,boot,noted,status" "$D/pool.img" "$D/copy.img"
+    expect 'COWTEST boot rc=0'
+    expect 'did not serve its export within 8 s'
+    expect 'booting from the complete local copy of nbd://10.0.2.2:[0-9]+/lab on /dev/vdb'
+    expect 'ready: .* generation 1 \(kept\)'
+    expect 'COWTEST note: delta'
+    expect 'COWTEST origin file: golden-v1'
+    expect 'COWTEST status-text: hydration: +complete'
+
+    # A new version on the server: refused by default (the copy and the
+    # kept changes are of the old one), taken with cowroot.onchange=reset,
+    # and copied anew.
+    lab_serve "$D/golden-v2.img"
+    lab_boot lab-d3 "$keys cowtest=net,boot" "$D/pool.img" "$D/copy.img"
+    expect 'serves another image than the local copy on /dev/vdb'
+    expect 'COWTEST boot rc=1'
+    expect 'is not the image the kept changes were made on'
+    [ "$(head -c 8 "$D/copy.img")" = COWHYDR1 ] || die "the refused boot touched the copy"
+    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v1.img" || die "the refused boot changed the copy"
+    lab_boot lab-d4 "$keys cowroot.onchange=reset cowtest=net,boot,noted,hydrate" "$D/pool.img" "$D/copy.img"
+    expect 'ready: .* generation 2 \(reset\)'
+    expect 'COWTEST note absent'
+    expect 'COWTEST origin file: golden-v2'
+    expect 'COWTEST hydrate: copied 64.0 MiB'
+    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v2.img" || die "the copy is not the new image"
+    lab_stop_server
+    same "$(sha "$D/golden-v1.img")" "$v1_sha" "the served image v1 changed"
+    same "$(sha "$D/golden-v2.img")" "$v2_sha" "the served image v2 changed"
+}

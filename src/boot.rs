@@ -584,7 +584,17 @@ fn attach_origin<S: System>(cfg: &Config, devices: &Devices, exec: &mut Executor
         }
     };
     let dev_ref = origin_ref(&cfg.source, devices.origin.as_deref());
-    Ok(AttachedOrigin { identity, device, dev_ref, copy: None })
+    // For `cowroot status`: which server the NBD device is.
+    let copy = match &cfg.source {
+        Source::Nbd(server) => Some(crate::hydrate::Pending {
+            device: "-".into(),
+            nbd: device.clone(),
+            name: cfg.name.to_string(),
+            server: server.to_string(),
+        }),
+        _ => None,
+    };
+    Ok(AttachedOrigin { identity, device, dev_ref, copy })
 }
 
 /// The origin as the boot attached it.
@@ -594,7 +604,8 @@ struct AttachedOrigin {
     /// The block device the thin reads.
     device: String,
     dev_ref: DevRef,
-    /// `cowroot.hydrate`: what `cowroot hydrate` is to do after the boot.
+    /// A network origin: its server, and what `cowroot hydrate` is to do
+    /// after the boot (`cowroot.hydrate`).
     copy: Option<crate::hydrate::Pending>,
 }
 

@@ -33,8 +33,10 @@ const VERSION: u32 = 1;
 /// Where the copy starts: the header's block, then room to grow.
 pub const DATA_OFFSET: u64 = 1 << 20;
 pub const HEADER_BYTES: usize = 4096;
-/// Which boot left what to copy: `DEVICE NBD-DEVICE NAME SERVER`.
-pub const MARKER: &str = "/run/cowroot/hydrate";
+/// A network origin's boot: `DEVICE NBD-DEVICE NAME SERVER`; DEVICE is
+/// `-` without `cowroot.hydrate`, NBD-DEVICE `-` once the root reads the
+/// complete copy.
+pub const MARKER: &str = "/run/cowroot/network-origin";
 
 const SERVER_MAX: usize = 256;
 const CHECKSUM_AT: usize = 106 + SERVER_MAX;
@@ -193,6 +195,9 @@ pub fn run<S: System>(sys: &mut S) -> Result<String> {
         Err(e) => return Err(Error::io("read", MARKER, e)),
     };
     let pending = Pending::parse(&text).ok_or_else(|| Error::Inconsistent(format!("{MARKER} reads {text:?}")))?;
+    if pending.device == "-" {
+        return Ok(format!("nothing to copy: this boot's origin {} has no cowroot.hydrate device", pending.server));
+    }
     if pending.nbd == "-" {
         return Ok(format!("the root already reads the complete local copy on {}; nothing to do", pending.device));
     }
@@ -224,10 +229,22 @@ pub fn run<S: System>(sys: &mut S) -> Result<String> {
     ))
 }
 
+/// For `cowroot status`: where a network origin comes from.
+pub fn origin_label() -> Option<String> {
+    let pending = Pending::parse(&std::fs::read_to_string(MARKER).ok()?)?;
+    Some(match pending.nbd.as_str() {
+        "-" => format!("{}, its local copy on {}", pending.server, pending.device),
+        _ => pending.server,
+    })
+}
+
 /// For `cowroot status`: how far the copy is, `None` without
 /// `cowroot.hydrate`.
 pub fn describe() -> Option<String> {
     let pending = Pending::parse(&std::fs::read_to_string(MARKER).ok()?)?;
+    if pending.device == "-" {
+        return None;
+    }
     if pending.nbd == "-" {
         return Some(format!(
             "complete: the root reads the local copy on {} ({} is not needed)",
@@ -297,7 +314,7 @@ fn copy_origin(pending: &Pending, copy: &File, header: &mut CopyHeader) -> Resul
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let rate = progress(total - resumed_at, total - resumed_at, seconds);
+    let rate = (total - resumed_at) as f64 / seconds.max(0.001) / f64::from(1 << 20);
     let digest: [u8; 32] = hash.finalize().into();
     // From the disk, not the page cache.
     let _ = nix::fcntl::posix_fadvise(copy, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
@@ -318,7 +335,7 @@ fn copy_origin(pending: &Pending, copy: &File, header: &mut CopyHeader) -> Resul
     write_header(copy, device, header)?;
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     log::info!("hydrate: copied and read back, sha256 {hex}");
-    Ok(format!("copied {} in {seconds:.1} s ({rate}); ", Bytes(total - resumed_at)))
+    Ok(format!("copied {} in {seconds:.1} s ({rate:.1} MiB/s); ", Bytes(total - resumed_at)))
 }
 
 /// Reloads the running root's table with the copy as its origin in place

@@ -84,6 +84,9 @@ usage:
                                              the systemd device unit / dracut hook name of the
                                              device root= names, which cowroot replaces
   cowroot onfail                             print the cowroot.onfail policy (for initramfs hooks)
+  cowroot network                            print the server when cowroot= is served over the
+                                             network (nbd://...), nothing otherwise (for initramfs
+                                             hooks, which then bring the network up)
   cowroot poweroff                           sync and power off at once (for initramfs hooks)
   cowroot shutdown VERB                      run as PID 1 after systemd-shutdown's pivot into
                                              /run/initramfs (where `boot` copies the binary, as
@@ -358,6 +361,16 @@ fn run(command: &str, mut args: Args, level: LevelFilter, config: Option<&str>) 
             let params = read_settings(config, None).map(|s| s.params()).unwrap_or_default();
             let policy = config::onfail_policy(&params);
             println!("{policy}");
+            Ok(())
+        }
+        "network" => {
+            args.done()?;
+            // A configuration that does not parse needs no network: the
+            // boot that follows reports it.
+            let cfg = read_settings(config, None).ok().and_then(|s| s.config().ok().flatten());
+            if let Some(config::Source::Nbd(server)) = cfg.map(|c| c.source) {
+                println!("{server}");
+            }
             Ok(())
         }
         "poweroff" => {

@@ -570,7 +570,9 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         if live.header.base_thin == 0 && live.header.active_thin != live.thin.id { live.header.active_thin } else { 0 };
     let origin_num = live.thin.external_origin.ok_or_else(|| Error::Inconsistent("thin has no origin".into()))?;
     let origin_device = probe::dev_path(origin_num).unwrap_or_else(|| origin_num.to_string());
-    let origin = probe::loop_backing_file(origin_num).unwrap_or_else(|| origin_device.clone());
+    let origin = probe::loop_backing_file(origin_num)
+        .or_else(crate::hydrate::origin_label)
+        .unwrap_or_else(|| origin_device.clone());
     Ok(StatusInfo {
         device: name.mapper_path(Role::Thin),
         origin,
