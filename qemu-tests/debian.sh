@@ -8,7 +8,7 @@
 DEBIAN_SUITE=bookworm
 # cryptsetup and mdadm: the storage-stack scenarios put the image host on
 # LUKS and on md RAID1, which each generator unlocks or assembles with them.
-DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,dracut-core,lvm2,e2fsprogs,kmod,busybox,cryptsetup-bin,cryptsetup-initramfs,mdadm"
+DEBIAN_PACKAGES="systemd-sysv,udev,linux-image-amd64,initramfs-tools,dracut-core,lvm2,e2fsprogs,kmod,busybox,cryptsetup-bin,cryptsetup-initramfs,mdadm,nbd-client"
 ROOT_UUID=5eedc0de-0000-4000-8000-00000000c0de
 # The storage-stack fixtures (scenarios-stacks.sh): the LUKS container's
 # UUID and key (a key file in the test initramfs), the md array's UUID.

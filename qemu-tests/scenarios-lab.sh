@@ -202,12 +202,37 @@ scenario_lab_hydrate_then_serverless() {
     [ "$(head -c 8 "$D/copy.img")" = COWHYDR1 ] || die "the refused boot touched the copy"
     cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v1.img" || die "the refused boot changed the copy"
     lab_boot lab-d4 "$keys cowroot.onchange=reset cowtest=net,boot,noted,hydrate" "$D/pool.img" "$D/copy.img"
-    expect 'ready: .* generation 2 \(reset\)'
+    expect 'ready: .* generation 2 \(reset: new origin\)'
     expect 'COWTEST note absent'
     expect 'COWTEST origin file: golden-v2'
+    expect 'COWTEST before: hydration: +0% \(0 B of 64.0 MiB\)'
     expect 'COWTEST hydrate: copied 64.0 MiB'
     cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v2.img" || die "the copy is not the new image"
     lab_stop_server
     same "$(sha "$D/golden-v1.img")" "$v1_sha" "the served image v1 changed"
     same "$(sha "$D/golden-v2.img")" "$v2_sha" "the served image v2 changed"
+}
+
+# The Debian test root served by qemu-nbd, booted through initramfs-tools:
+# its configure_networking brings the network up (DHCP from QEMU, no ip=),
+# the distribution's nbd-client connects the origin, the changes persist,
+# and the booted system's cowroot-hydrate.service finds nothing to copy.
+scenario_debian_initramfs_tools_nbd_origin() {
+    local pool="$WORK/debian-nbd-pool.img" keys
+    blank_disk "$pool" 1G
+    lab_serve "$DEB_ROOT_IMG"
+    trap lab_stop_server EXIT
+    keys="cowroot=nbd://10.0.2.2:$LAB_PORT/lab cowpool=/dev/vda"
+    VM_NET=1 run_debian debian-nbd-1 "$keys" "$pool"
+    expect "cowroot: /dev/mapper/cowroot ready: origin nbd://10.0.2.2:$LAB_PORT/lab \\([0-9.]+ GiB\\), pool /dev/vda, generation 1 \\(formatted\\)"
+    expect_cow_root
+    expect 'COWTEST marker written'
+    expect "\"origin\":\"nbd://10.0.2.2:$LAB_PORT/lab\",\"origin_device\":\"/dev/nbd0\""
+    VM_NET=1 run_debian debian-nbd-2 "$keys" "$pool"
+    expect 'generation 1 \(kept\)'
+    expect_cow_root
+    expect 'COWTEST marker present: written at boot'
+    expect 'reboot: Power down'
+    lab_stop_server
+    same "$(sha "$DEB_ROOT_IMG")" "$DEB_ROOT_SHA" "the served Debian root image changed"
 }

@@ -663,7 +663,7 @@ fn attach_network_origin<S: System>(
         }
         log::warn!(
             "{server} serves another image than the local copy on {copy_dev}: the boot takes the server's \
-             (cowroot.onchange decides what happens to the kept changes), and the copy starts again"
+             (cowroot.onchange decides what happens to the kept changes); once it is up, the copy starts again"
         );
     }
     let dev_ref = origin_ref(&cfg.source, None);

@@ -75,8 +75,8 @@ impl fmt::Display for Error {
             ),
             Error::ServerUnreachable { server, seconds, why } => write!(
                 f,
-                "cowroot: the NBD server {server} did not serve its export within {seconds} s (last \
-                 try: {why}); check that the network is configured (ip=) and the server runs and \
+                "the NBD server {server} (cowroot=) did not serve its export within {seconds} s \
+                 (last try: {why}); check that the network is configured (ip=) and the server runs and \
                  exports that name, or raise cowroot.timeout"
             ),
             Error::DeviceNotYet { spec, key } => {
@@ -104,7 +104,8 @@ impl fmt::Display for Error {
                 f,
                 "origin {origin} is not the image the kept changes were made on \
                  ({detail}); refusing to boot it. Boot with cowroot.reset=1 to discard the kept \
-                 changes and start over on this image"
+                 changes and start over on this image (or set cowroot.onchange=reset to do so whenever \
+                 the image changes)"
             ),
             Error::PoolDegraded { device, state } => write!(
                 f,

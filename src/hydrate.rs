@@ -238,9 +238,9 @@ pub fn origin_label() -> Option<String> {
     })
 }
 
-/// For `cowroot status`: how far the copy is, `None` without
-/// `cowroot.hydrate`.
-pub fn describe() -> Option<String> {
+/// For `cowroot status`: how far the copy of `origin` (the one the pool
+/// records for this boot) is, `None` without `cowroot.hydrate`.
+pub fn describe(origin: Option<OriginId>) -> Option<String> {
     let pending = Pending::parse(&std::fs::read_to_string(MARKER).ok()?)?;
     if pending.device == "-" {
         return None;
@@ -254,7 +254,8 @@ pub fn describe() -> Option<String> {
     let start = probe::read_start(&pending.device, HEADER_BYTES).ok()?;
     let total = probe::size_of(&pending.nbd).map(|b| b.0).unwrap_or(0);
     let copied = match decode(&start, None) {
-        CopyState::Ours(header) if header.origin.size_bytes == total => header.copied,
+        // A copy of an earlier image counts for nothing.
+        CopyState::Ours(header) if Some(header.origin) == origin => header.copied,
         _ => 0,
     };
     Some(format!(

@@ -604,7 +604,7 @@ pub fn gather<S: System>(sys: &mut S, name: &DeviceName, booted: Booted) -> Resu
         history_bytes,
         rollback_thin,
         now: unix_now(),
-        hydration: crate::hydrate::describe(),
+        hydration: crate::hydrate::describe(live.header.origin),
     })
 }
 

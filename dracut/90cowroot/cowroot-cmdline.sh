@@ -44,4 +44,10 @@ if [ -n "$cowroot_root" ]; then
         /sbin/initqueue --timeout --unique --name zz-cowroot /sbin/cowroot-setup --final
     fi
 fi
+# An origin served over the network (cowroot=nbd://...): dracut's network
+# module brings the network up (ip=, DHCP without it) once it is needed.
+if [ -n "$(/usr/sbin/cowroot network 2> /dev/null)" ]; then
+    mkdir -p /etc/cmdline.d
+    echo rd.neednet=1 > /etc/cmdline.d/90-cowroot-network.conf
+fi
 unset cowroot_root cowroot_hook cowroot_hooks

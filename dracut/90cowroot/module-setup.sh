@@ -57,8 +57,24 @@ depends() {
             break
         fi
     done
+    # A network origin (cowroot=nbd://...) needs the network: when
+    # nbd-client is installed and dracut has its network module (the
+    # dracut-network package). Without that module, asking for it would
+    # leave cowroot out of the initramfs altogether.
+    if cowroot_nbd_client > /dev/null && compgen -G "${dracutbasedir:-/usr/lib/dracut}/modules.d/[0-9][0-9]network" > /dev/null; then
+        deps="$deps network"
+    fi
     echo "$deps"
     return 0
+}
+
+# The distribution's nbd-client, when installed.
+cowroot_nbd_client() {
+    local client
+    for client in /usr/sbin/nbd-client /sbin/nbd-client; do
+        [[ -x ${dracutsysrootdir-}$client ]] && echo "$client" && return 0
+    done
+    return 1
 }
 
 # called by dracut
@@ -68,11 +84,18 @@ installkernel() {
     # image host may use; dm-crypt and xts (with the CPU's AES where it has
     # one) for cowroot.crypt=random.
     hostonly='' instmods crc32c_generic dm-thin-pool loop ext4 xfs btrfs vfat exfat squashfs erofs isofs udf ntfs3 dm-crypt xts aesni_intel
+    if cowroot_nbd_client > /dev/null; then
+        hostonly='' instmods nbd
+    fi
 }
 
 # called by dracut
 install() {
     inst_binary /usr/sbin/cowroot
+    local client
+    if client=$(cowroot_nbd_client); then
+        inst_binary "$client"
+    fi
     inst_hook cmdline 20 "$moddir/cowroot-cmdline.sh"
     inst_script "$moddir/cowroot-setup.sh" /sbin/cowroot-setup
     inst_rules 12-cowroot.rules
