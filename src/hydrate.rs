@@ -174,10 +174,17 @@ pub fn retarget_thin(params: &str, was: &str, origin: &str) -> Option<String> {
 }
 
 /// One line of progress: how much, how fast.
-pub fn progress(copied: u64, total: u64, seconds: f64) -> String {
+/// (Integer arithmetic only: float formatting would add 30 KB to the
+/// binary.)
+pub fn progress(copied: u64, total: u64, elapsed: Duration) -> String {
     let percent = copied.saturating_mul(100).checked_div(total).unwrap_or(100);
-    let rate = if seconds > 0.0 { copied as f64 / seconds / (1 << 20) as f64 } else { 0.0 };
-    format!("{percent}% ({} of {}), {rate:.1} MiB/s", Bytes(copied), Bytes(total))
+    format!("{percent}% ({} of {}), {} MiB/s", Bytes(copied), Bytes(total), rate(copied, elapsed))
+}
+
+/// MiB/s with one decimal.
+fn rate(bytes: u64, elapsed: Duration) -> String {
+    let tenths = (u128::from(bytes) * 10_000 / (elapsed.as_millis().max(1) << 20)) as u64;
+    format!("{}.{}", tenths / 10, tenths % 10)
 }
 
 /// `cowroot hydrate` on the booted system (cowroot-hydrate.service): copies
@@ -260,7 +267,7 @@ pub fn describe(origin: Option<OriginId>) -> Option<String> {
     };
     Some(format!(
         "{} copied from {} to {} (cowroot-hydrate.service); the root reads the server until it is complete",
-        progress(copied, total, 0.0).split(',').next().unwrap_or_default(),
+        progress(copied, total, Duration::ZERO).split(',').next().unwrap_or_default(),
         pending.server,
         pending.device
     ))
@@ -310,12 +317,12 @@ fn copy_origin(pending: &Pending, copy: &File, header: &mut CopyHeader) -> Resul
             write_header(copy, device, header)?;
         }
         if last_report.elapsed() >= Duration::from_secs(2) {
-            log::info!("hydrate: {}", progress(at, total, started.elapsed().as_secs_f64()));
+            log::info!("hydrate: {}", progress(at, total, started.elapsed()));
             last_report = Instant::now();
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let rate = (total - resumed_at) as f64 / seconds.max(0.001) / f64::from(1 << 20);
+    let elapsed = started.elapsed();
+    let (copied, tenths) = (total - resumed_at, elapsed.as_millis() / 100);
     let digest: [u8; 32] = hash.finalize().into();
     // From the disk, not the page cache.
     let _ = nix::fcntl::posix_fadvise(copy, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
@@ -336,7 +343,7 @@ fn copy_origin(pending: &Pending, copy: &File, header: &mut CopyHeader) -> Resul
     write_header(copy, device, header)?;
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     log::info!("hydrate: copied and read back, sha256 {hex}");
-    Ok(format!("copied {} in {seconds:.1} s ({rate:.1} MiB/s); ", Bytes(total - resumed_at)))
+    Ok(format!("copied {} in {}.{} s ({} MiB/s); ", Bytes(copied), tenths / 10, tenths % 10, rate(copied, elapsed)))
 }
 
 /// Reloads the running root's table with the copy as its origin in place
@@ -428,6 +435,13 @@ mod tests {
         };
         assert_eq!(Pending::parse(&p.line()), Some(p));
         assert_eq!(Pending::parse("/dev/vdb /dev/nbd0"), None);
+    }
+
+    #[test]
+    fn progress_reads_in_whole_units() {
+        let line = progress(16 << 20, 64 << 20, Duration::from_millis(3200));
+        assert_eq!(line, "25% (16.0 MiB of 64.0 MiB), 5.0 MiB/s");
+        assert!(progress(0, 0, Duration::ZERO).starts_with("100% "));
     }
 
     #[test]
