@@ -340,6 +340,7 @@ fn ram_may_help(err: &Error) -> bool {
         Error::Rollback { cause, .. } => ram_may_help(cause),
         Error::DeviceTimeout { key, .. } | Error::Config { key, .. } => key == "cowpool",
         Error::DeviceNotYet { .. }
+        | Error::ServerUnreachable { .. }
         | Error::ImageMissing { .. }
         | Error::HibernationPending { .. }
         | Error::Usage(_)
@@ -911,6 +912,7 @@ mod tests {
             Error::DeviceTimeout { spec: "LABEL=images".into(), key: "cowroot.dev".into(), seconds: 2 },
             Error::DeviceNotYet { spec: "/dev/vdz".into(), key: "cowpool".into() },
             Error::ImageMissing { path: "/root.img".into(), host: "/dev/vda".into() },
+            Error::ServerUnreachable { server: "nbd://10.0.2.2:10809/lab".into(), seconds: 2, why: "refused".into() },
             Error::HibernationPending { spec: "/dev/vdc".into(), device: "/dev/vdc".into(), why: "x".into() },
             Error::config("cowroot.size", "too small"),
         ] {
