@@ -98,7 +98,11 @@ fn resolve_devices(cfg: &Config, need_pool: bool, wait: bool) -> Result<Devices>
         // Made in `setup`, with the rest.
         (true, PoolSpec::Ram(_)) => None,
     };
-    let hydrate = cfg.hydrate.as_ref().map(|s| wait(s, "cowroot.hydrate")).transpose()?;
+    // The read-only fallback (no pool either) does without the copy.
+    let hydrate = match need_pool {
+        true => cfg.hydrate.as_ref().map(|s| wait(s, "cowroot.hydrate")).transpose()?,
+        false => None,
+    };
     if let Some(pool) = &pool {
         check_separate(cfg, pool, [("cowroot.dev", &host), ("cowroot", &origin), ("cowroot.hydrate", &hydrate)])?;
     }
@@ -374,8 +378,12 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
         }
         other => other?,
     };
+    // One reading for both decisions below: give up on the server (and
+    // take a complete local copy), or have the initqueue call again.
     if mode == BootMode::LastTry
-        || (mode == BootMode::NoWait && cfg.hydrate.is_some() && waited_since_first_try()? >= cfg.timeout_secs)
+        || (mode == BootMode::NoWait
+            && matches!(cfg.source, Source::Nbd(_))
+            && waited_since_first_try()? >= cfg.timeout_secs)
     {
         devices.server_wait_over = true;
     }
@@ -396,16 +404,11 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
     resume_first(sys, &resume_params, &cfg, mode, devices.waited)?;
 
     let mut exec = Executor::new(sys, &cfg.name);
+    let network: Option<crate::hydrate::Pending>;
     let (thins, origin_size, pool_label) = match setup(&cfg, &devices, &mut exec) {
         Ok((thins, size, label, copy)) => {
+            network = copy;
             let done = (thins, size, label);
-            if let Some(copy) = copy {
-                let written = std::fs::create_dir_all("/run/cowroot")
-                    .and_then(|()| std::fs::write(crate::hydrate::MARKER, copy.line()));
-                if let Err(e) = written {
-                    return Err(exec.rollback(Error::io("write", crate::hydrate::MARKER, e)));
-                }
-            }
             if done.0.header.header.root_sectors.0 > 0 {
                 let marked = std::fs::create_dir_all("/run/cowroot").and_then(|()| std::fs::write(GROW_MARKER, b""));
                 if let Err(e) = marked {
@@ -427,11 +430,20 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
                 }
             }
             exec.commit();
+            if let Some(network) = &network {
+                let written = std::fs::create_dir_all("/run/cowroot")
+                    .and_then(|()| std::fs::write(crate::hydrate::MARKER, network.line()));
+                if let Err(e) = written {
+                    log::warn!(
+                        "cannot write {} ({e}): `cowroot status` will not name the server, and \
+                         cowroot-hydrate.service will not know what to copy",
+                        crate::hydrate::MARKER
+                    );
+                }
+            }
             done
         }
-        Err(Error::ServerUnreachable { server, .. })
-            if mode == BootMode::NoWait && waited_since_first_try()? < cfg.timeout_secs =>
-        {
+        Err(Error::ServerUnreachable { server, .. }) if mode == BootMode::NoWait && !devices.server_wait_over => {
             let cause = Error::DeviceNotYet { spec: server, key: "cowroot".into() };
             return Err(exec.rollback(cause));
         }
@@ -464,9 +476,12 @@ fn boot_with<S: System>(sys: &mut S, settings: &Settings, cfg: &Config, mode: Bo
             cfg.source
         );
     }
+    let mut origin = origin_label(&cfg, &devices);
+    if let Some(copy) = network.as_ref().filter(|n| n.nbd == "-") {
+        origin.push_str(&format!(", its local copy on {}", copy.device));
+    }
     let summary = format!(
-        "{root} ready: origin {} ({origin_size}), pool {pool_label}, generation {} ({}), {data}, {meta}, {own_ms} ms (+{} ms waiting for devices)",
-        origin_label(&cfg, &devices),
+        "{root} ready: origin {origin} ({origin_size}), pool {pool_label}, generation {} ({}), {data}, {meta}, {own_ms} ms (+{} ms waiting for devices)",
         thins.header.header.generation,
         thins.mode.as_str(),
         devices.waited.as_millis()
@@ -622,10 +637,7 @@ fn attach_network_origin<S: System>(
     copy_dev: &str,
 ) -> Result<AttachedOrigin> {
     use crate::hydrate::{self, CopyState, Pending};
-    let start = probe::read_start(copy_dev, hydrate::HEADER_BYTES)?;
-    let size = probe::size_of(copy_dev)?;
-    let end = probe::read_end(copy_dev, size.0, crate::pool::END_PROBE_BYTES, start.len() as u64)?;
-    let complete = match hydrate::decode(&start, crate::format::contents(&start, &end, size.0)) {
+    let complete = match hydrate::read_state(copy_dev)? {
         CopyState::Foreign(what) => {
             return Err(Error::config(
                 "cowroot.hydrate",
@@ -649,6 +661,19 @@ fn attach_network_origin<S: System>(
         Err(err @ Error::ServerUnreachable { .. }) => match &complete {
             Some(header) if devices.server_wait_over => {
                 log::warn!("{err}");
+                // The kept changes must have been made on the copy's image:
+                // a copy older than the pool's image would be taken for a
+                // new image, and cowroot.onchange=reset would discard them.
+                if let Some(kept) = kept_origin(devices)? {
+                    if kept != header.origin {
+                        return Err(Error::Refused(format!(
+                            "{err}. The local copy on {copy_dev} holds an earlier image of {} than the one the kept \
+                             changes were made on, and the copy of the newer one is not complete: this boot needs \
+                             the server",
+                            header.server
+                        )));
+                    }
+                }
                 log::warn!("booting from the complete local copy of {} on {copy_dev} (cowroot.hydrate)", header.server);
                 return use_copy(cfg, exec, copy_dev, header, pending("-"));
             }
@@ -659,8 +684,9 @@ fn attach_network_origin<S: System>(
     if let Some(header) = &complete {
         if probe::origin_id(&served)? == header.origin {
             log::info!("{server} serves the image the local copy on {copy_dev} holds: the root reads the copy");
+            let attached = use_copy(cfg, exec, copy_dev, header, pending("-"))?;
             exec.disconnect_nbd()?;
-            return use_copy(cfg, exec, copy_dev, header, pending("-"));
+            return Ok(attached);
         }
         log::warn!(
             "{server} serves another image than the local copy on {copy_dev}: the boot takes the server's \
@@ -669,6 +695,16 @@ fn attach_network_origin<S: System>(
     }
     let dev_ref = origin_ref(&cfg.source, None);
     Ok(AttachedOrigin { identity: served.clone(), device: served.clone(), dev_ref, copy: Some(pending(&served)) })
+}
+
+/// The origin the pool's kept changes were made on (`None`: a RAM pool,
+/// or a pool that keeps nothing yet).
+fn kept_origin(devices: &Devices) -> Result<Option<crate::header::OriginId>> {
+    let Some(pool) = &devices.pool else { return Ok(None) };
+    Ok(match probe::pool_facts(pool)?.state {
+        PoolState::Ours { header, .. } => header.origin,
+        _ => None,
+    })
 }
 
 /// The complete local copy as a read-only dm device (private: it carries
@@ -690,6 +726,13 @@ fn use_copy<S: System>(
     let dev = exec.dev(Role::Copy).ok_or_else(|| Error::Inconsistent(format!("{} not created", cfg.name)))?;
     // Private: no /dev/mapper node; devtmpfs names it by its minor.
     let path = format!("/dev/dm-{}", dev.minor);
+    // The header says complete; the content must say the same image.
+    if probe::origin_id(&path)? != header.origin {
+        return Err(Error::Refused(format!(
+            "the local copy on {copy_dev} does not read as the image its header names (the disk changed under \
+             it?); boot with the server, and `cowroot hydrate` copies it again"
+        )));
+    }
     Ok(AttachedOrigin { identity: path.clone(), device: path, dev_ref: DevRef::Dm(Role::Copy), copy: Some(marker) })
 }
 

@@ -20,12 +20,14 @@ use crate::error::{Error, Result};
 use crate::exec::{DmSpec, Executor, System};
 use crate::header::OriginId;
 use crate::names::{DeviceName, Role};
+use crate::nbd;
 use crate::plan::{DevRef, Step};
 use crate::probe;
 use crate::units::Bytes;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub const MAGIC: &[u8; 8] = b"COWHYDR1";
@@ -39,6 +41,7 @@ pub const HEADER_BYTES: usize = 4096;
 pub const MARKER: &str = "/run/cowroot/network-origin";
 
 const SERVER_MAX: usize = 256;
+const LOCK: &str = "/run/cowroot/hydrate.lock";
 const CHECKSUM_AT: usize = 106 + SERVER_MAX;
 
 /// What the header of the copy says.
@@ -209,31 +212,73 @@ pub fn run<S: System>(sys: &mut S) -> Result<String> {
         return Ok(format!("the root already reads the complete local copy on {}; nothing to do", pending.device));
     }
     let name = DeviceName::parse(&pending.name)?;
-    let origin = probe::origin_id(&pending.nbd)?;
+    // One run at a time: two would interleave their header writes.
+    let lock = File::create(LOCK).map_err(|e| Error::io("create", LOCK, e))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Error::Refused("another `cowroot hydrate` is running (cowroot-hydrate.service?); it goes on alone".into())
+    })?;
     let device = pending.device.as_str();
+    if sys.dm_info(&name.dm_name(Role::Copy))?.is_some() {
+        // An earlier run moved the root and stopped before it said so.
+        finish(sys, &pending)?;
+        return Ok(format!("the root already reads the local copy on {device}; nothing to do"));
+    }
+    if nbd::connected_bytes(Path::new("/sys/block"), &pending.nbd) == 0 {
+        return Err(Error::Refused(format!(
+            "{} is no longer connected to {} (the server went away?): the copy goes on at the next boot that \
+             reaches the server",
+            pending.nbd, pending.server
+        )));
+    }
+    let origin = probe::origin_id(&pending.nbd)?;
     check_size(device, probe::size_of(device)?.0, origin.size_bytes)?;
-    let start = probe::read_start(device, HEADER_BYTES)?;
-    let size = probe::size_of(device)?.0;
-    let end = probe::read_end(device, size, crate::pool::END_PROBE_BYTES, start.len() as u64)?;
-    let mut header = match decode(&start, crate::format::contents(&start, &end, size)) {
+    // Nobody else may hold it: not mounted, not mapped (O_EXCL).
+    let copy = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(device)
+        .map_err(|e| Error::io("open exclusively", device, format!("{e}; is it mounted or in use?")))?;
+    let mut header = match read_state(device)? {
         CopyState::Foreign(what) => {
             return Err(Error::Refused(format!("{device} holds {what}; cowroot copies only onto an empty device")))
         }
         CopyState::Ours(header) if header.origin == origin => header,
         CopyState::Ours(_) | CopyState::Blank | CopyState::Damaged(_) => CopyHeader::fresh(origin, &pending.server),
     };
-    let copy = OpenOptions::new().read(true).write(true).open(device).map_err(|e| Error::io("open", device, e))?;
     let mut summary = String::new();
     if !header.complete() {
         summary = copy_origin(&pending, &copy, &mut header)?;
     }
+    // The copy's dm device claims it next.
+    drop(copy);
     switch_origin(sys, &name, &pending, &header)?;
-    let done = Pending { nbd: "-".into(), ..pending.clone() };
-    std::fs::write(MARKER, done.line()).map_err(|e| Error::io("write", MARKER, e))?;
+    finish(sys, &pending)?;
     Ok(format!(
         "{summary}the root now reads the local copy on {device}: {} is no longer needed by this machine",
         pending.server
     ))
+}
+
+/// The root reads the copy: the NBD device goes, and the marker says so.
+fn finish<S: System>(sys: &mut S, pending: &Pending) -> Result<()> {
+    if nbd::connected_bytes(Path::new("/sys/block"), &pending.nbd) > 0 {
+        if let Err(e) = sys.nbd_disconnect(&pending.nbd) {
+            log::warn!("the root reads the copy, but {} stays connected: {e}", pending.nbd);
+        }
+    }
+    let done = Pending { nbd: "-".into(), ..pending.clone() };
+    std::fs::write(MARKER, done.line()).map_err(|e| Error::io("write", MARKER, e))
+}
+
+/// What a hydration device holds: its first 4 KiB decoded, and to tell
+/// blank from foreign, the same probe as `cowroot format` (signatures in
+/// the first and last MiB, any data there).
+pub fn read_state(device: &str) -> Result<CopyState> {
+    let start = probe::read_start(device, crate::signature::PROBE_BYTES)?;
+    let size = probe::size_of(device)?.0;
+    let end = probe::read_end(device, size, crate::pool::END_PROBE_BYTES, start.len() as u64)?;
+    Ok(decode(&start, crate::format::contents(&start, &end, size)))
 }
 
 /// For `cowroot status`: where a network origin comes from.
@@ -259,7 +304,14 @@ pub fn describe(origin: Option<OriginId>) -> Option<String> {
         ));
     }
     let start = probe::read_start(&pending.device, HEADER_BYTES).ok()?;
-    let total = probe::size_of(&pending.nbd).map(|b| b.0).unwrap_or(0);
+    let total = nbd::connected_bytes(Path::new("/sys/block"), &pending.nbd);
+    if total == 0 {
+        return Some(format!(
+            "stopped: {} is no longer connected to {} (the server went away?); the copy goes on at the next boot \
+             that reaches the server",
+            pending.nbd, pending.server
+        ));
+    }
     let copied = match decode(&start, None) {
         // A copy of an earlier image counts for nothing.
         CopyState::Ours(header) if Some(header.origin) == origin => header.copied,
@@ -381,9 +433,6 @@ fn switch_origin<S: System>(sys: &mut S, name: &DeviceName, pending: &Pending, h
     match moved {
         Ok(()) => exec.commit(),
         Err(e) => return Err(exec.rollback(e)),
-    }
-    if let Err(e) = sys.nbd_disconnect(&pending.nbd) {
-        log::warn!("the root reads the copy, but {} stays connected: {e}", pending.nbd);
     }
     Ok(())
 }

@@ -468,7 +468,13 @@ impl System for RealSystem {
             let why = match run_with_limit(client, &server.client_args(&device), limit) {
                 Ok(()) if nbd::connected_bytes(sys_block, &device) > 0 => return Ok(device),
                 Ok(()) => format!("nbd-client succeeded but {device} has no size"),
-                Err(why) => why,
+                Err(why) => {
+                    // Cut off after the kernel took the connection: let it go.
+                    if nbd::connected_bytes(sys_block, &device) > 0 {
+                        let _ = run_with_limit(client, &["-d".to_string(), device.clone()], Duration::from_secs(5));
+                    }
+                    why
+                }
             };
             if Instant::now() >= deadline {
                 return Err(Error::ServerUnreachable { server: server.to_string(), seconds, why });
@@ -628,11 +634,16 @@ impl System for RealSystem {
                 let _ = this.dm()?.table_clear(&id);
                 return Err(dm_error("suspend", &spec.name, e));
             }
-            // Resuming makes the loaded table the live one.
-            this.dm()?
-                .device_suspend(&id, DmOptions::default())
-                .map(|_| ())
-                .map_err(|e| dm_error("resume", &spec.name, e))
+            // Resuming makes the loaded table the live one. Should that
+            // fail, the old table comes back rather than a root left frozen.
+            match this.dm()?.device_suspend(&id, DmOptions::default()) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let _ = this.dm()?.table_clear(&id);
+                    let _ = this.dm()?.device_suspend(&id, DmOptions::default());
+                    Err(dm_error("resume with the new table", &spec.name, e))
+                }
+            }
         });
         drop(signals);
         let _ = munlockall();
