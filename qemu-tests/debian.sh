@@ -97,6 +97,7 @@ unit_said() {
 }
 say "cleanup: \$(unit_said cowroot-cleanup.service)"
 say "grow: \$(unit_said cowroot-grow.service)"
+say "hydrate: \$(unit_said cowroot-hydrate.service)"
 say "root size: \$(df -k / | awk 'NR == 2 { print \$2 }') KiB"
 # A persistent volume (cowroot.volume=home:...:/home), when one is mounted.
 say "volumes: \$(unit_said 'cowroot-volume@*')"

@@ -20,13 +20,16 @@ lab_initrd() {
     initrd_with_modules "$LAB_INITRD" "$extra" virtio_net nbd
 }
 
-# lab_serve IMAGE: qemu-nbd serves IMAGE read-only as export "lab" on a
-# free loopback port, to any number of clients. Sets LAB_PORT, LAB_SERVER.
+# lab_serve IMAGE: qemu-nbd serves IMAGE as export "lab" on a free
+# loopback port, to any number of clients. Writable on purpose (a real
+# server exports read-only, see the README): the clients' read-only
+# connection must keep the image unchanged on its own, and the sha256
+# checks would see a write. Sets LAB_PORT, LAB_SERVER.
 lab_serve() {
     local tries=0
     while :; do
         LAB_PORT=$((20000 + RANDOM % 20000))
-        qemu-nbd --read-only --persistent --shared=0 --format=raw --export-name=lab \
+        qemu-nbd --persistent --shared=0 --format=raw --export-name=lab \
             --bind=127.0.0.1 --port="$LAB_PORT" "$1" 2> "$WORK/lab-server.err" &
         LAB_SERVER=$!
         # Listening once the port answers; a port in use ends qemu-nbd.
@@ -153,6 +156,17 @@ scenario_lab_hydrate_then_serverless() {
     trap lab_stop_server EXIT
     local QEMU_SMP=2 keys="cowroot.hydrate=/dev/vdb cowroot.timeout=8"
 
+    # A device that holds something (btrfs, whose superblock sits at
+    # 64 KiB) is never taken for blank: the boot fails closed, untouched.
+    blank_disk "$D/foreign.img" 128M
+    mkfs.btrfs -q "$D/foreign.img"
+    local foreign_sha
+    foreign_sha=$(sha "$D/foreign.img")
+    lab_boot lab-d0 "$keys cowtest=net,boot" "$D/pool.img" "$D/foreign.img"
+    expect 'COWTEST boot rc=1'
+    expect 'cowroot.hydrate: /dev/vdb holds a btrfs filesystem; cowroot writes its copy only to an empty device'
+    same "$(sha "$D/foreign.img")" "$foreign_sha" "the foreign hydration device changed"
+
     # The copy is made while the machine runs on the server, then the
     # root moves onto it: the server can go.
     rm -f "$WORK/lab-d1.log"
@@ -228,6 +242,7 @@ scenario_debian_initramfs_tools_nbd_origin() {
     expect_cow_root
     expect 'COWTEST marker written'
     expect "\"origin\":\"nbd://10.0.2.2:$LAB_PORT/lab\",\"origin_device\":\"/dev/nbd0\""
+    expect "COWTEST hydrate: nothing to copy: this boot's origin nbd://10.0.2.2:$LAB_PORT/lab has no cowroot.hydrate device"
     VM_NET=1 run_debian debian-nbd-2 "$keys" "$pool"
     expect 'generation 1 \(kept\)'
     expect_cow_root
