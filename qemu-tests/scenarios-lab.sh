@@ -61,6 +61,13 @@ lab_boot() {
     echo "$VM_SECONDS" > "$WORK/$name.secs"
 }
 
+# copy_holds DISK IMAGE WHY: DISK is a hydration device holding IMAGE
+# (64 MiB) whole, after cowroot's header.
+copy_holds() {
+    [ "$(head -c 8 "$1")" = COWHYDR1 ] || die "$3: no hydration header on $1"
+    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$1" "$2" || die "$3"
+}
+
 # Checks a finished guest's console (by name).
 on_console() {
     CONSOLE="$WORK/$1.log"
@@ -192,14 +199,14 @@ scenario_lab_hydrate_then_serverless() {
     rate=$(sed -n 's/.*COWTEST hydrate: copied 64.0 MiB in \([0-9.]* s\) (\([0-9.]* MiB\/s\)).*/\1, \2/p' "$CONSOLE")
     log "measured: hydration of 64 MiB over NBD: $rate"
     echo "lab: hydration of 64 MiB over NBD (loopback, TCG guest): $rate" >> "$WORK/debian-measures"
-    [ "$(head -c 8 "$D/copy.img")" = COWHYDR1 ] || die "no hydration header on the copy disk"
-    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v1.img" || die "the copy is not the served image"
+    copy_holds "$D/copy.img" "$D/golden-v1.img" "the copy is not the served image"
 
     # No server: the boot waits cowroot.timeout, then takes the copy.
     lab_boot lab-d2 "$keys cowtest=net,boot,noted,status" "$D/pool.img" "$D/copy.img"
     expect 'COWTEST boot rc=0'
     expect 'did not serve its export within 8 s'
     expect 'booting from the complete local copy of nbd://10.0.2.2:[0-9]+/lab on /dev/vdb'
+    expect 'ready: origin nbd://10.0.2.2:[0-9]+/lab, its local copy on /dev/vdb'
     expect 'ready: .* generation 1 \(kept\)'
     expect 'COWTEST note: delta'
     expect 'COWTEST origin file: golden-v1'
@@ -213,15 +220,14 @@ scenario_lab_hydrate_then_serverless() {
     expect 'serves another image than the local copy on /dev/vdb'
     expect 'COWTEST boot rc=1'
     expect 'is not the image the kept changes were made on'
-    [ "$(head -c 8 "$D/copy.img")" = COWHYDR1 ] || die "the refused boot touched the copy"
-    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v1.img" || die "the refused boot changed the copy"
+    copy_holds "$D/copy.img" "$D/golden-v1.img" "the refused boot changed the copy"
     lab_boot lab-d4 "$keys cowroot.onchange=reset cowtest=net,boot,noted,hydrate" "$D/pool.img" "$D/copy.img"
     expect 'ready: .* generation 2 \(reset: new origin\)'
     expect 'COWTEST note absent'
     expect 'COWTEST origin file: golden-v2'
     expect 'COWTEST before: hydration: +0% \(0 B of 64.0 MiB\)'
     expect 'COWTEST hydrate: copied 64.0 MiB'
-    cmp -n $((64 << 20)) -i $((1 << 20)):0 "$D/copy.img" "$D/golden-v2.img" || die "the copy is not the new image"
+    copy_holds "$D/copy.img" "$D/golden-v2.img" "the copy is not the new image"
     lab_stop_server
     same "$(sha "$D/golden-v1.img")" "$v1_sha" "the served image v1 changed"
     same "$(sha "$D/golden-v2.img")" "$v2_sha" "the served image v2 changed"
