@@ -243,13 +243,13 @@ scenario_debian_initramfs_tools_nbd_origin() {
     lab_serve "$DEB_ROOT_IMG"
     trap lab_stop_server EXIT
     keys="cowroot=nbd://10.0.2.2:$LAB_PORT/lab cowpool=/dev/vda"
-    VM_NET=1 run_debian debian-nbd-1 "$keys" "$pool"
+    VM_NET=1 DEB_BOOT_INITRD=$DEB_INITRD_NBD run_debian debian-nbd-1 "$keys" "$pool"
     expect "cowroot: /dev/mapper/cowroot ready: origin nbd://10.0.2.2:$LAB_PORT/lab \\([0-9.]+ GiB\\), pool /dev/vda, generation 1 \\(formatted\\)"
     expect_cow_root
     expect 'COWTEST marker written'
     expect "\"origin\":\"nbd://10.0.2.2:$LAB_PORT/lab\",\"origin_device\":\"/dev/nbd0\""
     expect "COWTEST hydrate: nothing to copy: this boot's origin nbd://10.0.2.2:$LAB_PORT/lab has no cowroot.hydrate device"
-    VM_NET=1 run_debian debian-nbd-2 "$keys" "$pool"
+    VM_NET=1 DEB_BOOT_INITRD=$DEB_INITRD_NBD run_debian debian-nbd-2 "$keys" "$pool"
     expect 'generation 1 \(kept\)'
     expect_cow_root
     expect 'COWTEST marker present: written at boot'
