@@ -647,7 +647,18 @@ fn attach_network_origin<S: System>(
                 ),
             ))
         }
-        CopyState::Ours(header) if header.complete() => Some(header),
+        CopyState::Ours(header) if header.complete() => {
+            // The header says complete; the content must say the same image.
+            if hydrate::intact(copy_dev, &header)? {
+                Some(header)
+            } else {
+                log::warn!(
+                    "the local copy on {copy_dev} does not read as the image its header names (the disk changed \
+                     under it?): the boot needs the server, and the copy starts again"
+                );
+                None
+            }
+        }
         CopyState::Ours(_) | CopyState::Blank | CopyState::Damaged(_) => None,
     };
     let pending = |nbd: &str| Pending {
@@ -664,7 +675,7 @@ fn attach_network_origin<S: System>(
                 // The kept changes must have been made on the copy's image:
                 // a copy older than the pool's image would be taken for a
                 // new image, and cowroot.onchange=reset would discard them.
-                if let Some(kept) = kept_origin(devices)? {
+                if let Some(kept) = kept_origin(cfg, devices)? {
                     if kept != header.origin {
                         return Err(Error::Refused(format!(
                             "{err}. The local copy on {copy_dev} holds an earlier image of {} than the one the kept \
@@ -685,7 +696,9 @@ fn attach_network_origin<S: System>(
         if probe::origin_id(&served)? == header.origin {
             log::info!("{server} serves the image the local copy on {copy_dev} holds: the root reads the copy");
             let attached = use_copy(cfg, exec, copy_dev, header, pending("-"))?;
-            exec.disconnect_nbd()?;
+            if let Err(e) = exec.disconnect_nbd() {
+                log::warn!("the root reads the local copy, but the NBD device stays connected: {e}");
+            }
             return Ok(attached);
         }
         log::warn!(
@@ -699,10 +712,16 @@ fn attach_network_origin<S: System>(
 
 /// The origin the pool's kept changes were made on (`None`: a RAM pool,
 /// or a pool that keeps nothing yet).
-fn kept_origin(devices: &Devices) -> Result<Option<crate::header::OriginId>> {
+/// Only when this boot would keep them and `cowroot.onchange=reset` would
+/// discard them on another image; otherwise the plan's own origin check
+/// says what there is to say.
+fn kept_origin(cfg: &Config, devices: &Devices) -> Result<Option<crate::header::OriginId>> {
     let Some(pool) = &devices.pool else { return Ok(None) };
+    if cfg.onchange != crate::config::OnChange::Reset || cfg.reset || cfg.mode == RootMode::Volatile {
+        return Ok(None);
+    }
     Ok(match probe::pool_facts(pool)?.state {
-        PoolState::Ours { header, .. } => header.origin,
+        PoolState::Ours { header, .. } if header.flags & crate::header::FLAG_RESET_NEXT_BOOT == 0 => header.origin,
         _ => None,
     })
 }
@@ -726,13 +745,6 @@ fn use_copy<S: System>(
     let dev = exec.dev(Role::Copy).ok_or_else(|| Error::Inconsistent(format!("{} not created", cfg.name)))?;
     // Private: no /dev/mapper node; devtmpfs names it by its minor.
     let path = format!("/dev/dm-{}", dev.minor);
-    // The header says complete; the content must say the same image.
-    if probe::origin_id(&path)? != header.origin {
-        return Err(Error::Refused(format!(
-            "the local copy on {copy_dev} does not read as the image its header names (the disk changed under \
-             it?); boot with the server, and `cowroot hydrate` copies it again"
-        )));
-    }
     Ok(AttachedOrigin { identity: path.clone(), device: path, dev_ref: DevRef::Dm(Role::Copy), copy: Some(marker) })
 }
 

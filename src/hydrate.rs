@@ -218,10 +218,19 @@ pub fn run<S: System>(sys: &mut S) -> Result<String> {
         Error::Refused("another `cowroot hydrate` is running (cowroot-hydrate.service?); it goes on alone".into())
     })?;
     let device = pending.device.as_str();
-    if sys.dm_info(&name.dm_name(Role::Copy))?.is_some() {
-        // An earlier run moved the root and stopped before it said so.
-        finish(sys, &pending)?;
-        return Ok(format!("the root already reads the local copy on {device}; nothing to do"));
+    let copy_name = name.dm_name(Role::Copy);
+    if sys.dm_info(&copy_name)?.is_some() {
+        let nbd_num = sys.dev_num(&pending.nbd).ok().map(|n| n.to_string());
+        let origin =
+            sys.dm_line(&name.dm_name(Role::Thin), false)?.params.split_whitespace().nth(2).map(str::to_string);
+        if nbd_num.is_some() && origin == nbd_num {
+            // An earlier run stopped before the move: its device goes.
+            sys.dm_remove(&copy_name)?;
+        } else {
+            // An earlier run moved the root and stopped before it said so.
+            finish(sys, &pending)?;
+            return Ok(format!("the root already reads the local copy on {device}; nothing to do"));
+        }
     }
     if nbd::connected_bytes(Path::new("/sys/block"), &pending.nbd) == 0 {
         return Err(Error::Refused(format!(
@@ -243,7 +252,10 @@ pub fn run<S: System>(sys: &mut S) -> Result<String> {
         CopyState::Foreign(what) => {
             return Err(Error::Refused(format!("{device} holds {what}; cowroot copies only onto an empty device")))
         }
-        CopyState::Ours(header) if header.origin == origin => header,
+        // A complete copy that no longer reads as its image starts again.
+        CopyState::Ours(header) if header.origin == origin && (!header.complete() || intact(device, &header)?) => {
+            header
+        }
         CopyState::Ours(_) | CopyState::Blank | CopyState::Damaged(_) => CopyHeader::fresh(origin, &pending.server),
     };
     let mut summary = String::new();
@@ -269,6 +281,19 @@ fn finish<S: System>(sys: &mut S, pending: &Pending) -> Result<()> {
     }
     let done = Pending { nbd: "-".into(), ..pending.clone() };
     std::fs::write(MARKER, done.line()).map_err(|e| Error::io("write", MARKER, e))
+}
+
+/// Whether the copy on `device` reads as the image its header names (the
+/// same sampled fingerprint as every origin's identity).
+pub fn intact(device: &str, header: &CopyHeader) -> Result<bool> {
+    let file = File::open(device).map_err(|e| Error::io("open", device, e))?;
+    let size = header.origin.size_bytes;
+    if probe::size_of(device)?.0 < DATA_OFFSET + size {
+        return Ok(false);
+    }
+    let id = crate::fingerprint::fingerprint(size, None, |offset, buf| file.read_exact_at(buf, DATA_OFFSET + offset))
+        .map_err(|e| Error::io("read", device, e))?;
+    Ok(id == header.origin)
 }
 
 /// What a hydration device holds: its first 4 KiB decoded, and to tell
@@ -491,6 +516,32 @@ mod tests {
         let line = progress(16 << 20, 64 << 20, Duration::from_millis(3200));
         assert_eq!(line, "25% (16.0 MiB of 64.0 MiB), 5.0 MiB/s");
         assert!(progress(0, 0, Duration::ZERO).starts_with("100% "));
+    }
+
+    #[test]
+    fn a_copy_is_intact_only_while_it_reads_as_its_image() {
+        let path = std::env::temp_dir().join(format!("cowroot-copy-test-{}", std::process::id()));
+        let data: Vec<u8> = (0..(256u32 << 10)).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let id = crate::fingerprint::fingerprint(data.len() as u64, None, |offset, buf| {
+            buf.copy_from_slice(&data[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        })
+        .unwrap();
+        let header =
+            CopyHeader { copied: data.len() as u64, image_sha256: Some([1; 32]), ..CopyHeader::fresh(id, "x") };
+        let mut disk = header.encode().to_vec();
+        disk.resize(DATA_OFFSET as usize, 0);
+        disk.extend_from_slice(&data);
+        std::fs::write(&path, &disk).unwrap();
+        let device = path.to_str().unwrap();
+        assert!(intact(device, &header).unwrap());
+        disk[DATA_OFFSET as usize + 100] ^= 0xff;
+        std::fs::write(&path, &disk).unwrap();
+        assert!(!intact(device, &header).unwrap(), "a changed byte in the sampled head");
+        disk.truncate(DATA_OFFSET as usize + 1000);
+        std::fs::write(&path, &disk).unwrap();
+        assert!(!intact(device, &header).unwrap(), "a device too short for the image");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

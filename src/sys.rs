@@ -471,7 +471,15 @@ impl System for RealSystem {
                 Err(why) => {
                     // Cut off after the kernel took the connection: let it go.
                     if nbd::connected_bytes(sys_block, &device) > 0 {
-                        let _ = run_with_limit(client, &["-d".to_string(), device.clone()], Duration::from_secs(5));
+                        run_with_limit(client, &["-d".to_string(), device.clone()], Duration::from_secs(5)).map_err(
+                            |e| {
+                                Error::io(
+                                    "disconnect",
+                                    &device,
+                                    format!("{e} (nbd-client was cut off after connecting it)"),
+                                )
+                            },
+                        )?;
                     }
                     why
                 }
