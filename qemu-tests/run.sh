@@ -43,7 +43,8 @@ FULL_ONLY=" debian_dracut_nosystemd_onfail_halt debian_dracut_systemd_onfail_hal
  debian_dracut_nosystemd_root_label debian_dracut_nosystemd_root_dev_vda debian_dracut_systemd_root_stale_partuuid
  debian_dracut_systemd_root_label debian_dracut_systemd_root_dev_vda
  debian_dracut_nosystemd_luks_image_host debian_dracut_nosystemd_md_image_host
- debian_dracut_nosystemd_lvm_image_host debian_dracut_nosystemd_keep_then_reset debian_dracut_systemd_root_absent "
+ debian_dracut_nosystemd_lvm_image_host debian_dracut_nosystemd_keep_then_reset debian_dracut_systemd_root_absent
+ debian_dracut_systemd_md_image_host "
 selected=()
 for name in "${all[@]}"; do
     if [ $# = 0 ]; then
