@@ -1,12 +1,14 @@
 #!/bin/sh
 # Installs everything the build and the VM tests need on a fresh Debian
 # machine (run as root). Does nothing when all is there already.
+# nbd-client goes into the lab guests' initramfs; qemu-utils serves their
+# origin (qemu-nbd).
 set -eu
 
 packages="qemu-system-x86 busybox-static e2fsprogs kmod cpio gzip fdisk file
 musl-tools clang-14 libclang1-14 libdevmapper-dev pkg-config shellcheck
 make mmdebstrap lvm2 util-linux thin-provisioning-tools xfsprogs btrfs-progs dmsetup
-cryptsetup-bin mdadm zsh groff-base grub-common grub-pc-bin xorriso"
+cryptsetup-bin mdadm zsh groff-base grub-common grub-pc-bin xorriso nbd-client qemu-utils"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
