@@ -46,6 +46,30 @@ lab_serve() {
     done
 }
 
+# stop_server_on_cue NAME: stops the server once guest NAME says it waits
+# for that (within QEMU_TIMEOUT); stop_cue_watch ends the watch however the
+# guest ended, so a guest that never asked cannot leave it running.
+stop_server_on_cue() {
+    rm -f "$WORK/$1.log"
+    (
+        for _ in $(seq "$QEMU_TIMEOUT"); do
+            if grep -q 'waiting for the server to stop' "$WORK/$1.log" 2>/dev/null; then
+                kill "$LAB_SERVER"
+                exit 0
+            fi
+            sleep 1
+        done
+    ) &
+    CUE_WATCH=$!
+}
+
+stop_cue_watch() {
+    [ -n "${CUE_WATCH:-}" ] || return 0
+    kill "$CUE_WATCH" 2>/dev/null || true
+    wait "$CUE_WATCH" 2>/dev/null || true
+    CUE_WATCH=
+}
+
 lab_stop_server() {
     kill "$LAB_SERVER" 2>/dev/null || true
     wait "$LAB_SERVER" 2>/dev/null || true
@@ -83,7 +107,7 @@ scenario_lab_one_image_many_machines() {
     for g in a b c; do blank_disk "$D/pool-$g.img" 128M; done
     lab_initrd
     lab_serve "$D/golden.img"
-    trap lab_stop_server EXIT
+    trap 'stop_cue_watch; lab_stop_server' EXIT
     local QEMU_SMP=1
 
     # One machine alone, then three at once (one CPU each).
@@ -127,14 +151,9 @@ scenario_lab_one_image_many_machines() {
     expect 'COWTEST origin file: golden-v1'
 
     # The server goes away under a running guest.
-    rm -f "$WORK/lab-a3.log"
-    (
-        until grep -q 'waiting for the server to stop' "$WORK/lab-a3.log" 2>/dev/null; do sleep 1; done
-        kill "$LAB_SERVER"
-    ) &
-    local killer=$!
+    stop_server_on_cue lab-a3
     lab_boot lab-a3 "cowtest=net,boot,serverloss" "$D/pool-a.img"
-    wait "$killer" || true
+    stop_cue_watch
     expect 'COWTEST origin block read failed: .*Input/output error'
     expect 'COWTEST pooled note reads: alpha'
     expect 'COWTEST origin file read failed: .*Input/output error'
@@ -160,7 +179,7 @@ scenario_lab_hydrate_then_serverless() {
     blank_disk "$D/copy.img" 80M
     lab_initrd
     lab_serve "$D/golden-v1.img"
-    trap lab_stop_server EXIT
+    trap 'stop_cue_watch; lab_stop_server' EXIT
     local QEMU_SMP=2 keys="cowroot.hydrate=/dev/vdb cowroot.timeout=8"
 
     # A device that holds something (btrfs, whose superblock sits at
@@ -176,14 +195,9 @@ scenario_lab_hydrate_then_serverless() {
 
     # The copy is made while the machine runs on the server, then the
     # root moves onto it: the server can go.
-    rm -f "$WORK/lab-d1.log"
-    (
-        until grep -q 'waiting for the server to stop' "$WORK/lab-d1.log" 2>/dev/null; do sleep 1; done
-        kill "$LAB_SERVER"
-    ) &
-    local killer=$!
+    stop_server_on_cue lab-d1
     lab_boot lab-d1 "$keys cowtest=net,boot,note:delta,hydrate,awaitserverstop,noted" "$D/pool.img" "$D/copy.img"
-    wait "$killer" || true
+    stop_cue_watch
     expect 'COWTEST boot rc=0'
     expect 'COWTEST before: hydration: +0% \(0 B of 64.0 MiB\) copied from nbd://10.0.2.2:[0-9]+/lab to /dev/vdb'
     expect 'COWTEST hydrate rc=0'
@@ -241,7 +255,7 @@ scenario_debian_initramfs_tools_nbd_origin() {
     local pool="$WORK/debian-nbd-pool.img" keys
     blank_disk "$pool" 1G
     lab_serve "$DEB_ROOT_IMG"
-    trap lab_stop_server EXIT
+    trap 'stop_cue_watch; lab_stop_server' EXIT
     keys="cowroot=nbd://10.0.2.2:$LAB_PORT/lab cowpool=/dev/vda"
     VM_NET=1 DEB_BOOT_INITRD=$DEB_INITRD_NBD run_debian debian-nbd-1 "$keys" "$pool"
     expect "cowroot: /dev/mapper/cowroot ready: origin nbd://10.0.2.2:$LAB_PORT/lab \\([0-9.]+ GiB\\), pool /dev/vda, generation 1 \\(formatted\\)"
