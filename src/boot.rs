@@ -735,7 +735,6 @@ fn use_copy<S: System>(
     header: &crate::hydrate::CopyHeader,
     marker: crate::hydrate::Pending,
 ) -> Result<AttachedOrigin> {
-    crate::hydrate::check_size(copy_dev, probe::size_of(copy_dev)?.0, header.origin.size_bytes)?;
     exec.run(&[plan::Step::CreateLinear {
         role: Role::Copy,
         dev: DevRef::Path(copy_dev.to_string()),

@@ -306,9 +306,14 @@ pub fn read_state(device: &str) -> Result<CopyState> {
     Ok(decode(&start, crate::format::contents(&start, &end, size)))
 }
 
+/// This boot's marker, if it has a network origin.
+fn marker() -> Option<Pending> {
+    Pending::parse(&std::fs::read_to_string(MARKER).ok()?)
+}
+
 /// For `cowroot status`: where a network origin comes from.
 pub fn origin_label() -> Option<String> {
-    let pending = Pending::parse(&std::fs::read_to_string(MARKER).ok()?)?;
+    let pending = marker()?;
     Some(match pending.nbd.as_str() {
         "-" => format!("{}, its local copy on {}", pending.server, pending.device),
         _ => pending.server,
@@ -318,7 +323,7 @@ pub fn origin_label() -> Option<String> {
 /// For `cowroot status`: how far the copy of `origin` (the one the pool
 /// records for this boot) is, `None` without `cowroot.hydrate`.
 pub fn describe(origin: Option<OriginId>) -> Option<String> {
-    let pending = Pending::parse(&std::fs::read_to_string(MARKER).ok()?)?;
+    let pending = marker()?;
     if pending.device == "-" {
         return None;
     }

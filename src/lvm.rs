@@ -3,7 +3,6 @@
 //! LV). The tool is run directly, never through a shell.
 
 use crate::error::{Error, Result};
-use std::path::Path;
 use std::process::Command;
 
 const LVM_PATHS: [&str; 3] = ["/usr/sbin/lvm", "/sbin/lvm", "/usr/bin/lvm"];
@@ -20,7 +19,7 @@ pub fn mapper_path(vg: &str, lv: &str) -> String {
 /// Activates VG/LV (a no-op when it is active already). Without the lvm
 /// tool this does nothing: the caller then waits for someone else to.
 pub fn activate(vg: &str, lv: &str) -> Result<()> {
-    let Some(lvm) = LVM_PATHS.iter().find(|p| Path::new(p).exists()) else {
+    let Some(lvm) = crate::probe::installed(&LVM_PATHS) else {
         log::debug!("no lvm tool in this initramfs; waiting for {vg}/{lv} to appear");
         return Ok(());
     };
@@ -28,7 +27,7 @@ pub fn activate(vg: &str, lv: &str) -> Result<()> {
     let output = Command::new(lvm)
         .args(["lvchange", "--activate", "y", "--sysinit", &target])
         .output()
-        .map_err(|e| Error::io("run", *lvm, e))?;
+        .map_err(|e| Error::io("run", lvm, e))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();

@@ -29,6 +29,11 @@ pub fn read_start(path: &str, len: usize) -> Result<Vec<u8>> {
 }
 
 /// Size of a block device or regular file.
+/// The first of `candidates` (a tool's usual paths) that exists.
+pub fn installed(candidates: &[&'static str]) -> Option<&'static str> {
+    candidates.iter().copied().find(|p| Path::new(p).exists())
+}
+
 pub fn size_of(path: &str) -> Result<Bytes> {
     let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     file.seek(SeekFrom::End(0)).map(Bytes).map_err(|e| Error::io("size of", path, e))

@@ -68,8 +68,11 @@ pub fn render_step(name: &DeviceName, step: &Step) -> String {
             make_key = "KEY=$(od -An -vtx1 -N64 /dev/urandom | tr -d ' \\n') && ";
         }
         // A length not known before the origin is there: the origin's.
-        let on_nbd = step.dm_table(|d| if *d == DevRef::Nbd { Err(()) } else { Ok(shell_dev(name, d)) });
-        let origin_sectors = if matches!(on_nbd, Some(Err(()))) { NBD_SECTORS } else { LOOP_SECTORS };
+        let on_nbd = matches!(
+            step,
+            Step::CreateThin { origin: DevRef::Nbd, .. } | Step::CreateReadOnly { origin: DevRef::Nbd, .. }
+        );
+        let origin_sectors = if on_nbd { NBD_SECTORS } else { LOOP_SECTORS };
         let len = if table.len.0 == 0 { origin_sectors.to_string() } else { table.len.to_string() };
         let read_only = if table.role == Role::ReadOnly { " --readonly" } else { "" };
         return format!(

@@ -444,7 +444,7 @@ impl System for RealSystem {
     }
 
     fn nbd_connect(&mut self, server: &NbdServer, seconds: u64) -> Result<String> {
-        let client = NBD_CLIENT_PATHS.iter().find(|p| Path::new(p).exists()).ok_or_else(|| {
+        let client = probe::installed(&NBD_CLIENT_PATHS).ok_or_else(|| {
             Error::config(
                 "cowroot",
                 format!(
@@ -493,7 +493,7 @@ impl System for RealSystem {
     }
 
     fn nbd_disconnect(&mut self, device: &str) -> Result<()> {
-        let client = NBD_CLIENT_PATHS.iter().find(|p| Path::new(p).exists()).copied().unwrap_or("nbd-client");
+        let client = probe::installed(&NBD_CLIENT_PATHS).unwrap_or("nbd-client");
         run_with_limit(client, &["-d".to_string(), device.to_string()], Duration::from_secs(10))
             .map_err(|why| Error::io("disconnect", device, why))
     }
@@ -754,9 +754,8 @@ pub fn load_modules(need_loop: bool, need_crypt: bool, need_nbd: bool) {
         // without a full modprobe cannot answer.
         wanted.extend([("dm-crypt", "dm_crypt"), ("xts", "xts")]);
     }
-    let Some(modprobe) = ["/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
+    let Some(modprobe) =
+        probe::installed(&["/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe"])
     else {
         return;
     };
