@@ -197,4 +197,20 @@ mod tests {
         assert!(thin.contains("$(blockdev --getsz \"$LOOP\")"), "{thin}");
         assert!(!std::path::Path::new("/tmp/cowroot-pwned").exists());
     }
+
+    #[test]
+    fn an_nbd_origin_renders_as_nbd_client_and_its_device() {
+        let name = DeviceName::default();
+        let server = crate::nbd::NbdServer { host: "10.0.2.2".into(), port: 10809, export: "lab".into() };
+        let steps = [
+            Step::ConnectNbd { server, seconds: 30 },
+            Step::CreateThin { id: 1, len: Sectors(0), origin: DevRef::Nbd },
+        ];
+        let text = render(&name, &steps);
+        let status = std::process::Command::new("sh").arg("-n").arg("-c").arg(&text).status().unwrap();
+        assert!(status.success(), "{text}");
+        assert!(text.contains("&& nbd-client 10.0.2.2 10809 \"$NBD\" -N lab -R -b 512"), "{text}");
+        let thin = text.lines().nth(1).unwrap();
+        assert!(thin.contains("$(blockdev --getsz \"$NBD\")") && thin.ends_with(" $NBD\""), "{thin}");
+    }
 }
